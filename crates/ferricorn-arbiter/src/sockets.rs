@@ -1,0 +1,169 @@
+//! Binding the listeners, as Gunicorn does: `SO_REUSEADDR`, optional `SO_REUSEPORT`,
+//! stale UNIX socket files removed, `umask` applied to the socket file, `fd://N` and
+//! systemd's `LISTEN_FDS` adopted as they are, and five attempts one second apart when
+//! an address is in use.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::time::Duration;
+
+use ferricorn_core::bind::BindAddr;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::ArbiterError;
+
+/// A bound, listening socket owned by the master and inherited by every worker.
+pub struct BoundListener {
+    pub addr: BindAddr,
+    pub fd: OwnedFd,
+}
+
+impl BoundListener {
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The address as Gunicorn prints it in "Listening at:" (the real port when 0 was asked).
+    pub fn display(&self) -> String {
+        match &self.addr {
+            BindAddr::Unix(_) | BindAddr::Fd(_) => self.addr.to_string(),
+            _ => match local_addr(self.raw_fd()) {
+                Some(SocketAddr::V6(a)) => format!("http://[{}]:{}", a.ip(), a.port()),
+                Some(a) => format!("http://{a}"),
+                None => self.addr.to_string(),
+            },
+        }
+    }
+}
+
+fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: borrow the descriptor without taking ownership.
+    let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    s.local_addr().ok().and_then(|a| a.as_socket())
+}
+
+pub struct BindOptions {
+    pub backlog: i32,
+    pub reuse_port: bool,
+    pub umask: u32,
+    /// Attempts when the address is in use (Gunicorn: 5, one second apart).
+    pub attempts: u32,
+}
+
+pub fn bind_all(addrs: &[BindAddr], opts: &BindOptions) -> Result<Vec<BoundListener>, ArbiterError> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match bind_one(addr, opts) {
+                Ok(fds) => {
+                    out.extend(fds.into_iter().map(|fd| BoundListener { addr: addr.clone(), fd }));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < opts.attempts => {
+                    ferricorn_core::error!("Connection in use: {}", describe(addr));
+                    ferricorn_core::error!("Retrying in 1 second.");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        ferricorn_core::error!("Connection in use: {}", describe(addr));
+                    }
+                    return Err(ArbiterError::Bind(format!("Can't connect to {}: {e}", describe(addr))));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn describe(addr: &BindAddr) -> String {
+    match addr {
+        BindAddr::Tcp { host, port } => format!("('{host}', {port})"),
+        BindAddr::TcpName { host, port } => format!("('{host}', {port})"),
+        other => other.to_string(),
+    }
+}
+
+fn bind_one(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Vec<OwnedFd>> {
+    match addr {
+        BindAddr::Tcp { host, port } => Ok(vec![bind_tcp(SocketAddr::new(*host, *port), opts)?]),
+        BindAddr::TcpName { host, port } => {
+            let addrs: Vec<SocketAddr> = (host.as_str(), *port).to_socket_addrs()?.collect();
+            let first = addrs
+                .first()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address")))?;
+            Ok(vec![bind_tcp(*first, opts)?])
+        }
+        BindAddr::Unix(path) => Ok(vec![bind_unix(path, opts)?]),
+        BindAddr::Fd(fd) => {
+            let fd = *fd;
+            // SAFETY: fd:// hands us a descriptor we must own from now on; check it is a socket first.
+            let mut ty: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    (&mut ty as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            } != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(vec![unsafe { OwnedFd::from_raw_fd(fd) }])
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, opts: &BindOptions) -> std::io::Result<OwnedFd> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if opts.reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&SockAddr::from(addr))?;
+    sock.listen(opts.backlog)?;
+    Ok(sock.into())
+}
+
+fn bind_unix(path: &Path, opts: &BindOptions) -> std::io::Result<OwnedFd> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    // SAFETY: umask(2) cannot fail; the master is single-threaded so no other thread
+    // observes the temporary mask.
+    let old = unsafe { libc::umask(opts.umask as libc::mode_t) };
+    let bound = sock.bind(&SockAddr::unix(path)?);
+    unsafe { libc::umask(old) };
+    bound?;
+    sock.listen(opts.backlog)?;
+    Ok(sock.into())
+}
+
+/// Removes UNIX socket files on a final shutdown.
+pub fn cleanup(listeners: &[BoundListener]) {
+    for l in listeners {
+        if let BindAddr::Unix(p) = &l.addr {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Hands a descriptor to code that takes ownership (a worker's listener).
+pub fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: borrowing a descriptor we own for the duration of try_clone.
+    let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
+    Ok(s.try_clone()?.into_raw_fd()).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,0 +1,136 @@
+//! The error log, in Gunicorn's format: `[2026-01-01 12:00:00 +0000] [pid] [LEVEL] message`.
+//!
+//! Deliberately tiny: one global level and one destination (stderr or an append-mode
+//! file, reopened on USR1). Lines are written with a single `write(2)` so lines from
+//! the master and its workers never interleave mid-line.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Debug = 10,
+    Info = 20,
+    Warning = 30,
+    Error = 40,
+    Critical = 50,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "warning" | "warn" => Level::Warning,
+            "error" => Level::Error,
+            "critical" => Level::Critical,
+            _ => return None,
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static FD: AtomicI32 = AtomicI32::new(2);
+static PATH: Mutex<Option<String>> = Mutex::new(None);
+
+/// Sets the level and destination (`None` or `-` = stderr).
+pub fn configure(level: Level, path: Option<&str>) -> std::io::Result<()> {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    let path = path.filter(|p| *p != "-").map(str::to_string);
+    *PATH.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    reopen()
+}
+
+/// Reopens the log file (USR1, log rotation).
+pub fn reopen() -> std::io::Result<()> {
+    let path = PATH.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(path) = path else {
+        FD.store(2, Ordering::Relaxed);
+        return Ok(());
+    };
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let new_fd = std::os::fd::IntoRawFd::into_raw_fd(file);
+    let old = FD.swap(new_fd, Ordering::Relaxed);
+    if old > 2 {
+        // SAFETY: `old` was obtained from `into_raw_fd` above and is owned by this module.
+        unsafe { libc::close(old) };
+    }
+    Ok(())
+}
+
+/// The descriptor log lines go to (for `wsgi.errors` and stdio capture).
+pub fn fd() -> RawFd {
+    FD.load(Ordering::Relaxed)
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= LEVEL.load(Ordering::Relaxed)
+}
+
+/// `[2026-01-01 12:00:00 +0000]`, in local time like Gunicorn.
+pub fn timestamp(fmt: &[u8]) -> String {
+    let mut buf = [0u8; 64];
+    // SAFETY: localtime_r/strftime write only into the buffers we pass, which are sized
+    // for them; `fmt` is NUL-terminated by the callers.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), fmt.as_ptr().cast(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+pub fn write(level: Level, msg: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let line = format!(
+        "[{}] [{}] [{}] {}\n",
+        timestamp(b"%Y-%m-%d %H:%M:%S %z\0"),
+        std::process::id(),
+        level.name(),
+        msg
+    );
+    write_raw(line.as_bytes());
+}
+
+/// Writes bytes to the log destination in one call.
+pub fn write_raw(bytes: &[u8]) {
+    let fd = FD.load(Ordering::Relaxed);
+    // SAFETY: the descriptor is owned by this module (or is stderr); ManuallyDrop keeps
+    // the temporary File from closing it.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    let _ = f.write_all(bytes);
+    let _ = f.as_raw_fd();
+}
+
+#[macro_export]
+macro_rules! log_at {
+    ($lvl:expr, $($arg:tt)*) => {
+        if $crate::log::enabled($lvl) { $crate::log::write($lvl, &format!($($arg)*)) }
+    };
+}
+#[macro_export]
+macro_rules! debug { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Debug, $($arg)*) }; }
+#[macro_export]
+macro_rules! info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info, $($arg)*) }; }
+#[macro_export]
+macro_rules! warning { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Warning, $($arg)*) }; }
+#[macro_export]
+macro_rules! error { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($arg)*) }; }
+#[macro_export]
+macro_rules! critical { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Critical, $($arg)*) }; }

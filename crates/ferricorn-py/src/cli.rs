@@ -1,0 +1,376 @@
+//! `ferricorn [OPTIONS] [APP_MODULE]`: settings resolution and start-up, in Gunicorn's
+//! order: defaults (with `PORT`, `WEB_CONCURRENCY`...), the config file, then
+//! `GUNICORN_CMD_ARGS` / `FERRICORN_CMD_ARGS`, then the command line.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+
+use ferricorn_core::bind::BindAddr;
+use ferricorn_core::log::Level;
+use ferricorn_core::settings::{self, ArgsOutcome, Kind, Settings, Source, Value};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::hooks::Hooks;
+use crate::launcher::{self, Boot};
+use crate::pyhelpers::{format_exception, helpers, is_app_import_error, set_environ};
+
+/// Start-up failed; the message is printed as one line (or a traceback) and the process
+/// exits with `code`.
+pub struct Fatal {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Fatal {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    match run(py, argv) {
+        Ok(code) => code,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("{}", f.message);
+            }
+            f.code
+        }
+    }
+}
+
+/// The outcome of settings resolution.
+pub struct Resolved {
+    pub settings: Settings,
+    pub objects: HashMap<String, Py<PyAny>>,
+    pub config_path: Option<String>,
+}
+
+fn args_from_env(py: Python<'_>) -> Result<Vec<OsString>, Fatal> {
+    for var in ["FERRICORN_CMD_ARGS", "GUNICORN_CMD_ARGS"] {
+        if let Ok(val) = std::env::var(var) {
+            if val.trim().is_empty() {
+                continue;
+            }
+            let parts: Vec<String> = py
+                .import("shlex")
+                .and_then(|m| m.getattr("split")?.call1((val.as_str(),))?.extract())
+                .map_err(|e| Fatal::usage(format!("Error: could not parse {var}: {e}")))?;
+            return Ok(parts.into_iter().map(OsString::from).collect());
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Resolves every setting from all sources.
+pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>, Fatal> {
+    let cli: Vec<OsString> = argv.iter().skip(1).map(OsString::from).collect();
+    // Parse the command line on its own first: --help/--version and usage errors come
+    // before anything else, and it names the config file.
+    let mut cli_only = Settings::new();
+    match cli_only
+        .apply_args(&cli, Source::CommandLine)
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?
+    {
+        ArgsOutcome::Help(text) => {
+            print!("{text}");
+            return Ok(Err(0));
+        }
+        ArgsOutcome::Version => {
+            println!("ferricorn (version {})", ferricorn_core::VERSION);
+            return Ok(Err(0));
+        }
+        ArgsOutcome::Run => {}
+    }
+    let env_args = args_from_env(py)?;
+    let mut env_only = Settings::new();
+    env_only
+        .apply_args(&env_args, Source::EnvArgs)
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+
+    let mut settings = Settings::new();
+    settings
+        .apply_env_defaults(&|k| std::env::var(k).ok())
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+
+    // --chdir is applied before the config file is looked up, as Gunicorn does.
+    let early_chdir = cli_only.str("chdir").or(env_only.str("chdir")).map(str::to_string);
+    if let Some(dir) = &early_chdir {
+        chdir(py, dir)?;
+    }
+
+    let config_path = if cli_only.source("config") == Source::CommandLine {
+        cli_only.str("config").map(str::to_string)
+    } else if env_only.source("config") == Source::EnvArgs {
+        env_only.str("config").map(str::to_string)
+    } else if std::path::Path::new("gunicorn.conf.py").exists() {
+        Some("gunicorn.conf.py".to_string())
+    } else {
+        None
+    };
+    let mut objects = HashMap::new();
+    if let Some(path) = &config_path {
+        load_config_file(py, path, &mut settings, &mut objects)?;
+    }
+    settings
+        .apply_args(&env_args, Source::EnvArgs)
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    settings
+        .apply_args(&cli, Source::CommandLine)
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    if settings.app_uri.is_none() {
+        settings.app_uri = env_only.app_uri.clone();
+    }
+    Ok(Ok(Resolved {
+        settings,
+        objects,
+        config_path,
+    }))
+}
+
+fn load_config_file(
+    py: Python<'_>,
+    path: &str,
+    settings: &mut Settings,
+    objects: &mut HashMap<String, Py<PyAny>>,
+) -> Result<(), Fatal> {
+    let plain = path.strip_prefix("file:").unwrap_or(path);
+    if !path.starts_with("python:") && !std::path::Path::new(plain).exists() {
+        return Err(Fatal::usage(format!("Error: config file {path:?} doesn't exist")));
+    }
+    let ns = helpers(py)
+        .and_then(|h| h.getattr("exec_config")?.call1((path,)))
+        .map_err(|e| {
+            Fatal::usage(format!(
+                "Failed to read config file: {path}\n{}",
+                format_exception(py, &e)
+            ))
+        })?;
+    let ns = ns
+        .cast_into::<PyDict>()
+        .map_err(|_| Fatal::usage("Error: config file did not produce a namespace"))?;
+    for (k, v) in ns.iter() {
+        let Ok(name) = k.extract::<String>() else { continue };
+        if name.starts_with('_') {
+            continue;
+        }
+        let Some(def) = settings::lookup(&name) else {
+            // Gunicorn ignores other top-level names (imports, helpers); a likely typo
+            // of a setting is worth a warning.
+            let is_plain = !v.is_callable() && !v.is_instance_of::<pyo3::types::PyModule>();
+            if is_plain
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+            {
+                if let Some(s) = settings::suggest(&name) {
+                    ferricorn_core::warning!("Unknown setting {name:?} in {path} (did you mean {s:?}?)");
+                }
+            }
+            continue;
+        };
+        let value = py_to_value(def, &v).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+        if matches!(def.kind, Kind::Python) {
+            objects.insert(name.clone(), v.clone().unbind());
+        }
+        settings
+            .set(def.name, value, Source::ConfigFile)
+            .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Converts a config-file value to a setting value, validating it as the CLI would.
+fn py_to_value(def: &settings::Def, v: &Bound<'_, PyAny>) -> Result<Value, settings::SettingError> {
+    let invalid = |why: &str| settings::SettingError::Invalid {
+        name: def.name.to_string(),
+        value: v.repr().map(|r| r.to_string()).unwrap_or_default(),
+        why: why.to_string(),
+    };
+    if v.is_none() {
+        return Ok(match def.kind {
+            Kind::List => Value::List(Vec::new()),
+            Kind::Flag | Kind::NegFlag => Value::Bool(false),
+            _ => Value::None,
+        });
+    }
+    match def.kind {
+        Kind::Python => {
+            if def.section.ends_with("Hooks") && !v.is_callable() {
+                return Err(invalid("must be callable"));
+            }
+            Ok(Value::Python(v.repr().map(|r| r.to_string()).unwrap_or_default()))
+        }
+        Kind::Flag | Kind::NegFlag => match v.extract::<bool>() {
+            Ok(b) => Ok(Value::Bool(b)),
+            Err(_) => match v.extract::<String>() {
+                Ok(s) => settings::parse_bool(&s)
+                    .map(Value::Bool)
+                    .ok_or_else(|| invalid("not a boolean")),
+                Err(_) => Err(invalid("not a boolean")),
+            },
+        },
+        Kind::List => {
+            if let Ok(s) = v.extract::<String>() {
+                return Ok(Value::List(vec![s]));
+            }
+            let items: Vec<String> = v
+                .extract()
+                .map_err(|_| invalid("must be a string or a list of strings"))?;
+            Ok(Value::List(items))
+        }
+        Kind::Int { .. } | Kind::AutoInt => {
+            if v.is_instance_of::<pyo3::types::PyBool>() {
+                return Err(invalid("not an integer"));
+            }
+            let text = match v.extract::<i64>() {
+                Ok(i) => i.to_string(),
+                Err(_) => v.extract::<String>().map_err(|_| invalid("not an integer"))?,
+            };
+            def.parse(&text)
+        }
+        Kind::Str | Kind::Choice(_) => {
+            if let Ok(s) = v.extract::<String>() {
+                return def.parse(&s);
+            }
+            if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+                let items: Vec<String> = v.extract().map_err(|_| invalid("must be strings"))?;
+                return def.parse(&items.join(","));
+            }
+            if let Ok(i) = v.extract::<i64>() {
+                return def.parse(&i.to_string());
+            }
+            // Gunicorn accepts classes for worker_class/logger_class.
+            if v.is_callable() {
+                return Ok(Value::Python(v.repr().map(|r| r.to_string()).unwrap_or_default()));
+            }
+            Err(invalid("must be a string"))
+        }
+    }
+}
+
+fn chdir(py: Python<'_>, dir: &str) -> Result<(), Fatal> {
+    std::env::set_current_dir(dir).map_err(|e| Fatal::usage(format!("Error: can't chdir to {dir:?}: {e}")))?;
+    helpers(py)
+        .and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()))
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))
+}
+
+fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
+    let Resolved {
+        mut settings,
+        objects,
+        config_path,
+    } = match resolve(py, &argv)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let level = settings.str("loglevel").and_then(Level::parse).unwrap_or(Level::Info);
+    ferricorn_core::log::configure(level, settings.str("errorlog")).map_err(|e| {
+        Fatal::usage(format!(
+            "Error: can't open error log {:?}: {e}",
+            settings.str("errorlog").unwrap_or("-")
+        ))
+    })?;
+
+    if let Some(dir) = settings.str("chdir").map(str::to_string) {
+        chdir(py, &dir)?;
+    } else {
+        // The cwd is importable, as with `python -m` (Gunicorn prepends it too).
+        let _ = helpers(py).and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()));
+    }
+    for p in settings.comma_list("pythonpath").iter().rev() {
+        helpers(py)
+            .and_then(|h| h.getattr("prepend_path")?.call1((p.as_str(),)).map(|_| ()))
+            .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    }
+    for kv in settings.list("raw_env") {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(Fatal::usage(format!(
+                "Error: Invalid value for raw_env: {kv:?}: expected KEY=VALUE"
+            )));
+        };
+        set_environ(py, k, v).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    }
+
+    if settings.app_uri.is_none() {
+        settings.app_uri = settings.str("wsgi_app").map(str::to_string);
+    }
+    if settings.bool("print_config") {
+        print!("{}", settings.render());
+    }
+    if settings.bool("print_config") || settings.bool("check_config") {
+        let Some(uri) = settings.app_uri.clone() else {
+            return Err(Fatal::usage("Error: No application module specified."));
+        };
+        return match load_app(py, &uri) {
+            Ok(_) => Ok(0),
+            Err(e) => Err(Fatal::usage(format!(
+                "Failed to load the application {uri:?}:\n{}",
+                e.message
+            ))),
+        };
+    }
+    let Some(uri) = settings.app_uri.clone() else {
+        return Err(Fatal::usage("Error: No application module specified."));
+    };
+    validate(&settings)?;
+
+    let hooks = Hooks::new(py, &settings, objects).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    launcher::start(
+        py,
+        Boot {
+            settings,
+            hooks,
+            app_uri: uri,
+            config_path,
+        },
+    )
+}
+
+/// Cross-setting checks that must fail at start-up with one line naming the setting.
+fn validate(settings: &Settings) -> Result<(), Fatal> {
+    for b in settings.list("bind") {
+        BindAddr::parse(&b).map_err(|e| Fatal::usage(format!("Error: Invalid value for bind: {e}")))?;
+    }
+    let wc = settings.str("worker_class").unwrap_or("sync");
+    let known = [
+        "sync",
+        "gthread",
+        "ferricorn.workers.SyncWorker",
+        "gunicorn.workers.sync.SyncWorker",
+        "gunicorn.workers.gthread.ThreadWorker",
+    ];
+    if !known.contains(&wc) && !matches!(settings.get("worker_class"), Value::Python(_)) {
+        return Err(Fatal::usage(format!(
+            "Error: Invalid value for worker_class: {wc:?}: supported worker classes are sync and gthread (ASGI is not available yet)"
+        )));
+    }
+    Ok(())
+}
+
+/// An application that could not be loaded.
+pub struct LoadError {
+    /// 3: importing the module raised; 4: the app object could not be resolved.
+    pub code: i32,
+    pub message: String,
+}
+
+pub fn load_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, LoadError> {
+    let loaded = helpers(py).and_then(|h| h.getattr("load_app")?.call1((uri,)));
+    match loaded {
+        Ok(app) => Ok(app.unbind()),
+        Err(e) if is_app_import_error(py, &e) => Err(LoadError {
+            code: ferricorn_arbiter::APP_LOAD_ERROR,
+            message: e.value(py).to_string(),
+        }),
+        Err(e) => Err(LoadError {
+            code: ferricorn_arbiter::WORKER_BOOT_ERROR,
+            message: format_exception(py, &e),
+        }),
+    }
+}

@@ -1,0 +1,171 @@
+//! Gunicorn's server hooks. The config file's callables are called at the same moments
+//! as in Gunicorn, with `server` and `worker` objects that carry the attributes user hooks
+//! touch (`cfg`, `log`, `pid`, `age`, `ppid`, `num_workers`).
+
+use std::collections::HashMap;
+
+use ferricorn_core::settings::{Settings, Value, REGISTRY};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use crate::pyhelpers::{format_exception, new_namespace};
+
+/// `server.log` / `worker.log`: Gunicorn's logger methods, writing to ferricorn's error log.
+#[pyclass(module = "ferricorn", frozen)]
+pub struct Log;
+
+fn fmt_msg(msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> String {
+    let text = msg.str().map(|s| s.to_string()).unwrap_or_default();
+    if args.is_empty() {
+        return text;
+    }
+    let formatted = if args.len() == 1 {
+        msg.rem(args.get_item(0).ok())
+    } else {
+        msg.rem(args)
+    };
+    formatted.and_then(|f| f.str().map(|s| s.to_string())).unwrap_or(text)
+}
+
+#[pymethods]
+impl Log {
+    #[pyo3(signature = (msg, *args, **_kw))]
+    fn debug(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
+        ferricorn_core::debug!("{}", fmt_msg(msg, args));
+    }
+    #[pyo3(signature = (msg, *args, **_kw))]
+    fn info(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
+        ferricorn_core::info!("{}", fmt_msg(msg, args));
+    }
+    #[pyo3(signature = (msg, *args, **_kw))]
+    fn warning(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
+        ferricorn_core::warning!("{}", fmt_msg(msg, args));
+    }
+    #[pyo3(signature = (msg, *args, **_kw))]
+    fn error(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
+        ferricorn_core::error!("{}", fmt_msg(msg, args));
+    }
+    #[pyo3(signature = (msg, *args, **_kw))]
+    fn critical(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
+        ferricorn_core::critical!("{}", fmt_msg(msg, args));
+    }
+    #[pyo3(signature = (msg, *args, **_kw))]
+    fn exception(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        _kw: Option<&Bound<'_, PyAny>>,
+    ) {
+        let tb = py
+            .import("traceback")
+            .and_then(|t| t.getattr("format_exc")?.call0()?.extract::<String>())
+            .unwrap_or_default();
+        ferricorn_core::error!("{}\n{}", fmt_msg(msg, args), tb.trim_end());
+    }
+    fn reopen_files(&self) {
+        let _ = ferricorn_core::log::reopen();
+    }
+}
+
+/// The config file's Python objects plus the resolved settings, as hooks see them.
+pub struct Hooks {
+    objects: HashMap<String, Py<PyAny>>,
+    cfg: Py<PyAny>,
+    server: Py<PyAny>,
+}
+
+pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::None | Value::Python(_) => py.None().into_bound(py),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Value::Str(s) => s.into_pyobject(py)?.into_any(),
+        Value::List(l) => PyList::new(py, l)?.into_any(),
+    })
+}
+
+impl Hooks {
+    pub fn new(py: Python<'_>, settings: &Settings, objects: HashMap<String, Py<PyAny>>) -> PyResult<Self> {
+        let mut items: Vec<(&str, Bound<'_, PyAny>)> = Vec::new();
+        for def in REGISTRY.iter() {
+            let v = match objects.get(def.name) {
+                Some(obj) if matches!(settings.get(def.name), Value::Python(_)) => obj.bind(py).clone(),
+                _ => value_to_py(py, settings.get(def.name))?,
+            };
+            items.push((def.name, v));
+        }
+        let cfg = new_namespace(py, &items)?;
+        let log = Bound::new(py, Log)?.into_any();
+        let server = new_namespace(
+            py,
+            &[
+                ("cfg", cfg.clone()),
+                ("log", log),
+                ("pid", std::process::id().into_pyobject(py)?.into_any()),
+                ("num_workers", settings.int("workers").into_pyobject(py)?.into_any()),
+                ("app", py.None().into_bound(py)),
+            ],
+        )?;
+        Ok(Self {
+            objects,
+            cfg: cfg.unbind(),
+            server: server.unbind(),
+        })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.objects.contains_key(name)
+    }
+
+    pub fn server<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.server.bind(py).clone()
+    }
+
+    /// A `worker` object for the hooks that take one.
+    pub fn worker<'py>(&self, py: Python<'py>, pid: u32, age: u64) -> PyResult<Bound<'py, PyAny>> {
+        new_namespace(
+            py,
+            &[
+                ("pid", pid.into_pyobject(py)?.into_any()),
+                ("ppid", nix::unistd::getppid().as_raw().into_pyobject(py)?.into_any()),
+                ("age", age.into_pyobject(py)?.into_any()),
+                ("cfg", self.cfg.bind(py).clone()),
+                ("log", Bound::new(py, Log)?.into_any()),
+                ("alive", true.into_pyobject(py)?.to_owned().into_any()),
+                ("booted", true.into_pyobject(py)?.to_owned().into_any()),
+            ],
+        )
+    }
+
+    /// Calls hook `name` if the config file defined it; an exception is logged, not raised.
+    pub fn call<'py, A: pyo3::call::PyCallArgs<'py>>(&self, py: Python<'py>, name: &str, args: A) -> bool {
+        let Some(hook) = self.objects.get(name) else {
+            return true;
+        };
+        match hook.bind(py).call1(args) {
+            Ok(_) => true,
+            Err(e) => {
+                ferricorn_core::error!("Exception in {name} hook:\n{}", format_exception(py, &e));
+                false
+            }
+        }
+    }
+
+    /// Calls a hook whose exception must propagate (e.g. `on_starting` stops start-up).
+    pub fn call_strict<'py, A: pyo3::call::PyCallArgs<'py>>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        args: A,
+    ) -> PyResult<()> {
+        if let Some(hook) = self.objects.get(name) {
+            hook.bind(py).call1(args)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_server_app(&self, py: Python<'_>, app: &Py<PyAny>) {
+        let _ = self.server.bind(py).setattr("app", app.bind(py));
+    }
+}

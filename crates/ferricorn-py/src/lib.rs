@@ -1,0 +1,30 @@
+//! The `ferricorn._ferricorn` extension: the only crate that touches Python.
+//!
+//! - [`cli`]: `main(argv)`, settings resolution (CLI, config file, env), start-up.
+//! - [`launcher`]: forking workers with CPython's fork protocol; the worker's life.
+//! - [`hooks`]: Gunicorn's server hooks, called with objects shaped like Gunicorn's.
+//! - [`wsgi`]: the PEP 3333 bridge, run on a pool of application threads.
+
+use pyo3::prelude::*;
+
+mod cli;
+mod hooks;
+mod launcher;
+mod pyhelpers;
+mod wsgi;
+
+/// Runs ferricorn with the given command line; returns the process exit code.
+#[pyfunction]
+fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    cli::main(py, argv)
+}
+
+#[pymodule(gil_used = true)]
+fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", ferricorn_core::VERSION)?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_class::<wsgi::FileWrapper>()?;
+    m.add_class::<wsgi::InputStream>()?;
+    m.add_class::<wsgi::ErrorStream>()?;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The PEP 3333 environ, built in one pass over the request head.
+
+use ferricorn_server::Request;
+use http::{header, Version};
+use percent_encoding::percent_decode;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::{InputStream, Shared};
+
+/// WSGI "native strings" are latin-1: one char per byte.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+/// Why a request cannot be handed to the app.
+pub struct EnvironError {
+    pub status: u16,
+    pub detail: String,
+}
+
+pub fn build<'py>(
+    py: Python<'py>,
+    shared: &Shared,
+    req: &Request,
+    input: Bound<'py, InputStream>,
+) -> PyResult<Result<Bound<'py, PyDict>, EnvironError>> {
+    let head = &req.head;
+    let cfg = &shared.cfg;
+    let env = PyDict::new(py);
+
+    let path = head.uri.path();
+    let raw_uri = match (head.uri.scheme(), head.uri.authority()) {
+        (None, None) => head.uri.path_and_query().map_or(path, |pq| pq.as_str()).to_string(),
+        (None, Some(a)) => a.as_str().to_string(),
+        _ => head.uri.to_string(),
+    };
+    let mut path_info = latin1(&percent_decode(path.as_bytes()).collect::<Vec<u8>>());
+    if path == "*" {
+        path_info.clear();
+    }
+    let script_name = &cfg.script_name;
+    if !script_name.is_empty() {
+        if path_info == *script_name || path_info.starts_with(&format!("{script_name}/")) {
+            path_info = path_info[script_name.len()..].to_string();
+        } else {
+            return Ok(Err(EnvironError {
+                status: 500,
+                detail: format!("Request path {path_info:?} does not start with SCRIPT_NAME {script_name:?}"),
+            }));
+        }
+    }
+
+    env.set_item(intern!(py, "REQUEST_METHOD"), PyString::new(py, head.method.as_str()))?;
+    env.set_item(intern!(py, "SCRIPT_NAME"), script_name.as_str())?;
+    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+    env.set_item(
+        intern!(py, "QUERY_STRING"),
+        latin1(head.uri.query().unwrap_or("").as_bytes()),
+    )?;
+    env.set_item(intern!(py, "RAW_URI"), raw_uri.as_str())?;
+    env.set_item(intern!(py, "REQUEST_URI"), raw_uri.as_str())?;
+    env.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        if head.version == Version::HTTP_10 {
+            intern!(py, "HTTP/1.0")
+        } else {
+            intern!(py, "HTTP/1.1")
+        },
+    )?;
+    env.set_item(
+        intern!(py, "SERVER_SOFTWARE"),
+        intern!(py, ferricorn_core::SERVER_SOFTWARE),
+    )?;
+
+    let conn = &req.conn;
+    match conn.local {
+        Some(local) => {
+            env.set_item(intern!(py, "SERVER_NAME"), local.ip().to_string())?;
+            env.set_item(intern!(py, "SERVER_PORT"), local.port().to_string())?;
+        }
+        None => {
+            // On a UNIX socket the only name we have is the one the client asked for.
+            let host = head
+                .headers
+                .get(header::HOST)
+                .map(|h| latin1(h.as_bytes()))
+                .unwrap_or_default();
+            let default_port = if conn.scheme == "https" { "443" } else { "80" };
+            let (name, port) = split_host(&host, default_port);
+            env.set_item(intern!(py, "SERVER_NAME"), name)?;
+            env.set_item(intern!(py, "SERVER_PORT"), port)?;
+        }
+    }
+    match conn.peer {
+        Some(peer) => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
+            env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
+        }
+        None => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
+        }
+    }
+
+    let mut key = String::with_capacity(64);
+    for name in head.headers.keys() {
+        let n = name.as_str();
+        let mut values = head.headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let mut value = latin1(first.as_bytes());
+        for v in values {
+            value.push(',');
+            value.push_str(&latin1(v.as_bytes()));
+        }
+        if name == header::CONTENT_TYPE {
+            env.set_item(intern!(py, "CONTENT_TYPE"), value)?;
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            env.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
+            continue;
+        }
+        // A header spelled with `_` would be indistinguishable from one spelled with `-`
+        // once mapped; Gunicorn drops it so a client cannot spoof a proxy's header.
+        if n.contains('_') && !cfg.map_underscore_headers {
+            continue;
+        }
+        key.clear();
+        key.push_str("HTTP_");
+        key.extend(n.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+        env.set_item(key.as_str(), value)?;
+    }
+
+    env.set_item(intern!(py, "wsgi.version"), (1, 0))?;
+    env.set_item(intern!(py, "wsgi.url_scheme"), conn.scheme)?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.errors"), shared.errors.bind(py))?;
+    env.set_item(intern!(py, "wsgi.multithread"), cfg.multithread)?;
+    env.set_item(intern!(py, "wsgi.multiprocess"), cfg.multiprocess)?;
+    env.set_item(intern!(py, "wsgi.run_once"), false)?;
+    env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    env.set_item(intern!(py, "wsgi.file_wrapper"), shared.file_wrapper.bind(py))?;
+    Ok(Ok(env))
+}
+
+fn split_host<'a>(host: &'a str, default_port: &'a str) -> (&'a str, &'a str) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let port = rest[end + 1..].strip_prefix(':').unwrap_or(default_port);
+            return (&host[..end + 2], port);
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) => (h, p),
+        None => (host, default_port),
+    }
+}

@@ -1,0 +1,24 @@
+//! `wsgi.errors`: a text stream that writes to the error log.
+
+use pyo3::prelude::*;
+
+#[pyclass(module = "ferricorn", frozen)]
+pub struct ErrorStream;
+
+#[pymethods]
+impl ErrorStream {
+    fn write(&self, data: &str) -> usize {
+        ferricorn_core::log::write_raw(data.as_bytes());
+        data.chars().count()
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            let line = line?;
+            ferricorn_core::log::write_raw(line.extract::<String>()?.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,314 @@
+//! Request and response bodies as the bridges see them.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::conn::ConnState;
+use crate::pipe::{Receiver, Recv};
+
+/// Why a request body could not be read; `status` is what the client should be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("malformed request body: {0}")]
+    Malformed(String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("client disconnected while sending the body")]
+    Disconnected,
+    #[error("timed out reading the request body")]
+    Timeout,
+}
+
+impl BodyError {
+    pub fn status(&self) -> u16 {
+        match self {
+            BodyError::Malformed(_) | BodyError::Disconnected => 400,
+            BodyError::TooLarge(_) => 413,
+            BodyError::Timeout => 408,
+        }
+    }
+}
+
+/// A request body: whatever the front end already read, then the rest from the socket.
+pub struct RequestBody {
+    ready: VecDeque<Bytes>,
+    incoming: Option<Incoming>,
+    received: u64,
+    limit: u64,
+    error: Option<BodyError>,
+    runtime: Option<tokio::runtime::Handle>,
+    read_timeout: Option<Duration>,
+}
+
+impl RequestBody {
+    pub fn empty() -> Self {
+        Self {
+            ready: VecDeque::new(),
+            incoming: None,
+            received: 0,
+            limit: 0,
+            error: None,
+            runtime: None,
+            read_timeout: None,
+        }
+    }
+
+    pub(crate) fn streaming(incoming: Incoming, limit: u64, read_timeout: Option<Duration>) -> Self {
+        Self {
+            incoming: Some(incoming),
+            limit,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            read_timeout,
+            ..Self::empty()
+        }
+    }
+
+    /// A body already in memory (tests, and bridges that synthesize requests).
+    pub fn from_bytes(data: Bytes) -> Self {
+        let mut b = Self::empty();
+        b.received = data.len() as u64;
+        if !data.is_empty() {
+            b.ready.push_back(data);
+        }
+        b
+    }
+
+    /// True once everything the client sent is in memory.
+    pub fn is_complete(&self) -> bool {
+        self.incoming.is_none()
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The first error the body hit, if any (sticky).
+    pub fn error(&self) -> Option<&BodyError> {
+        self.error.as_ref()
+    }
+
+    /// Reads from the socket (on the runtime) until `max` bytes are queued or the body ends.
+    pub(crate) async fn prebuffer(&mut self, max: usize) -> Result<(), BodyError> {
+        let mut queued: usize = self.ready.iter().map(Bytes::len).sum();
+        while queued < max {
+            match self.next_frame().await? {
+                Some(chunk) => {
+                    queued += chunk.len();
+                    self.ready.push_back(chunk);
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn next_frame(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let Some(incoming) = self.incoming.as_mut() else {
+                return Ok(None);
+            };
+            let frame = match std::future::poll_fn(|cx| Pin::new(&mut *incoming).poll_frame(cx)).await {
+                None => {
+                    self.incoming = None;
+                    return Ok(None);
+                }
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    self.incoming = None;
+                    let err = if e.is_incomplete_message() || e.is_closed() {
+                        BodyError::Disconnected
+                    } else {
+                        BodyError::Malformed(e.to_string())
+                    };
+                    return Err(self.fail(err));
+                }
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    self.received += data.len() as u64;
+                    if self.limit > 0 && self.received > self.limit {
+                        self.incoming = None;
+                        return Err(self.fail(BodyError::TooLarge(self.limit)));
+                    }
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+                Err(frame) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        if let Some(bad) = trailers
+                            .keys()
+                            .find(|k| ferricorn_core::request::forbidden_trailer(k.as_str()))
+                        {
+                            let err = BodyError::Malformed(format!("forbidden trailer {bad}"));
+                            self.incoming = None;
+                            return Err(self.fail(err));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, err: BodyError) -> BodyError {
+        self.error.get_or_insert(err).clone()
+    }
+
+    /// The next chunk of the body, blocking the calling thread (never a runtime thread)
+    /// until it arrives. `Ok(None)` is the end of the body.
+    pub fn read_chunk_blocking(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(chunk) = self.ready.pop_front() {
+            return Ok(Some(chunk));
+        }
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        if self.incoming.is_none() {
+            return Ok(None);
+        }
+        let Some(rt) = self.runtime.clone() else {
+            return Err(BodyError::Disconnected);
+        };
+        let timeout = self.read_timeout;
+        rt.block_on(async {
+            match timeout {
+                Some(t) => match tokio::time::timeout(t, self.next_frame()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.incoming = None;
+                        Err(self.fail(BodyError::Timeout))
+                    }
+                },
+                None => self.next_frame().await,
+            }
+        })
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Stream(Receiver),
+}
+
+/// A response body: bytes in memory, or a stream fed by an application thread.
+pub struct ResponseBody {
+    kind: Kind,
+    /// Bytes still allowed by the response's Content-Length; extra bytes are dropped.
+    remaining: Option<u64>,
+    /// Marks the connection idle again once the body is done (keep-alive timer).
+    conn: Option<Arc<ConnState>>,
+}
+
+impl ResponseBody {
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    pub fn full(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Full(Some(data)),
+            remaining: None,
+            conn: None,
+        }
+    }
+
+    pub fn stream(rx: Receiver) -> Self {
+        Self {
+            kind: Kind::Stream(rx),
+            remaining: None,
+            conn: None,
+        }
+    }
+
+    /// Caps the body at `len` bytes (the Content-Length the application declared).
+    pub fn limit(&mut self, len: u64) {
+        self.remaining = Some(len);
+        if let Kind::Full(Some(b)) = &mut self.kind {
+            if b.len() as u64 > len {
+                b.truncate(len as usize);
+            }
+        }
+    }
+
+    pub(crate) fn attach(&mut self, conn: Arc<ConnState>) {
+        self.conn = Some(conn);
+    }
+
+    fn cap(&mut self, mut chunk: Bytes) -> Option<Bytes> {
+        if let Some(rem) = self.remaining.as_mut() {
+            if *rem == 0 {
+                return None;
+            }
+            if chunk.len() as u64 > *rem {
+                chunk.truncate(*rem as usize);
+            }
+            *rem -= chunk.len() as u64;
+        }
+        Some(chunk)
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.response_done();
+        }
+    }
+}
+
+/// The application's response stream broke after the headers were sent.
+#[derive(Debug, thiserror::Error)]
+#[error("response aborted by the application")]
+pub struct Aborted;
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        let this = &mut *self;
+        loop {
+            let chunk = match &mut this.kind {
+                Kind::Full(data) => match data.take() {
+                    Some(d) if !d.is_empty() => d,
+                    _ => return Poll::Ready(None),
+                },
+                Kind::Stream(rx) => match rx.poll_recv(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Recv::End) => return Poll::Ready(None),
+                    Poll::Ready(Recv::Aborted) => return Poll::Ready(Some(Err(Aborted))),
+                    Poll::Ready(Recv::Chunk(c)) => c,
+                },
+            };
+            match this.cap(chunk) {
+                Some(c) => return Poll::Ready(Some(Ok(Frame::data(c)))),
+                None if matches!(this.kind, Kind::Full(_)) => return Poll::Ready(None),
+                // Past Content-Length: keep draining the stream so the producer finishes.
+                None => continue,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(&self.kind, Kind::Full(None)) || matches!(&self.kind, Kind::Full(Some(b)) if b.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Stream(_) => match self.remaining {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Per-connection state and the keep-alive idle timer.
+//!
+//! hyper has one timer for "waiting for a request head", which would either cut slow
+//! clients on their first request or keep idle keep-alive connections for too long.
+//! Gunicorn's `keepalive` is an idle timeout: the time between the end of one response
+//! and the first byte of the next request. [`IdleIo`] implements exactly that: it arms
+//! a timer when the connection becomes idle and reports EOF if no byte arrives in time.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// Shared between a connection's I/O wrapper, its request handler and response bodies.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    busy: AtomicBool,
+    /// Incremented each time a response completes and the connection becomes idle.
+    idle_gen: AtomicU64,
+}
+
+impl ConnState {
+    pub fn request_started(&self) {
+        self.busy.store(true, Ordering::Release);
+    }
+
+    pub fn response_done(&self) {
+        self.busy.store(false, Ordering::Release);
+        self.idle_gen.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+pub struct IdleIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+    idle: Option<Duration>,
+    armed_for: u64,
+    data_since: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> IdleIo<T> {
+    /// `idle`: the keep-alive timeout; `None` disables the idle timer.
+    pub fn new(inner: T, state: Arc<ConnState>, idle: Option<Duration>) -> Self {
+        // Generation 0 is the first request: it is bounded by hyper's header timeout,
+        // not by keep-alive.
+        Self {
+            inner,
+            state,
+            idle,
+            armed_for: 0,
+            data_since: 0,
+            timer: None,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.timer = None;
+                    this.data_since = this.state.idle_gen.load(Ordering::Acquire);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(idle) = this.idle else { return Poll::Pending };
+                let gen = this.state.idle_gen.load(Ordering::Acquire);
+                if gen == 0 || this.state.busy.load(Ordering::Acquire) || this.data_since == gen {
+                    return Poll::Pending;
+                }
+                if this.armed_for != gen || this.timer.is_none() {
+                    this.armed_for = gen;
+                    this.timer = Some(Box::pin(tokio::time::sleep(idle)));
+                }
+                if let Some(t) = this.timer.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        // Idle too long: report EOF so hyper closes the connection cleanly.
+                        this.timer = None;
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+use std::future::Future;
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,84 @@
+//! The request path shared by every bridge: validate, read small bodies, call the app,
+//! finish the response headers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use ferricorn_core::request::check_head;
+use http::{header, HeaderValue, Response};
+use hyper::body::Incoming;
+
+use crate::body::RequestBody;
+use crate::conn::ConnState;
+use crate::serve::Shared;
+use crate::{error_page, ConnInfo, Request, ResponseBody};
+
+pub(crate) async fn handle(
+    req: hyper::Request<Incoming>,
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    state: Arc<ConnState>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    state.request_started();
+    let mut resp = respond(req, &shared, info).await;
+    if shared.stopping() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp.headers_mut().insert(header::SERVER, shared.server_header.clone());
+    resp.body_mut().attach(state);
+    shared.request_done();
+    Ok(resp)
+}
+
+async fn respond(req: hyper::Request<Incoming>, shared: &Shared, info: Arc<ConnInfo>) -> Response<ResponseBody> {
+    let cfg = &shared.config;
+    let (head, incoming) = req.into_parts();
+    let accepted = match check_head(
+        &head.method,
+        &head.uri,
+        head.version,
+        &head.headers,
+        &cfg.limits,
+        cfg.permit_unconventional_method,
+    ) {
+        Ok(a) => a,
+        Err(rej) => return reject(&info, rej.status, &rej.detail),
+    };
+    if cfg.refuse_underscore_headers {
+        if let Some(name) = head.headers.keys().find(|k| k.as_str().contains('_')) {
+            return reject(&info, 400, &format!("invalid header name {name}"));
+        }
+    }
+    let has_body = head.headers.contains_key(header::TRANSFER_ENCODING)
+        || head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let body = if has_body {
+        let mut body = RequestBody::streaming(incoming, cfg.limits.body, cfg.body_read_timeout);
+        // Small bodies are read here, on the I/O thread, so a client trickling its
+        // upload never holds an application thread. With `Expect: 100-continue` the
+        // body is left for the app: hyper sends 100 only when the app starts reading.
+        if !accepted.expects_continue {
+            if let Err(e) = body.prebuffer(cfg.prebuffer).await {
+                return reject(&info, e.status(), &e.to_string());
+            }
+        }
+        body
+    } else {
+        RequestBody::empty()
+    };
+    let mut resp = shared.app.call(Request { head, body, conn: info }).await;
+    if accepted.force_close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn reject(info: &ConnInfo, status: u16, detail: &str) -> Response<ResponseBody> {
+    let ip = info.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    ferricorn_core::warning!("Invalid request from ip={ip}: {detail}");
+    error_page::response(status, detail, true)
+}

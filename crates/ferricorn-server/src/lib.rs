@@ -1,0 +1,49 @@
+//! ferricorn-server: the HTTP front end shared by every application bridge.
+//!
+//! It owns all socket I/O: accepting, HTTP/1.1 parsing (hyper), Gunicorn's request
+//! rules, keep-alive, body streaming in both directions and graceful drain. An
+//! application bridge (WSGI, ASGI, or a pure-Rust app in tests) implements [`App`] and
+//! only ever sees a validated request.
+
+pub mod body;
+mod conn;
+pub mod error_page;
+mod front;
+pub mod listener;
+pub mod pipe;
+mod serve;
+
+pub use body::{BodyError, RequestBody, ResponseBody};
+pub use listener::Listener;
+pub use serve::{serve, ServeOutcome, ServerConfig, StopSignal};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What the bridge knows about the connection a request came in on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer; `None` on a UNIX socket.
+    pub peer: Option<SocketAddr>,
+    /// The listener's address; `None` on a UNIX socket.
+    pub local: Option<SocketAddr>,
+    /// `"http"` or `"https"`.
+    pub scheme: &'static str,
+}
+
+/// A request that passed every check of the front end.
+pub struct Request {
+    pub head: http::request::Parts,
+    pub body: RequestBody,
+    pub conn: Arc<ConnInfo>,
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An application bridge. `call` must not block: it hands the request to the bridge's
+/// own execution context and returns a future of the response.
+pub trait App: Send + Sync + 'static {
+    fn call(&self, req: Request) -> BoxFuture<http::Response<ResponseBody>>;
+}

@@ -1,0 +1,293 @@
+//! A worker's event loop: accept, serve connections, drain on shutdown.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferricorn_core::request::Limits;
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::conn::{ConnState, IdleIo};
+use crate::{App, ConnInfo, Listener};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Keep-alive idle timeout; `None` disables keep-alive.
+    pub keepalive: Option<Duration>,
+    /// Time allowed for a request head to arrive on a new connection.
+    pub header_timeout: Duration,
+    pub limits: Limits,
+    pub worker_connections: usize,
+    pub graceful_timeout: Duration,
+    /// Bodies up to this size are read before the app is called.
+    pub prebuffer: usize,
+    pub body_read_timeout: Option<Duration>,
+    pub permit_unconventional_method: bool,
+    /// `header_map = refuse`: headers with `_` in their name get 400.
+    pub refuse_underscore_headers: bool,
+    /// Stop gracefully after this many requests (0 = never).
+    pub max_requests: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            keepalive: Some(Duration::from_secs(2)),
+            header_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            worker_connections: 1000,
+            graceful_timeout: Duration::from_secs(30),
+            prebuffer: 64 * 1024,
+            body_read_timeout: None,
+            permit_unconventional_method: false,
+            refuse_underscore_headers: false,
+            max_requests: 0,
+        }
+    }
+}
+
+/// Why `serve` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeOutcome {
+    /// SIGTERM (or a stop request): in-flight requests were drained.
+    Graceful,
+    /// SIGINT or SIGQUIT: stop now.
+    Quick,
+    /// `max_requests` reached; drained like `Graceful`.
+    MaxRequests,
+}
+
+/// Ways to stop `serve` from outside (besides signals).
+#[derive(Clone)]
+pub struct StopSignal(watch::Sender<Option<ServeOutcome>>);
+
+impl StopSignal {
+    pub fn stop(&self, how: ServeOutcome) {
+        self.0.send_if_modified(|cur| {
+            if cur.is_none() {
+                *cur = Some(how);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub app: Arc<dyn App>,
+    pub server_header: HeaderValue,
+    stop: StopSignal,
+    stop_rx: watch::Receiver<Option<ServeOutcome>>,
+    requests: AtomicU64,
+    connections: AtomicUsize,
+    drained: Notify,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub fn request_done(&self) {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let max = self.config.max_requests;
+        if max > 0 && n >= max {
+            self.stop.stop(ServeOutcome::MaxRequests);
+        }
+    }
+}
+
+/// Runs a worker's server until a signal or `max_requests` stops it. Builds its own
+/// single-threaded runtime: call it only in a forked worker, never in the master.
+/// `on_ready` runs inside the runtime, before the first accept, with a handle to stop it.
+pub fn serve(
+    listeners: Vec<Listener>,
+    app: Arc<dyn App>,
+    config: ServerConfig,
+    on_ready: impl FnOnce(StopSignal),
+) -> std::io::Result<ServeOutcome> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (tx, stop_rx) = watch::channel(None);
+    let stop = StopSignal(tx);
+    let shared = Arc::new(Shared {
+        config,
+        app,
+        server_header: HeaderValue::from_static(ferricorn_core::SERVER_SOFTWARE),
+        stop: stop.clone(),
+        stop_rx,
+        requests: AtomicU64::new(0),
+        connections: AtomicUsize::new(0),
+        drained: Notify::new(),
+        stopping: AtomicBool::new(false),
+    });
+    let outcome = rt.block_on(run(listeners, shared, stop, on_ready))?;
+    // Connection tasks still running (Quick stop, or a drain that timed out) are dropped here.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(outcome)
+}
+
+async fn run(
+    listeners: Vec<Listener>,
+    shared: Arc<Shared>,
+    stop: StopSignal,
+    on_ready: impl FnOnce(StopSignal),
+) -> std::io::Result<ServeOutcome> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let permits = Arc::new(Semaphore::new(shared.config.worker_connections));
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        accept_tasks.push(tokio::spawn(accept_loop(l, shared.clone(), permits.clone())?));
+    }
+    on_ready(stop.clone());
+
+    let mut stop_rx = shared.stop_rx.clone();
+    let outcome = tokio::select! {
+        _ = term.recv() => ServeOutcome::Graceful,
+        _ = int.recv() => ServeOutcome::Quick,
+        _ = quit.recv() => ServeOutcome::Quick,
+        r = stop_rx.wait_for(Option::is_some) => r.ok().and_then(|v| *v).unwrap_or(ServeOutcome::Graceful),
+    };
+    stop.stop(outcome);
+    shared.stopping.store(true, Ordering::Relaxed);
+    for t in &accept_tasks {
+        t.abort();
+    }
+    if outcome == ServeOutcome::Quick {
+        return Ok(outcome);
+    }
+    let drain = async {
+        while shared.connections.load(Ordering::Acquire) > 0 {
+            let notified = shared.drained.notified();
+            if shared.connections.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            notified.await;
+        }
+    };
+    tokio::select! {
+        _ = drain => {}
+        _ = tokio::time::sleep(shared.config.graceful_timeout) => {
+            ferricorn_core::warning!("graceful timeout reached with {} connection(s) open", shared.connections.load(Ordering::Acquire));
+        }
+        _ = int.recv() => return Ok(ServeOutcome::Quick),
+        _ = quit.recv() => return Ok(ServeOutcome::Quick),
+    }
+    Ok(outcome)
+}
+
+fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    enum L {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let l = match listener {
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            L::Tcp(tokio::net::TcpListener::from_std(l)?)
+        }
+        Listener::Unix(l) => {
+            l.set_nonblocking(true)?;
+            L::Unix(tokio::net::UnixListener::from_std(l)?)
+        }
+    };
+    Ok(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let accepted = match &l {
+                L::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    let local = s.local_addr().ok();
+                    let info = ConnInfo {
+                        peer: Some(peer),
+                        local,
+                        scheme: "http",
+                    };
+                    (Stream::Tcp(s), info)
+                }),
+                L::Unix(l) => l.accept().await.map(|(s, _)| {
+                    (
+                        Stream::Unix(s),
+                        ConnInfo {
+                            peer: None,
+                            local: None,
+                            scheme: "http",
+                        },
+                    )
+                }),
+            };
+            match accepted {
+                Ok((stream, info)) => {
+                    shared.connections.fetch_add(1, Ordering::AcqRel);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        match stream {
+                            Stream::Tcp(s) => serve_connection(s, info, shared.clone()).await,
+                            Stream::Unix(s) => serve_connection(s, info, shared.clone()).await,
+                        }
+                        drop(permit);
+                        if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            shared.drained.notify_waiters();
+                        }
+                    });
+                }
+                Err(e) => {
+                    drop(permit);
+                    // EMFILE and friends: back off instead of spinning.
+                    ferricorn_core::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn serve_connection<S>(stream: S, info: ConnInfo, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &shared.config;
+    let state = Arc::new(ConnState::default());
+    let io = IdleIo::new(stream, state.clone(), cfg.keepalive);
+    let info = Arc::new(info);
+    let svc_shared = shared.clone();
+    let service = service_fn(move |req| crate::front::handle(req, svc_shared.clone(), info.clone(), state.clone()));
+    let max_head = cfg.limits.request_line.max(8190) + cfg.limits.fields.saturating_mul(cfg.limits.field_size + 2) + 4;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(cfg.keepalive.is_some())
+        .header_read_timeout(cfg.header_timeout)
+        .max_headers(cfg.limits.fields)
+        .max_buf_size(max_head.clamp(8192, 4 << 20));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stop_rx = shared.stop_rx.clone();
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop_rx.wait_for(Option::is_some) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}

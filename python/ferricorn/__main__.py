@@ -1,0 +1,3 @@
+from ferricorn import run
+
+run()

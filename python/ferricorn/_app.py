@@ -1,0 +1,104 @@
+"""Application loading and config-file execution.
+
+Kept in Python because both are Python semantics (import machinery, ``ast``), run once at
+start-up, and are not on the request path. Errors are raised as ``AppImportError`` (the
+app could not be found: exit code 4) or propagate from the import itself (exit code 3).
+"""
+
+import ast
+import importlib
+import os
+import sys
+import traceback
+
+
+class AppImportError(Exception):
+    """The module imported, but the application object could not be resolved."""
+
+
+def _parse_target(expr):
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        raise AppImportError(f"Failed to parse {expr!r} as an attribute name or function call.") from None
+    if isinstance(node, ast.Name):
+        return node.id, None, None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        try:
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except ValueError:
+            raise AppImportError(f"Failed to parse arguments as literal values: {expr!r}") from None
+        if len(kwargs) != len(node.keywords):
+            raise AppImportError(f"Failed to parse arguments as literal values: {expr!r}")
+        return node.func.id, args, kwargs
+    raise AppImportError(f"Failed to parse {expr!r} as an attribute name or function call.")
+
+
+def import_module(module):
+    """Imports the module part of an app URI (errors propagate: exit code 3)."""
+    if module.endswith(".py") and os.path.exists(module):
+        raise ImportError(f"Failed to find application, did you mean '{module.rsplit('.', 1)[0]}:<object>'?")
+    return importlib.import_module(module)
+
+
+def load_app(uri):
+    """Resolves ``module``, ``module:name`` or ``module:factory(literal args)``."""
+    module, _, expr = uri.partition(":")
+    if not module:
+        raise AppImportError(f"Invalid application URI {uri!r}: missing module")
+    mod = import_module(module)
+    if not expr:
+        for candidate in ("application", "app"):
+            if hasattr(mod, candidate):
+                expr = candidate
+                break
+        else:
+            raise AppImportError(f"Failed to find attribute 'application' or 'app' in '{module}'.")
+    name, args, kwargs = _parse_target(expr)
+    try:
+        obj = getattr(mod, name)
+    except AttributeError:
+        raise AppImportError(f"Failed to find attribute {name!r} in {module!r}.") from None
+    if args is not None:
+        try:
+            obj = obj(*args, **kwargs)
+        except TypeError as e:
+            if _is_call_error(e):
+                raise AppImportError(f"Error while loading the application:\n\n{e}") from None
+            raise AppImportError(f"The function {name!r} in module {module!r} raised:\n\n{traceback.format_exc()}") from None
+        except Exception:
+            raise AppImportError(f"The function {name!r} in module {module!r} raised:\n\n{traceback.format_exc()}") from None
+    if obj is None:
+        raise AppImportError(f"Failed to find application object: {expr!r}.")
+    if not callable(obj):
+        raise AppImportError("Application object must be callable.")
+    return obj
+
+
+def _is_call_error(exc):
+    tb = exc.__traceback__
+    return tb is not None and tb.tb_next is None
+
+
+def exec_config(path):
+    """Executes a config file and returns its namespace (``python:mod`` imports a module)."""
+    if path.startswith("python:"):
+        return dict(vars(importlib.import_module(path[len("python:"):])))
+    if path.startswith("file:"):
+        path = path[len("file:"):]
+    namespace = {"__file__": path, "__name__": "__config__"}
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    exec(code, namespace)
+    return namespace
+
+
+def format_exception(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def prepend_path(path):
+    path = os.path.abspath(path)
+    if path not in sys.path:
+        sys.path.insert(0, path)
