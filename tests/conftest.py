@@ -1,0 +1,159 @@
+"""End-to-end fixtures: start the real `ferricorn` command on a free loopback port and
+stop it by PID."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+APPS = HERE / "apps"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ferricorn_cmd():
+    exe = shutil.which("ferricorn", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    return [exe] if exe else [sys.executable, "-m", "ferricorn"]
+
+
+class Server:
+    def __init__(self, args, cwd, env, log_path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(ferricorn_cmd() + list(args), cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        if not self._log.closed:
+            self._log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def wait_for(self, text, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in log:\n{self.log()}")
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class TcpServer(Server):
+    def __init__(self, args, cwd, env, log_path, port):
+        self.port = port
+        self.host = "127.0.0.1"
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(args, cwd, env, log_path)
+
+    def wait_ready(self, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ferricorn exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    # The master binds before the workers boot: wait for one to serve.
+                    if "Booting worker" in self.log():
+                        time.sleep(0.15)
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server did not start:\n{self.log()}")
+
+    def connect(self, timeout=5.0):
+        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        return s
+
+    def raw(self, data, timeout=5.0, read_until_close=True):
+        """Send raw bytes and return everything the server answers until it closes."""
+        with self.connect(timeout) as s:
+            s.sendall(data)
+            return recv_all(s, timeout) if read_until_close else s.recv(65536)
+
+
+def recv_all(sock, timeout=5.0):
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    except socket.timeout:
+        pass
+    return b"".join(chunks)
+
+
+def base_env(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(HERE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("PORT", None)
+    env.pop("WEB_CONCURRENCY", None)
+    env.pop("GUNICORN_CMD_ARGS", None)
+    env.pop("FERRICORN_CMD_ARGS", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server("testapp:app", "-w", "2", ...) -> a running TcpServer on a free port."""
+    servers = []
+
+    def start(*args, env=None, cwd=None, bind=True, wait=True):
+        port = free_port()
+        argv = list(args)
+        if bind:
+            argv = ["-b", f"127.0.0.1:{port}"] + argv
+        srv = TcpServer(argv, cwd or tmp_path, base_env(env), tmp_path / f"server-{len(servers)}.log", port)
+        servers.append(srv)
+        if wait:
+            srv.wait_ready()
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Runs ferricorn to completion (for start-up errors, --version, --check-config)."""
+
+    def run(*args, env=None, cwd=None, timeout=30):
+        return subprocess.run(
+            ferricorn_cmd() + list(args), cwd=cwd or tmp_path, env=base_env(env), capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
