@@ -47,7 +47,6 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
 pub struct Resolved {
     pub settings: Settings,
     pub objects: HashMap<String, Py<PyAny>>,
-    pub config_path: Option<String>,
 }
 
 fn args_from_env(py: Python<'_>) -> Result<Vec<OsString>, Fatal> {
@@ -125,11 +124,7 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
     if settings.app_uri.is_none() {
         settings.app_uri = env_only.app_uri.clone();
     }
-    Ok(Ok(Resolved {
-        settings,
-        objects,
-        config_path,
-    }))
+    Ok(Ok(Resolved { settings, objects }))
 }
 
 fn load_config_file(
@@ -261,11 +256,7 @@ fn chdir(py: Python<'_>, dir: &str) -> Result<(), Fatal> {
 }
 
 fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
-    let Resolved {
-        mut settings,
-        objects,
-        config_path,
-    } = match resolve(py, &argv)? {
+    let Resolved { mut settings, objects } = match resolve(py, &argv)? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -327,7 +318,7 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
             settings,
             hooks,
             app_uri: uri,
-            config_path,
+            argv,
         },
     )
 }

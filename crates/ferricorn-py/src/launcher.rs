@@ -25,7 +25,8 @@ pub struct Boot {
     pub settings: Settings,
     pub hooks: Hooks,
     pub app_uri: String,
-    pub config_path: Option<String>,
+    /// The original command line, re-read on SIGHUP.
+    pub argv: Vec<String>,
 }
 
 struct PyLauncher {
@@ -159,10 +160,31 @@ impl Launcher for PyLauncher {
 
     fn reload(&mut self) -> Option<usize> {
         Python::attach(|py| {
+            // Re-read the config file and environment; new workers get the new settings.
+            match crate::cli::resolve(py, &self.boot.argv) {
+                Ok(Ok(resolved)) => match Hooks::new(py, &resolved.settings, resolved.objects) {
+                    Ok(hooks) => {
+                        let mut settings = resolved.settings;
+                        if let Some(uri) = settings
+                            .app_uri
+                            .clone()
+                            .or_else(|| settings.str("wsgi_app").map(str::to_string))
+                        {
+                            self.boot.app_uri = uri;
+                        }
+                        settings.app_uri = Some(self.boot.app_uri.clone());
+                        self.boot.settings = settings;
+                        self.boot.hooks = hooks;
+                    }
+                    Err(e) => ferricorn_core::error!("reload failed, keeping the old configuration: {e}"),
+                },
+                Ok(Err(_)) => {}
+                Err(f) => ferricorn_core::error!("reload failed, keeping the old configuration: {}", f.message),
+            }
             let hooks = &self.boot.hooks;
             hooks.call(py, "on_reload", (hooks.server(py),));
-        });
-        None
+            Some(self.boot.settings.int("workers").max(1) as usize)
+        })
     }
 
     fn reopen_logs(&mut self) {

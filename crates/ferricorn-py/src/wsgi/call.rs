@@ -121,10 +121,11 @@ fn consume(
         }
     }
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
-        if shared.cfg.sendfile && responder.borrow().started() {
-            if super::file::stream_file(py, &wrapper.borrow(), responder)? {
-                return Ok(());
-            }
+        if shared.cfg.sendfile
+            && responder.borrow().started()
+            && super::file::stream_file(py, &wrapper.borrow(), responder)?
+        {
+            return Ok(());
         }
     }
     for item in result.try_iter()? {

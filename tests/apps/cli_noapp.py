@@ -1,0 +1,3 @@
+"""Defines neither `application` nor `app`."""
+
+something_else = 1
