@@ -94,8 +94,8 @@ def exec_config(path):
     return namespace
 
 
-def format_exception(exc):
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def format_exception(exc, tb=None):
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 def prepend_path(path):

@@ -6,6 +6,7 @@
 
 pub mod bind;
 pub mod log;
+pub mod proxy;
 pub mod request;
 pub mod settings;
 

@@ -333,8 +333,14 @@ impl Settings {
                 return match e.kind() {
                     clap::error::ErrorKind::DisplayHelp => Ok(ArgsOutcome::Help(e.render().to_string())),
                     clap::error::ErrorKind::DisplayVersion => Ok(ArgsOutcome::Version),
-                    _ => Err(SettingError::Usage(e.render().to_string().trim_end().to_string())),
-                }
+                    _ => {
+                        // One line, like argparse: clap's first line without its prefix.
+                        let text = e.render().to_string();
+                        let first = text.lines().next().unwrap_or("invalid arguments");
+                        let first = first.strip_prefix("error: ").unwrap_or(first);
+                        Err(SettingError::Usage(format!("{first} (see --help)")))
+                    }
+                };
             }
         };
         if matches.get_flag("version") {
@@ -438,7 +444,7 @@ fn first_sentence(doc: &'static str) -> &'static str {
 /// The settings reference in Markdown (`docs/settings.md` is generated from this).
 pub fn markdown_reference() -> String {
     let mut out =
-        String::from("# Settings\n\nGenerated from the settings registry (`ferricorn --print-settings-doc`).\n");
+        String::from("# Settings\n\nGenerated from the settings registry by `make docs`; do not edit by hand. Settings marked\n\"ferricorn:\" are ferricorn additions; every other name is Gunicorn's.\n");
     let mut section = "";
     for d in REGISTRY.iter() {
         if d.section != section {

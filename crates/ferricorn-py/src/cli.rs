@@ -29,6 +29,14 @@ impl Fatal {
             message: message.into(),
         }
     }
+
+    /// A command-line error: exit code 2, as argparse (and so Gunicorn) uses.
+    fn args(e: settings::SettingError) -> Self {
+        Self {
+            code: 2,
+            message: format!("Error: {e}"),
+        }
+    }
 }
 
 pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
@@ -71,10 +79,7 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
     // Parse the command line on its own first: --help/--version and usage errors come
     // before anything else, and it names the config file.
     let mut cli_only = Settings::new();
-    match cli_only
-        .apply_args(&cli, Source::CommandLine)
-        .map_err(|e| Fatal::usage(format!("Error: {e}")))?
-    {
+    match cli_only.apply_args(&cli, Source::CommandLine).map_err(Fatal::args)? {
         ArgsOutcome::Help(text) => {
             print!("{text}");
             return Ok(Err(0));
@@ -87,9 +92,7 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
     }
     let env_args = args_from_env(py)?;
     let mut env_only = Settings::new();
-    env_only
-        .apply_args(&env_args, Source::EnvArgs)
-        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    env_only.apply_args(&env_args, Source::EnvArgs).map_err(Fatal::args)?;
 
     let mut settings = Settings::new();
     settings
@@ -115,12 +118,8 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
     if let Some(path) = &config_path {
         load_config_file(py, path, &mut settings, &mut objects)?;
     }
-    settings
-        .apply_args(&env_args, Source::EnvArgs)
-        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
-    settings
-        .apply_args(&cli, Source::CommandLine)
-        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    settings.apply_args(&env_args, Source::EnvArgs).map_err(Fatal::args)?;
+    settings.apply_args(&cli, Source::CommandLine).map_err(Fatal::args)?;
     if settings.app_uri.is_none() {
         settings.app_uri = env_only.app_uri.clone();
     }

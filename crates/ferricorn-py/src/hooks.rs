@@ -114,6 +114,11 @@ impl Hooks {
         })
     }
 
+    /// A Python-valued setting from the config file (hooks, dicts).
+    pub fn object<'py>(&self, py: Python<'py>, name: &str) -> Option<Bound<'py, PyAny>> {
+        self.objects.get(name).map(|o| o.bind(py).clone())
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.objects.contains_key(name)
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ferricorn_arbiter::sockets::{bind_all, dup_fd, BindOptions, BoundListener};
 use ferricorn_arbiter::{Arbiter, ArbiterConfig, ArbiterError, Launcher, WorkerExit};
 use ferricorn_core::bind::BindAddr;
+use ferricorn_core::proxy::AllowList;
 use ferricorn_core::request::Limits;
 use ferricorn_core::settings::Settings;
 use ferricorn_server::{Listener, ServeOutcome, ServerConfig};
@@ -204,7 +205,7 @@ fn exit_now(py: Python<'_>, code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn server_config(s: &Settings) -> ServerConfig {
+fn server_config(py: Python<'_>, s: &Settings, hooks: &Hooks) -> ServerConfig {
     let keepalive = s.int("keepalive");
     let timeout = s.int("timeout");
     ServerConfig {
@@ -223,7 +224,27 @@ fn server_config(s: &Settings) -> ServerConfig {
         permit_unconventional_method: s.bool("permit_unconventional_http_method"),
         refuse_underscore_headers: s.str("header_map") == Some("refuse"),
         max_requests: max_requests(s),
+        forwarded_allow: AllowList::parse(s.str("forwarded_allow_ips").unwrap_or("")).unwrap_or_default(),
+        secure_scheme_headers: secure_scheme_headers(py, hooks),
     }
+}
+
+/// `secure_scheme_headers` from the config file (a dict), or Gunicorn's default.
+fn secure_scheme_headers(py: Python<'_>, hooks: &Hooks) -> Vec<(http::HeaderName, String)> {
+    let Some(obj) = hooks.object(py, "secure_scheme_headers") else {
+        return ferricorn_core::proxy::default_secure_scheme_headers();
+    };
+    let Ok(map) = obj.extract::<std::collections::HashMap<String, String>>() else {
+        ferricorn_core::warning!("secure_scheme_headers must be a dict of str to str; using the default");
+        return ferricorn_core::proxy::default_secure_scheme_headers();
+    };
+    map.into_iter()
+        .filter_map(|(k, v)| {
+            http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .ok()
+                .map(|k| (k, v))
+        })
+        .collect()
 }
 
 fn max_requests(s: &Settings) -> u64 {
@@ -300,7 +321,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64) -> i32 {
             return ferricorn_arbiter::WORKER_BOOT_ERROR;
         }
     };
-    let config = server_config(s);
+    let config = server_config(py, s, hooks);
     let outcome = py.detach(|| ferricorn_server::serve(listeners, std::sync::Arc::new(bridge), config, |_| {}));
     match outcome {
         Ok(ServeOutcome::Quick) => {

@@ -19,10 +19,17 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     cli::main(py, argv)
 }
 
+/// The settings reference in Markdown, generated from the registry (`make docs`).
+#[pyfunction]
+fn settings_markdown() -> String {
+    ferricorn_core::settings::markdown_reference()
+}
+
 #[pymodule(gil_used = true)]
 fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", ferricorn_core::VERSION)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(settings_markdown, m)?)?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::InputStream>()?;
     m.add_class::<wsgi::ErrorStream>()?;

@@ -12,7 +12,7 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     helpers(py)
         .and_then(|h| {
             h.getattr("format_exception")?
-                .call1((err.value(py),))?
+                .call1((err.value(py), err.traceback(py)))?
                 .extract::<String>()
         })
         .unwrap_or_else(|_| err.to_string())

@@ -205,6 +205,8 @@ pub struct ResponseBody {
     remaining: Option<u64>,
     /// Marks the connection idle again once the body is done (keep-alive timer).
     conn: Option<Arc<ConnState>>,
+    /// Polls left before an abort is reported (see `poll_frame`).
+    abort_delay: u8,
 }
 
 impl ResponseBody {
@@ -217,6 +219,7 @@ impl ResponseBody {
             kind: Kind::Full(Some(data)),
             remaining: None,
             conn: None,
+            abort_delay: 2,
         }
     }
 
@@ -225,6 +228,7 @@ impl ResponseBody {
             kind: Kind::Stream(rx),
             remaining: None,
             conn: None,
+            abort_delay: 2,
         }
     }
 
@@ -284,7 +288,17 @@ impl Body for ResponseBody {
                 Kind::Stream(rx) => match rx.poll_recv(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Recv::End) => return Poll::Ready(None),
-                    Poll::Ready(Recv::Aborted) => return Poll::Ready(Some(Err(Aborted))),
+                    Poll::Ready(Recv::Aborted) => {
+                        // hyper discards its unflushed write buffer when a body fails, which
+                        // would lose chunks the app already yielded. Yield to the connection
+                        // task first so it flushes them, then report the error.
+                        if this.abort_delay > 0 {
+                            this.abort_delay -= 1;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        return Poll::Ready(Some(Err(Aborted)));
+                    }
                     Poll::Ready(Recv::Chunk(c)) => c,
                 },
             };

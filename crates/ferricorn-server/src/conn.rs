@@ -6,15 +6,18 @@
 //! and the first byte of the next request. [`IdleIo`] implements exactly that: it arms
 //! a timer when the connection becomes idle and reports EOF if no byte arrives in time.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+use crate::framing::{HeadFacts, HeadScanner};
 
 /// Shared between a connection's I/O wrapper, its request handler and response bodies.
 #[derive(Debug, Default)]
@@ -22,9 +25,20 @@ pub struct ConnState {
     busy: AtomicBool,
     /// Incremented each time a response completes and the connection becomes idle.
     idle_gen: AtomicU64,
+    /// Facts about request heads read but not yet handled, in order.
+    heads: Mutex<VecDeque<HeadFacts>>,
 }
 
 impl ConnState {
+    /// The raw-byte facts of the next request head (see `framing`).
+    pub fn next_head(&self) -> Option<HeadFacts> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    fn push_head(&self, facts: HeadFacts) {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).push_back(facts);
+    }
+
     pub fn request_started(&self) {
         self.busy.store(true, Ordering::Release);
     }
@@ -42,6 +56,7 @@ pub struct IdleIo<T> {
     armed_for: u64,
     data_since: u64,
     timer: Option<Pin<Box<Sleep>>>,
+    scanner: HeadScanner,
 }
 
 impl<T> IdleIo<T> {
@@ -56,6 +71,7 @@ impl<T> IdleIo<T> {
             armed_for: 0,
             data_since: 0,
             timer: None,
+            scanner: HeadScanner::default(),
         }
     }
 }
@@ -67,6 +83,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
+                    let state = &this.state;
+                    this.scanner
+                        .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
                     this.timer = None;
                     this.data_since = this.state.idle_gen.load(Ordering::Acquire);
                 }

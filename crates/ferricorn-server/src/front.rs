@@ -20,7 +20,11 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     state.request_started();
-    let mut resp = respond(req, &shared, info).await;
+    let framing_error = state.next_head().and_then(|f| f.framing_error());
+    let mut resp = match framing_error {
+        Some(detail) => reject(&info, 400, detail),
+        None => respond(req, &shared, info).await,
+    };
     if shared.stopping() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -50,6 +54,14 @@ async fn respond(req: hyper::Request<Incoming>, shared: &Shared, info: Arc<ConnI
             return reject(&info, 400, &format!("invalid header name {name}"));
         }
     }
+    let mut scheme = info.scheme;
+    if cfg.forwarded_allow.allows(info.peer.map(|p| p.ip())) {
+        match ferricorn_core::proxy::forwarded_scheme(&head.headers, &cfg.secure_scheme_headers) {
+            Ok(Some(s)) => scheme = s,
+            Ok(None) => {}
+            Err(rej) => return reject(&info, rej.status, &rej.detail),
+        }
+    }
     let has_body = head.headers.contains_key(header::TRANSFER_ENCODING)
         || head
             .headers
@@ -69,7 +81,15 @@ async fn respond(req: hyper::Request<Incoming>, shared: &Shared, info: Arc<ConnI
     } else {
         RequestBody::empty()
     };
-    let mut resp = shared.app.call(Request { head, body, conn: info }).await;
+    let mut resp = shared
+        .app
+        .call(Request {
+            head,
+            scheme,
+            body,
+            conn: info,
+        })
+        .await;
     if accepted.force_close {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

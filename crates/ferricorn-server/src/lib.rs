@@ -8,6 +8,7 @@
 pub mod body;
 mod conn;
 pub mod error_page;
+mod framing;
 mod front;
 pub mod listener;
 pub mod pipe;
@@ -36,6 +37,8 @@ pub struct ConnInfo {
 /// A request that passed every check of the front end.
 pub struct Request {
     pub head: http::request::Parts,
+    /// `"http"` or `"https"`: the connection's, or what a trusted proxy asserted.
+    pub scheme: &'static str,
     pub body: RequestBody,
     pub conn: Arc<ConnInfo>,
 }

@@ -4,8 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferricorn_core::proxy::AllowList;
 use ferricorn_core::request::Limits;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,6 +33,10 @@ pub struct ServerConfig {
     pub refuse_underscore_headers: bool,
     /// Stop gracefully after this many requests (0 = never).
     pub max_requests: u64,
+    /// Peers trusted to set the scheme (`forwarded_allow_ips`).
+    pub forwarded_allow: AllowList,
+    /// `secure_scheme_headers`: header and the value that means https.
+    pub secure_scheme_headers: Vec<(HeaderName, String)>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +52,8 @@ impl Default for ServerConfig {
             permit_unconventional_method: false,
             refuse_underscore_headers: false,
             max_requests: 0,
+            forwarded_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
+            secure_scheme_headers: ferricorn_core::proxy::default_secure_scheme_headers(),
         }
     }
 }

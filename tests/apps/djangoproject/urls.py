@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/items/", views.items),
     path("error/", views.error),
     path("whoami/", views.whoami),
+    path("stream/", views.stream),
 ]

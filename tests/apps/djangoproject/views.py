@@ -43,3 +43,9 @@ def whoami(request):
             "host": request.get_host(),
         }
     )
+
+
+def stream(request):
+    from django.http import StreamingHttpResponse
+
+    return StreamingHttpResponse((f"chunk {i}\n" for i in range(int(request.GET.get("n", 5)))), content_type="text/plain")

@@ -85,3 +85,22 @@ def whoami():
         url_root=request.url_root,
         forwarded_for=request.headers.get("X-Forwarded-For"),
     )
+
+
+@app.get("/download")
+def download():
+    # send_file goes through wsgi.file_wrapper; conditional=True adds ETag/Range support.
+    from flask import send_file
+
+    path = os.path.join(app.root_path, "templates", "index.html")
+    return send_file(path, mimetype="text/html", as_attachment=True, download_name="páge.html", conditional=True)
+
+
+@app.get("/stream-error")
+def stream_error():
+    def generate():
+        yield "first\n"
+        yield "second\n"
+        raise RuntimeError("boom mid-stream")
+
+    return app.response_class(generate(), mimetype="text/plain")

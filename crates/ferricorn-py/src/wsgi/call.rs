@@ -58,8 +58,8 @@ fn serve(
         fail(py, e, responder, &input, uri);
     }
     // PEP 3333: close() is called whatever happened, including a client disconnect.
-    if !result.is_instance_of::<PyList>()
-        && !result.is_instance_of::<PyTuple>()
+    if !result.is_exact_instance_of::<PyList>()
+        && !result.is_exact_instance_of::<PyTuple>()
         && result.hasattr(pyo3::intern!(py, "close"))?
     {
         if let Err(e) = result.call_method0(pyo3::intern!(py, "close")) {

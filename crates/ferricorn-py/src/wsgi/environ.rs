@@ -87,7 +87,7 @@ pub fn build<'py>(
                 .get(header::HOST)
                 .map(|h| latin1(h.as_bytes()))
                 .unwrap_or_default();
-            let default_port = if conn.scheme == "https" { "443" } else { "80" };
+            let default_port = if req.scheme == "https" { "443" } else { "80" };
             let (name, port) = split_host(&host, default_port);
             env.set_item(intern!(py, "SERVER_NAME"), name)?;
             env.set_item(intern!(py, "SERVER_PORT"), port)?;
@@ -133,7 +133,7 @@ pub fn build<'py>(
     }
 
     env.set_item(intern!(py, "wsgi.version"), (1, 0))?;
-    env.set_item(intern!(py, "wsgi.url_scheme"), conn.scheme)?;
+    env.set_item(intern!(py, "wsgi.url_scheme"), req.scheme)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "wsgi.errors"), shared.errors.bind(py))?;
     env.set_item(intern!(py, "wsgi.multithread"), cfg.multithread)?;

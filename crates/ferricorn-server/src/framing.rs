@@ -1,0 +1,329 @@
+//! A byte-level view of request heads, kept alongside hyper's parser.
+//!
+//! hyper resolves two smuggling-relevant cases on its own before the front end sees the
+//! request: it drops `Content-Length` when `Transfer-Encoding` is present, and folds
+//! repeated identical `Content-Length` headers into one. Gunicorn answers both with 400,
+//! and so do we; to see them, [`HeadScanner`] follows the raw stream as it is read —
+//! heads line by line, bodies by their framing — and records, per request head, how many
+//! `Content-Length` and `Transfer-Encoding` lines it had. It only counts: every other
+//! rule is left to hyper and `ferricorn_core::request`. When it meets something it
+//! cannot follow (an upgrade, a framing hyper will refuse) it stops; those connections
+//! are closed after the current response anyway.
+
+/// What one request head contained, byte for byte.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadFacts {
+    pub content_lengths: u32,
+    pub transfer_encodings: u32,
+}
+
+impl HeadFacts {
+    /// The framing error Gunicorn reports for this head, if any.
+    pub fn framing_error(&self) -> Option<&'static str> {
+        if self.content_lengths > 0 && self.transfer_encodings > 0 {
+            Some("Content-Length and Transfer-Encoding together")
+        } else if self.content_lengths > 1 {
+            Some("duplicate Content-Length header")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between messages: empty lines are skipped, as httparse does.
+    Idle,
+    RequestLine,
+    Headers,
+    Body(u64),
+    ChunkSize {
+        size: u64,
+        digits: u32,
+        ext: bool,
+    },
+    ChunkData(u64),
+    /// The CRLF after chunk data.
+    ChunkEnd,
+    Trailers {
+        empty_line: bool,
+    },
+    Stop,
+}
+
+/// Longest header-line prefix kept: enough for the names and values we inspect.
+const LINE_CAP: usize = 1024;
+
+pub struct HeadScanner {
+    state: State,
+    line: Vec<u8>,
+    line_len: usize,
+    facts: HeadFacts,
+    content_length: Option<u64>,
+    chunked: bool,
+    upgrade: bool,
+    connect: bool,
+}
+
+impl Default for HeadScanner {
+    fn default() -> Self {
+        Self {
+            state: State::Idle,
+            line: Vec::with_capacity(128),
+            line_len: 0,
+            facts: HeadFacts::default(),
+            content_length: None,
+            chunked: false,
+            upgrade: false,
+            connect: false,
+        }
+    }
+}
+
+impl HeadScanner {
+    /// Feeds bytes read from the client; `on_head` receives each completed head's facts.
+    pub fn feed(&mut self, mut data: &[u8], on_head: &mut impl FnMut(HeadFacts)) {
+        while !data.is_empty() {
+            match self.state {
+                State::Stop => return,
+                State::Body(n) => {
+                    let take = (n.min(data.len() as u64)) as usize;
+                    data = &data[take..];
+                    let left = n - take as u64;
+                    self.state = if left == 0 { State::Idle } else { State::Body(left) };
+                }
+                State::ChunkData(n) => {
+                    let take = (n.min(data.len() as u64)) as usize;
+                    data = &data[take..];
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        State::ChunkEnd
+                    } else {
+                        State::ChunkData(left)
+                    };
+                }
+                _ => {
+                    let b = data[0];
+                    data = &data[1..];
+                    self.byte(b, on_head);
+                }
+            }
+        }
+    }
+
+    fn byte(&mut self, b: u8, on_head: &mut impl FnMut(HeadFacts)) {
+        match self.state {
+            State::Idle => {
+                if b != b'\r' && b != b'\n' {
+                    self.state = State::RequestLine;
+                    self.line.clear();
+                    self.line_len = 0;
+                    self.push(b);
+                }
+            }
+            State::RequestLine => {
+                if b == b'\n' {
+                    self.connect = self.line.starts_with(b"CONNECT ");
+                    self.facts = HeadFacts::default();
+                    self.content_length = None;
+                    self.chunked = false;
+                    self.upgrade = false;
+                    self.state = State::Headers;
+                    self.line.clear();
+                    self.line_len = 0;
+                } else {
+                    self.push(b);
+                }
+            }
+            State::Headers => {
+                if b == b'\n' {
+                    let line = trim_cr(&self.line);
+                    if line.is_empty() && self.line_len <= 1 {
+                        on_head(self.facts);
+                        self.state = self.body_state();
+                    } else {
+                        self.header_line();
+                    }
+                    self.line.clear();
+                    self.line_len = 0;
+                } else {
+                    self.push(b);
+                }
+            }
+            State::ChunkSize { size, digits, ext } => {
+                if b == b'\n' {
+                    self.state = if digits == 0 {
+                        State::Stop
+                    } else if size == 0 {
+                        State::Trailers { empty_line: true }
+                    } else {
+                        State::ChunkData(size)
+                    };
+                } else if !ext && b.is_ascii_hexdigit() {
+                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                    match size.checked_mul(16).and_then(|s| s.checked_add(d)) {
+                        Some(s) => {
+                            self.state = State::ChunkSize {
+                                size: s,
+                                digits: digits + 1,
+                                ext,
+                            }
+                        }
+                        None => self.state = State::Stop,
+                    }
+                } else if b != b'\r' {
+                    self.state = State::ChunkSize {
+                        size,
+                        digits,
+                        ext: true,
+                    };
+                }
+            }
+            State::ChunkEnd => {
+                if b == b'\n' {
+                    self.state = State::ChunkSize {
+                        size: 0,
+                        digits: 0,
+                        ext: false,
+                    };
+                }
+            }
+            State::Trailers { empty_line } => {
+                if b == b'\n' {
+                    self.state = if empty_line {
+                        State::Idle
+                    } else {
+                        State::Trailers { empty_line: true }
+                    };
+                } else if b != b'\r' {
+                    self.state = State::Trailers { empty_line: false };
+                }
+            }
+            State::Body(_) | State::ChunkData(_) | State::Stop => {}
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        self.line_len += 1;
+        if self.line.len() < LINE_CAP {
+            self.line.push(b);
+        }
+    }
+
+    fn header_line(&mut self) {
+        let line = trim_cr(&self.line);
+        if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+            return; // obs-fold: hyper refuses the request
+        }
+        let Some(colon) = line.iter().position(|c| *c == b':') else {
+            return;
+        };
+        let name = &line[..colon];
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.facts.content_lengths += 1;
+            self.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.facts.transfer_encodings += 1;
+            let last = value.rsplit(|c| *c == b',').next().map(trim).unwrap_or_default();
+            self.chunked = last.eq_ignore_ascii_case(b"chunked") && self.line_len <= LINE_CAP;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade = true;
+        }
+    }
+
+    fn body_state(&self) -> State {
+        if self.upgrade || self.connect || self.facts.framing_error().is_some() {
+            return State::Stop;
+        }
+        if self.facts.transfer_encodings > 0 {
+            return if self.chunked {
+                State::ChunkSize {
+                    size: 0,
+                    digits: 0,
+                    ext: false,
+                }
+            } else {
+                State::Stop
+            };
+        }
+        match (self.facts.content_lengths, self.content_length) {
+            (0, _) | (_, Some(0)) => State::Idle,
+            (_, Some(n)) => State::Body(n),
+            (_, None) => State::Stop,
+        }
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> Vec<HeadFacts> {
+        let mut s = HeadScanner::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, &mut |f| out.push(f));
+        }
+        out
+    }
+
+    #[test]
+    fn counts_per_head_across_bodies_and_pipelining() {
+        let stream: &[u8] = b"\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+            POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nContent-Length: 1\r\n0\r\nT: 1\r\n\r\n\
+            GET / HTTP/1.1\r\ncontent-length: 0\r\nContent-Length: 0\r\n\r\n\
+            GET / HTTP/1.1\r\n\r\n";
+        let expect = vec![
+            HeadFacts {
+                content_lengths: 1,
+                transfer_encodings: 0,
+            },
+            HeadFacts {
+                content_lengths: 0,
+                transfer_encodings: 1,
+            },
+            HeadFacts {
+                content_lengths: 2,
+                transfer_encodings: 0,
+            },
+        ];
+        assert_eq!(scan(&[stream]), expect);
+        // The same stream one byte at a time.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&bytes), expect);
+    }
+
+    #[test]
+    fn chunk_payload_lines_are_not_headers() {
+        let s: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nContent-Length: 99\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let facts = scan(&[s]);
+        assert_eq!(facts.len(), 2);
+        assert_eq!(facts[1], HeadFacts::default());
+    }
+
+    #[test]
+    fn smuggling_shapes_are_flagged_and_scanning_stops() {
+        let f = scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n"]);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].framing_error().is_some());
+        assert!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"])[0]
+                .framing_error()
+                .is_some()
+        );
+    }
+}
