@@ -7,6 +7,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::heartbeat::{self, Heartbeats, Slot};
 use crate::signals::SelfPipe;
 use crate::{ArbiterError, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
@@ -14,7 +15,16 @@ use crate::{ArbiterError, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 pub struct ArbiterConfig {
     pub workers: usize,
     pub graceful_timeout: Duration,
+    /// An app call (or a boot) longer than this gets the worker aborted; `None` = never.
+    pub timeout: Option<Duration>,
+    /// Daemonized: WINCH stops the workers (Gunicorn ignores it otherwise).
+    pub daemon: bool,
 }
+
+/// Heartbeat slots: more than any sane worker count, 64 bytes each.
+const SLOTS: usize = 1024;
+/// Time an aborted worker gets to dump its stacks and run `worker_abort` before SIGKILL.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// How a worker ended.
 #[derive(Debug, Clone, Copy)]
@@ -28,9 +38,9 @@ pub struct WorkerExit {
 /// What the master needs from the embedding (the Python crate): forking a worker with
 /// the interpreter's fork protocol, and the server hooks.
 pub trait Launcher {
-    /// Forks worker number `age`. Returns the child's pid in the master; in the child it
-    /// runs the worker and exits, never returning.
-    fn spawn(&mut self, age: u64) -> Result<Pid, ArbiterError>;
+    /// Forks worker number `age`, which publishes its heartbeat in `slot`. Returns the
+    /// child's pid in the master; in the child it runs the worker and exits, never returning.
+    fn spawn(&mut self, age: u64, slot: &'static Slot) -> Result<Pid, ArbiterError>;
     /// A worker was reaped (`child_exit` hook).
     fn worker_exited(&mut self, _exit: &WorkerExit) {}
     /// The target number of workers changed (`nworkers_changed` hook).
@@ -41,10 +51,23 @@ pub trait Launcher {
     }
     /// SIGUSR1 in the master: reopen log files.
     fn reopen_logs(&mut self) {}
+    /// SIGUSR2: start a new master that inherits the listeners; returns its pid.
+    fn reexec(&mut self) -> Option<Pid> {
+        None
+    }
+    /// Once per loop (USR2 promotion checks).
+    fn tick(&mut self) {}
+    /// Whether this master was itself started by USR2 and its parent is still there.
+    fn is_reexec_child(&self) -> bool {
+        false
+    }
 }
 
 struct Worker {
     age: u64,
+    slot: usize,
+    spawned: Instant,
+    aborted: Option<Instant>,
 }
 
 pub struct Arbiter<L: Launcher> {
@@ -53,6 +76,9 @@ pub struct Arbiter<L: Launcher> {
     pipe: SelfPipe,
     workers: BTreeMap<i32, Worker>,
     next_age: u64,
+    heartbeats: Heartbeats,
+    /// The new master started by USR2, while it runs.
+    reexec_pid: Option<i32>,
 }
 
 enum Stop {
@@ -62,6 +88,7 @@ enum Stop {
 
 impl<L: Launcher> Arbiter<L> {
     pub fn new(cfg: ArbiterConfig, launcher: L) -> Result<Self, ArbiterError> {
+        let heartbeats = Heartbeats::new(SLOTS).map_err(ArbiterError::Signals)?;
         let pipe = SelfPipe::install().map_err(ArbiterError::Signals)?;
         Ok(Self {
             cfg,
@@ -69,11 +96,18 @@ impl<L: Launcher> Arbiter<L> {
             pipe,
             workers: BTreeMap::new(),
             next_age: 0,
+            heartbeats,
+            reexec_pid: None,
         })
     }
 
     pub fn launcher(&mut self) -> &mut L {
         &mut self.launcher
+    }
+
+    /// A USR2 child master is running (it shares our listeners).
+    pub fn has_reexec_child(&self) -> bool {
+        self.reexec_pid.is_some()
     }
 
     /// Runs until a stop signal or a fatal worker error; returns the exit code.
@@ -113,6 +147,25 @@ impl<L: Launcher> Arbiter<L> {
                         ferricorn_core::info!("Hang up: Master");
                         self.reload();
                     }
+                    Signal::SIGUSR2 => {
+                        ferricorn_core::info!("Handling signal: usr2");
+                        if self.reexec_pid.is_some() {
+                            ferricorn_core::warning!("USR2 signal ignored. Child exists.");
+                        } else if self.launcher.is_reexec_child() {
+                            ferricorn_core::warning!("USR2 signal ignored. Parent exists.");
+                        } else {
+                            self.reexec_pid = self.launcher.reexec().map(|p| p.as_raw());
+                        }
+                    }
+                    Signal::SIGWINCH => {
+                        if self.cfg.daemon {
+                            ferricorn_core::info!("graceful stop of workers");
+                            self.set_workers(0);
+                            self.signal_all(Signal::SIGTERM);
+                        } else {
+                            ferricorn_core::debug!("SIGWINCH ignored. Not daemonized");
+                        }
+                    }
                     Signal::SIGUSR1 => {
                         ferricorn_core::info!("Handling signal: usr1");
                         self.launcher.reopen_logs();
@@ -124,6 +177,8 @@ impl<L: Launcher> Arbiter<L> {
             if let Err(code) = self.reap() {
                 return code;
             }
+            self.murder_workers();
+            self.launcher.tick();
             if let Err(code) = self.manage_workers() {
                 return code;
             }
@@ -155,11 +210,27 @@ impl<L: Launcher> Arbiter<L> {
     }
 
     fn spawn(&mut self) -> Result<(), ArbiterError> {
+        let used: std::collections::HashSet<usize> = self.workers.values().map(|w| w.slot).collect();
+        let Some(slot_index) = (0..self.heartbeats.len()).find(|i| !used.contains(i)) else {
+            return Err(ArbiterError::Io(std::io::Error::other("no free heartbeat slot")));
+        };
+        let Some(slot) = self.heartbeats.slot(slot_index) else {
+            return Err(ArbiterError::Io(std::io::Error::other("no free heartbeat slot")));
+        };
+        self.heartbeats.reset(slot_index, 0);
         self.next_age += 1;
         let age = self.next_age;
-        match self.launcher.spawn(age) {
+        match self.launcher.spawn(age, slot) {
             Ok(pid) => {
-                self.workers.insert(pid.as_raw(), Worker { age });
+                slot.pid
+                    .store(pid.as_raw() as u32, std::sync::atomic::Ordering::Release);
+                let w = Worker {
+                    age,
+                    slot: slot_index,
+                    spawned: Instant::now(),
+                    aborted: None,
+                };
+                self.workers.insert(pid.as_raw(), w);
                 Ok(())
             }
             Err(e) => {
@@ -187,6 +258,39 @@ impl<L: Launcher> Arbiter<L> {
         Ok(())
     }
 
+    /// Aborts workers whose oldest app call (or boot) has run past `timeout`: SIGABRT
+    /// first (the worker dumps every thread's stack and runs `worker_abort`), SIGKILL if
+    /// it is still there after a grace period.
+    fn murder_workers(&mut self) {
+        let Some(timeout) = self.cfg.timeout else { return };
+        let now_ms = heartbeat::now_ms();
+        let limit_ms = timeout.as_millis() as u64;
+        for (pid, w) in self.workers.iter_mut() {
+            if let Some(at) = w.aborted {
+                if at.elapsed() > ABORT_GRACE {
+                    let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                }
+                continue;
+            }
+            let Some(slot) = self.heartbeats.slot(w.slot) else {
+                continue;
+            };
+            let beat = slot.beat.load(std::sync::atomic::Ordering::Acquire);
+            let oldest = slot.oldest_call.load(std::sync::atomic::Ordering::Acquire);
+            let stuck_call = oldest != 0 && now_ms.saturating_sub(oldest) > limit_ms;
+            let silent = if beat == 0 {
+                w.spawned.elapsed() > timeout
+            } else {
+                now_ms.saturating_sub(beat) > limit_ms
+            };
+            if stuck_call || silent {
+                ferricorn_core::critical!("WORKER TIMEOUT (pid:{pid})");
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGABRT);
+                w.aborted = Some(Instant::now());
+            }
+        }
+    }
+
     /// Reaps exited workers; `Err(code)` when one reports that it cannot boot.
     fn reap(&mut self) -> Result<(), i32> {
         let mut halt = None;
@@ -200,6 +304,11 @@ impl<L: Launcher> Arbiter<L> {
                 WaitStatus::Signaled(pid, sig, _) => (pid, None, Some(sig as i32)),
                 _ => continue,
             };
+            if self.reexec_pid == Some(pid.as_raw()) {
+                ferricorn_core::info!("The new master (pid:{pid}) exited.");
+                self.reexec_pid = None;
+                continue;
+            }
             let Some(worker) = self.workers.remove(&pid.as_raw()) else {
                 continue;
             };
@@ -223,7 +332,10 @@ impl<L: Launcher> Arbiter<L> {
                 (_, Some(s)) if s == libc::SIGKILL => {
                     ferricorn_core::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
                 }
-                (_, Some(s)) => ferricorn_core::error!("Worker (pid:{pid}) was sent {}!", signal_name(s)),
+                (_, Some(s)) if s == libc::SIGTERM => {
+                    ferricorn_core::info!("Worker (pid:{pid}) was sent SIGTERM!")
+                }
+                (_, Some(s)) => ferricorn_core::warning!("Worker (pid:{pid}) was sent {}!", signal_name(s)),
                 _ => {}
             }
             self.launcher.worker_exited(&exit);

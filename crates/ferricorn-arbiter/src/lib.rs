@@ -6,6 +6,8 @@
 //! a `poll()` loop on a signal self-pipe.
 
 pub mod arbiter;
+pub mod heartbeat;
+pub mod process;
 pub mod signals;
 pub mod sockets;
 

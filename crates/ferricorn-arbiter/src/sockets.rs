@@ -27,13 +27,13 @@ impl BoundListener {
 
     /// The address as Gunicorn prints it in "Listening at:" (the real port when 0 was asked).
     pub fn display(&self) -> String {
-        match &self.addr {
-            BindAddr::Unix(_) | BindAddr::Fd(_) => self.addr.to_string(),
-            _ => match local_addr(self.raw_fd()) {
-                Some(SocketAddr::V6(a)) => format!("http://[{}]:{}", a.ip(), a.port()),
-                Some(a) => format!("http://{a}"),
-                None => self.addr.to_string(),
-            },
+        if let BindAddr::Unix(_) = self.addr {
+            return self.addr.to_string();
+        }
+        match local_addr(self.raw_fd()) {
+            Some(SocketAddr::V6(a)) => format!("http://[{}]:{}", a.ip(), a.port()),
+            Some(a) => format!("http://{a}"),
+            None => self.addr.to_string(),
         }
     }
 }

@@ -8,6 +8,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use ferricorn_arbiter::heartbeat::Slot;
+use ferricorn_arbiter::process::{Identity, Pidfile};
 use ferricorn_arbiter::sockets::{bind_all, dup_fd, BindOptions, BoundListener};
 use ferricorn_arbiter::{Arbiter, ArbiterConfig, ArbiterError, Launcher, WorkerExit};
 use ferricorn_core::bind::BindAddr;
@@ -34,42 +36,117 @@ struct PyLauncher {
     boot: Boot,
     listeners: Vec<BoundListener>,
     preloaded: Option<Py<PyAny>>,
+    identity: Identity,
+    pidfile: Option<Pidfile>,
+    /// Set in a master started by USR2 until the old master is gone.
+    parent_master: Option<i32>,
+    proc_name: String,
 }
+
+fn fatal(message: impl Into<String>) -> Fatal {
+    Fatal {
+        code: 1,
+        message: message.into(),
+    }
+}
+
+/// Listeners handed over by systemd (`LISTEN_FDS`) or by the master we were re-executed
+/// from (`GUNICORN_FD`, USR2); empty when we must bind ourselves.
+fn inherited_listeners() -> Vec<BoundListener> {
+    let systemd = ferricorn_arbiter::process::systemd_listen_fds();
+    if !systemd.is_empty() {
+        return systemd
+            .into_iter()
+            .map(|fd| BoundListener {
+                addr: BindAddr::Fd(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                fd,
+            })
+            .collect();
+    }
+    let Ok(fds) = std::env::var(INHERIT_FDS_ENV) else {
+        return Vec::new();
+    };
+    fds.split(',')
+        .filter_map(|f| f.trim().parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+        // SAFETY: the old master passed these listening sockets to us through exec.
+        .map(|fd| BoundListener {
+            addr: BindAddr::Fd(fd),
+            fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        })
+        .collect()
+}
+
+/// The variables a USR2 re-exec passes to the new master (Gunicorn's names).
+const INHERIT_FDS_ENV: &str = "GUNICORN_FD";
+const PARENT_MASTER_ENV: &str = "GUNICORN_PID";
 
 pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let s = &boot.settings;
     boot.hooks
         .call_strict(py, "on_starting", (boot.hooks.server(py),))
-        .map_err(|e| Fatal {
-            code: 1,
-            message: format!(
+        .map_err(|e| {
+            fatal(format!(
                 "Error in on_starting hook:\n{}",
                 crate::pyhelpers::format_exception(py, &e)
-            ),
+            ))
         })?;
-    ferricorn_core::info!("Starting ferricorn {}", ferricorn_core::VERSION);
-    let addrs: Vec<BindAddr> = s.list("bind").iter().filter_map(|b| BindAddr::parse(b).ok()).collect();
-    let opts = BindOptions {
-        backlog: s.int("backlog").clamp(1, i32::MAX as i64) as i32,
-        reuse_port: s.bool("reuse_port"),
-        umask: s.int("umask") as u32,
-        attempts: 5,
-    };
-    let listeners = match bind_all(&addrs, &opts) {
-        Ok(l) => l,
-        Err(e) => {
-            ferricorn_core::error!("{e}");
-            return Err(Fatal {
-                code: 1,
-                message: String::new(),
-            });
+    let parent_master = std::env::var(PARENT_MASTER_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    if s.bool("daemon") && parent_master.is_none() {
+        daemonize(py, s.bool("enable_stdio_inheritance")).map_err(|e| fatal(format!("Error: can't daemonize: {e}")))?;
+    }
+    let identity = Identity::resolve(s.str("user"), s.str("group")).map_err(|e| fatal(format!("Error: {e}")))?;
+    let pidfile = match s.str("pidfile").filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let path = match parent_master {
+                Some(_) => std::path::PathBuf::from(format!("{p}.2")),
+                None => std::path::PathBuf::from(p),
+            };
+            Some(Pidfile::create(&path, std::process::id()).map_err(|e| fatal(format!("Error: {e}")))?)
         }
+        None => None,
     };
+    ferricorn_core::info!("Starting ferricorn {}", ferricorn_core::VERSION);
+    let mut listeners = inherited_listeners();
+    let _ = py
+        .import("os")
+        .and_then(|os| os.getattr("environ")?.call_method1("pop", (INHERIT_FDS_ENV, py.None())));
+    if listeners.is_empty() {
+        let addrs: Vec<BindAddr> = s.list("bind").iter().filter_map(|b| BindAddr::parse(b).ok()).collect();
+        let opts = BindOptions {
+            backlog: s.int("backlog").clamp(1, i32::MAX as i64) as i32,
+            reuse_port: s.bool("reuse_port"),
+            umask: s.int("umask") as u32,
+            attempts: 5,
+        };
+        listeners = match bind_all(&addrs, &opts) {
+            Ok(l) => l,
+            Err(e) => {
+                ferricorn_core::error!("{e}");
+                return Err(fatal(""));
+            }
+        };
+        for l in &listeners {
+            if let BindAddr::Unix(path) = &l.addr {
+                // Workers run as `user`/`group`: they (and the proxy in front) must be able
+                // to use the socket file.
+                let _ = nix::unistd::chown(path, identity.uid, identity.gid);
+            }
+        }
+    }
     for l in &listeners {
         ferricorn_core::info!("Listening at: {} ({})", l.display(), std::process::id());
     }
     let threads = s.int("threads");
     ferricorn_core::info!("Using worker: {}", if threads > 1 { "gthread" } else { "sync" });
+    let proc_name = s
+        .str("proc_name")
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&boot.app_uri)
+        .to_string();
+    set_proc_title(py, &format!("ferricorn: master [{proc_name}]"));
 
     let preloaded = if s.bool("preload_app") {
         match load_app(py, &boot.app_uri) {
@@ -92,30 +169,75 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let cfg = ArbiterConfig {
         workers: s.int("workers").max(1) as usize,
         graceful_timeout: Duration::from_secs(s.int("graceful_timeout").max(0) as u64),
+        timeout: (s.int("timeout") > 0).then(|| Duration::from_secs(s.int("timeout") as u64)),
+        daemon: s.bool("daemon"),
     };
     let launcher = PyLauncher {
         boot,
         listeners,
         preloaded,
+        identity,
+        pidfile,
+        parent_master,
+        proc_name,
     };
-    let mut arbiter = Arbiter::new(cfg, launcher).map_err(|e| Fatal {
-        code: 1,
-        message: format!("Error: {e}"),
-    })?;
+    let mut arbiter = Arbiter::new(cfg, launcher).map_err(|e| fatal(format!("Error: {e}")))?;
     {
         let l = arbiter.launcher();
         l.boot.hooks.call(py, "when_ready", (l.boot.hooks.server(py),));
     }
+    ferricorn_arbiter::process::sd_notify("READY=1\nSTATUS=ferricorn arbiter booted");
     let code = arbiter.run();
+    ferricorn_arbiter::process::sd_notify("STOPPING=1");
+    let shares_sockets = arbiter.has_reexec_child();
     let l = arbiter.launcher();
     ferricorn_core::info!("Shutting down: Master");
     l.boot.hooks.call(py, "on_exit", (l.boot.hooks.server(py),));
-    ferricorn_arbiter::sockets::cleanup(&l.listeners);
+    // A USR2 pair shares the socket files: only a master alone removes them.
+    if !shares_sockets && l.parent_master.is_none() {
+        ferricorn_arbiter::sockets::cleanup(&l.listeners);
+    }
     Ok(code)
 }
 
+/// Gunicorn's daemonize: double fork with `setsid`, `umask(0o22)`, stdio to /dev/null.
+fn daemonize(py: Python<'_>, keep_stdio: bool) -> PyResult<()> {
+    let os = py.import("os")?;
+    if os.getattr("fork")?.call0()?.extract::<i32>()? != 0 {
+        exit_now(py, 0);
+    }
+    os.getattr("setsid")?.call0()?;
+    if os.getattr("fork")?.call0()?.extract::<i32>()? != 0 {
+        exit_now(py, 0);
+    }
+    os.getattr("umask")?.call1((0o22,))?;
+    if !keep_stdio {
+        let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+        for fd in 0..3 {
+            // SAFETY: replacing the standard descriptors with /dev/null.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), fd) };
+        }
+    }
+    Ok(())
+}
+
+/// `ferricorn: master [app]`, via setproctitle when installed (as Gunicorn), else the
+/// kernel's 15-byte thread name.
+fn set_proc_title(py: Python<'_>, title: &str) {
+    let done = py
+        .import("setproctitle")
+        .and_then(|m| m.getattr("setproctitle")?.call1((title,)).map(|_| ()));
+    if done.is_err() {
+        let short: String = title.chars().take(15).collect();
+        if let Ok(name) = std::ffi::CString::new(short) {
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        }
+    }
+}
+
 impl Launcher for PyLauncher {
-    fn spawn(&mut self, age: u64) -> Result<Pid, ArbiterError> {
+    fn spawn(&mut self, age: u64, slot: &'static Slot) -> Result<Pid, ArbiterError> {
         Python::attach(|py| {
             let hooks = &self.boot.hooks;
             if hooks.has("pre_fork") {
@@ -129,7 +251,7 @@ impl Launcher for PyLauncher {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
-                let code = run_worker(py, self, age);
+                let code = run_worker(py, self, age, slot);
                 exit_now(py, code);
             }
             unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
@@ -190,6 +312,95 @@ impl Launcher for PyLauncher {
 
     fn reopen_logs(&mut self) {
         let _ = ferricorn_core::log::reopen();
+    }
+
+    fn is_reexec_child(&self) -> bool {
+        self.parent_master.is_some()
+    }
+
+    /// USR2: fork, and exec the same command line in the child with the listeners
+    /// inherited (`GUNICORN_FD`) and our pid (`GUNICORN_PID`), as Gunicorn does.
+    fn reexec(&mut self) -> Option<Pid> {
+        Python::attach(|py| match self.fork_new_master(py) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                ferricorn_core::error!("USR2 re-exec failed: {e}");
+                None
+            }
+        })
+    }
+
+    fn tick(&mut self) {
+        let Some(old) = self.parent_master else { return };
+        if nix::unistd::getppid().as_raw() == old {
+            return;
+        }
+        ferricorn_core::info!("Master has been promoted.");
+        self.parent_master = None;
+        Python::attach(|py| {
+            let _ = py.import("os").and_then(|os| {
+                os.getattr("environ")?
+                    .call_method1("pop", (PARENT_MASTER_ENV, py.None()))
+            });
+            set_proc_title(py, &format!("ferricorn: master [{}]", self.proc_name));
+        });
+        if let Some(pidfile) = self.pidfile.as_mut() {
+            let final_path = pidfile.path().with_extension("");
+            let target = match pidfile.path().to_str().and_then(|p| p.strip_suffix(".2")) {
+                Some(p) => std::path::PathBuf::from(p),
+                None => final_path,
+            };
+            if let Err(e) = pidfile.rename(&target) {
+                ferricorn_core::error!("{e}");
+            }
+        }
+    }
+}
+
+impl PyLauncher {
+    fn fork_new_master(&mut self, py: Python<'_>) -> PyResult<Pid> {
+        let os = py.import("os")?;
+        let sys = py.import("sys")?;
+        let fds: Vec<String> = self.listeners.iter().map(|l| l.raw_fd().to_string()).collect();
+        let master = std::process::id();
+        let pid: i32 = os.getattr("fork")?.call0()?.extract()?;
+        if pid != 0 {
+            ferricorn_core::info!("Started a new master (pid:{pid}) for the binary upgrade.");
+            return Ok(Pid::from_raw(pid));
+        }
+        // In the child: make the listeners survive exec, then become the new master.
+        for l in &self.listeners {
+            // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+            unsafe { libc::fcntl(l.raw_fd(), libc::F_SETFD, 0) };
+        }
+        let environ = os.getattr("environ")?;
+        environ.set_item(INHERIT_FDS_ENV, fds.join(","))?;
+        environ.set_item(PARENT_MASTER_ENV, master.to_string())?;
+        let hooks = &self.boot.hooks;
+        hooks.call(py, "pre_exec", (hooks.server(py),));
+        let exe = sys.getattr("executable")?;
+        let argv = pyo3::types::PyList::new(py, [exe.clone()])?;
+        for a in sys.getattr("argv")?.try_iter()? {
+            argv.append(a?)?;
+        }
+        let err = os.getattr("execv")?.call1((exe, argv)).err();
+        ferricorn_core::error!("exec failed: {}", err.map(|e| e.to_string()).unwrap_or_default());
+        exit_now(py, 1);
+    }
+}
+
+/// Writes every Python thread's stack to the error log (on a worker timeout), with
+/// faulthandler, which walks the threads itself and needs no cooperation from them.
+fn dump_all_stacks(py: Python<'_>) {
+    ferricorn_core::critical!("Worker timed out; stacks of all threads follow (most recent call first):");
+    let dumped = py.import("faulthandler").and_then(|fh| {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("file", ferricorn_core::log::fd())?;
+        kwargs.set_item("all_threads", true)?;
+        fh.getattr("dump_traceback")?.call((), Some(&kwargs))
+    });
+    if let Err(e) = dumped {
+        ferricorn_core::error!("could not dump the stacks: {e}");
     }
 }
 
@@ -265,7 +476,7 @@ fn max_requests(s: &Settings) -> u64 {
 }
 
 /// The worker's whole life; returns its exit code.
-fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64) -> i32 {
+fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot) -> i32 {
     ferricorn_arbiter::signals::reset_in_child();
     let pid = std::process::id();
     ferricorn_core::info!("Booting worker with pid: {pid}");
@@ -279,6 +490,11 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64) -> i32 {
         }
     };
     hooks.call(py, "post_fork", (hooks.server(py), worker.clone()));
+    if let Err(e) = launcher.identity.apply(boot.settings.bool("initgroups")) {
+        ferricorn_core::error!("Exception in worker process: {e}");
+        return ferricorn_arbiter::WORKER_BOOT_ERROR;
+    }
+    set_proc_title(py, &format!("ferricorn: worker [{}]", launcher.proc_name));
 
     let app = match &launcher.preloaded {
         Some(app) => app.clone_ref(py),
@@ -322,7 +538,25 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64) -> i32 {
         }
     };
     let config = server_config(py, s, hooks);
-    let outcome = py.detach(|| ferricorn_server::serve(listeners, std::sync::Arc::new(bridge), config, |_| {}));
+    let clock = bridge.clock();
+    let outcome = py.detach(|| {
+        ferricorn_server::serve(listeners, std::sync::Arc::new(bridge), config, move |stop| {
+            // The heartbeat runs on the I/O loop, so a wedged loop stops it too.
+            let master = nix::unistd::getppid();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    slot.publish(clock.oldest());
+                    if nix::unistd::getppid() != master {
+                        ferricorn_core::info!("Parent changed, shutting down: {}", std::process::id());
+                        stop.stop(ServeOutcome::Graceful);
+                        break;
+                    }
+                }
+            });
+        })
+    });
     match outcome {
         Ok(ServeOutcome::Quick) => {
             hooks.call(py, "worker_int", (worker.clone(),));
@@ -331,6 +565,11 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64) -> i32 {
             ferricorn_core::info!("Autorestarting worker after current request.");
         }
         Ok(ServeOutcome::Graceful) => {}
+        Ok(ServeOutcome::Abort) => {
+            dump_all_stacks(py);
+            hooks.call(py, "worker_abort", (worker.clone(),));
+            return 1;
+        }
         Err(e) => {
             ferricorn_core::error!("worker failed: {e}");
             return 1;

@@ -81,15 +81,19 @@ async fn respond(req: hyper::Request<Incoming>, shared: &Shared, info: Arc<ConnI
     } else {
         RequestBody::empty()
     };
-    let mut resp = shared
-        .app
-        .call(Request {
-            head,
-            scheme,
-            body,
-            conn: info,
-        })
-        .await;
+    let call = shared.app.call(Request {
+        head,
+        scheme,
+        body,
+        conn: info,
+    });
+    let mut aborting = shared.aborting();
+    let mut resp = tokio::select! {
+        resp = call => resp,
+        // The worker is being aborted (timeout): answer what has not started, as Gunicorn
+        // does, instead of leaving the client with a reset.
+        _ = aborting.wait_for(|a| *a) => error_page::response(500, "Internal Server Error", true),
+    };
     if accepted.force_close {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -67,6 +67,8 @@ pub enum ServeOutcome {
     Quick,
     /// `max_requests` reached; drained like `Graceful`.
     MaxRequests,
+    /// SIGABRT: the master timed out an app call. Stop now.
+    Abort,
 }
 
 /// Ways to stop `serve` from outside (besides signals).
@@ -96,9 +98,15 @@ pub(crate) struct Shared {
     connections: AtomicUsize,
     drained: Notify,
     stopping: AtomicBool,
+    abort_tx: watch::Sender<bool>,
+    abort_rx: watch::Receiver<bool>,
 }
 
 impl Shared {
+    pub fn aborting(&self) -> watch::Receiver<bool> {
+        self.abort_rx.clone()
+    }
+
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
@@ -123,6 +131,7 @@ pub fn serve(
 ) -> std::io::Result<ServeOutcome> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (tx, stop_rx) = watch::channel(None);
+    let (abort_tx, abort_rx) = watch::channel(false);
     let stop = StopSignal(tx);
     let shared = Arc::new(Shared {
         config,
@@ -134,6 +143,8 @@ pub fn serve(
         connections: AtomicUsize::new(0),
         drained: Notify::new(),
         stopping: AtomicBool::new(false),
+        abort_tx,
+        abort_rx,
     });
     let outcome = rt.block_on(run(listeners, shared, stop, on_ready))?;
     // Connection tasks still running (Quick stop, or a drain that timed out) are dropped here.
@@ -151,6 +162,7 @@ async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
+    let mut abort = signal(SignalKind::from_raw(libc::SIGABRT))?;
     let permits = Arc::new(Semaphore::new(shared.config.worker_connections));
     let mut accept_tasks = Vec::new();
     for l in listeners {
@@ -163,6 +175,7 @@ async fn run(
         _ = term.recv() => ServeOutcome::Graceful,
         _ = int.recv() => ServeOutcome::Quick,
         _ = quit.recv() => ServeOutcome::Quick,
+        _ = abort.recv() => ServeOutcome::Abort,
         r = stop_rx.wait_for(Option::is_some) => r.ok().and_then(|v| *v).unwrap_or(ServeOutcome::Graceful),
     };
     stop.stop(outcome);
@@ -170,7 +183,12 @@ async fn run(
     for t in &accept_tasks {
         t.abort();
     }
-    if outcome == ServeOutcome::Quick {
+    if outcome == ServeOutcome::Abort {
+        shared.abort_tx.send_replace(true);
+        // Let the 500s for calls in flight reach the wire.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if matches!(outcome, ServeOutcome::Quick | ServeOutcome::Abort) {
         return Ok(outcome);
     }
     let drain = async {
@@ -189,6 +207,7 @@ async fn run(
         }
         _ = int.recv() => return Ok(ServeOutcome::Quick),
         _ = quit.recv() => return Ok(ServeOutcome::Quick),
+        _ = abort.recv() => return Ok(ServeOutcome::Abort),
     }
     Ok(outcome)
 }

@@ -42,7 +42,7 @@ impl InputStream {
         let res = if body.is_complete() {
             body.read_chunk_blocking()
         } else {
-            py.detach(|| body.read_chunk_blocking())
+            py.detach(|| super::waiting_for_client(|| body.read_chunk_blocking()))
         };
         match res {
             Ok(Some(chunk)) => {

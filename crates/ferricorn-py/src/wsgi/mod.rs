@@ -16,6 +16,7 @@ pub use errors::ErrorStream;
 pub use file::FileWrapper;
 pub use input::InputStream;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferricorn_core::settings::Settings;
@@ -58,6 +59,43 @@ pub(crate) struct Job {
 
 pub struct WsgiBridge {
     jobs: crossbeam_channel::Sender<Job>,
+    clock: Arc<CallClock>,
+}
+
+/// When each app thread's current call started (ms since the epoch; 0 = idle), for the
+/// heartbeat the master checks against `timeout`.
+pub struct CallClock(Vec<AtomicU64>);
+
+thread_local! {
+    /// This app thread's entry in its worker's clock.
+    static MY_CLOCK: std::cell::RefCell<Option<(Arc<CallClock>, usize)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a wait for the client: body bytes, or room in the response pipe) with this
+/// thread's call clock stopped, so `timeout` measures the app's own time, not a slow
+/// client's. The clock restarts when the wait ends.
+pub fn waiting_for_client<T>(f: impl FnOnce() -> T) -> T {
+    let mine = MY_CLOCK.with(|c| c.borrow().clone());
+    if let Some((clock, i)) = &mine {
+        clock.0[*i].store(0, Ordering::Relaxed);
+    }
+    let out = f();
+    if let Some((clock, i)) = &mine {
+        clock.0[*i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
+    }
+    out
+}
+
+impl CallClock {
+    /// Start of the oldest call in flight, or 0.
+    pub fn oldest(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .filter(|t| *t != 0)
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 pub(crate) struct Shared {
@@ -76,19 +114,28 @@ impl WsgiBridge {
             errors: Py::new(py, ErrorStream)?,
             file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
         });
+        let clock = Arc::new(CallClock((0..threads).map(|_| AtomicU64::new(0)).collect()));
         for i in 0..threads {
             let rx = rx.clone();
             let shared = shared.clone();
+            let clock = clock.clone();
             std::thread::Builder::new()
                 .name(format!("ferricorn-app-{i}"))
                 .spawn(move || {
+                    MY_CLOCK.with(|c| *c.borrow_mut() = Some((clock.clone(), i)));
                     while let Ok(job) = rx.recv() {
+                        clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
                         Python::attach(|py| call::run(py, &shared, job));
+                        clock.0[i].store(0, Ordering::Relaxed);
                     }
                 })
                 .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         }
-        Ok(Self { jobs: tx })
+        Ok(Self { jobs: tx, clock })
+    }
+
+    pub fn clock(&self) -> Arc<CallClock> {
+        self.clock.clone()
     }
 }
 

@@ -115,7 +115,7 @@ impl StartResponse {
             return Ok(Err(Disconnected));
         };
         if tx.is_full() {
-            Ok(py.detach(|| tx.send(data)))
+            Ok(py.detach(|| super::waiting_for_client(|| tx.send(data))))
         } else {
             Ok(tx.send(data))
         }

@@ -1,0 +1,112 @@
+//! Worker heartbeats through shared memory (Gunicorn uses a temp file per worker).
+//!
+//! The master maps one anonymous shared region before forking; every worker inherits it
+//! and owns one slot. A worker publishes two numbers: when it last showed life, and
+//! when its oldest application call in flight started (0 = none). The master compares
+//! both with `timeout` each tick. No file, no `utime` syscall per request.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+
+/// One worker's slot. Cache-line sized so workers never share a line.
+#[repr(C, align(64))]
+pub struct Slot {
+    pub pid: AtomicU32,
+    /// Milliseconds since the epoch of the last sign of life; 0 = not booted yet.
+    pub beat: AtomicU64,
+    /// Start (ms since the epoch) of the oldest app call in flight; 0 = idle.
+    pub oldest_call: AtomicU64,
+}
+
+impl Slot {
+    pub fn publish(&self, oldest_call: u64) {
+        self.oldest_call.store(oldest_call, Ordering::Relaxed);
+        self.beat.store(now_ms(), Ordering::Release);
+    }
+}
+
+pub struct Heartbeats {
+    base: NonNull<Slot>,
+    len: usize,
+}
+
+// SAFETY: the region is only accessed through atomics.
+unsafe impl Send for Heartbeats {}
+unsafe impl Sync for Heartbeats {}
+
+impl Heartbeats {
+    pub fn new(len: usize) -> nix::Result<Self> {
+        let bytes = NonZeroUsize::new(len.max(1) * std::mem::size_of::<Slot>()).ok_or(nix::Error::EINVAL)?;
+        // SAFETY: a fresh anonymous mapping; zeroed memory is a valid array of Slots.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )?
+        };
+        Ok(Self {
+            base: ptr.cast(),
+            len: len.max(1),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The mapping is never unmapped (master and workers use it until they exit), so a
+    /// slot reference is valid for the rest of the process.
+    pub fn slot(&self, i: usize) -> Option<&'static Slot> {
+        // SAFETY: in bounds of a mapping that is never unmapped.
+        (i < self.len).then(|| unsafe { &*self.base.as_ptr().add(i) })
+    }
+
+    pub fn reset(&self, i: usize, pid: u32) {
+        if let Some(s) = self.slot(i) {
+            s.beat.store(0, Ordering::Relaxed);
+            s.oldest_call.store(0, Ordering::Relaxed);
+            s.pid.store(pid, Ordering::Release);
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_with_a_child() {
+        let hb = Heartbeats::new(4).unwrap();
+        hb.reset(2, 1);
+        // SAFETY: the child only touches atomics and exits at once.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                hb.slot(2).unwrap().publish(1234);
+                unsafe { libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+                let s = hb.slot(2).unwrap();
+                assert_eq!(s.oldest_call.load(Ordering::Acquire), 1234);
+                assert!(s.beat.load(Ordering::Acquire) > 0);
+                assert!(hb.slot(4).is_none());
+            }
+        }
+    }
+}
