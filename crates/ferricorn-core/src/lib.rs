@@ -4,6 +4,7 @@
 //! - [`bind`]: parsing of `--bind` addresses.
 //! - [`request`]: Gunicorn's request-hardening rules, applied on top of hyper's parser.
 
+pub mod access_log;
 pub mod bind;
 pub mod log;
 pub mod proxy;

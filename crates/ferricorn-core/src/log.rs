@@ -6,7 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::Mutex;
 
@@ -45,6 +45,9 @@ impl Level {
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static FD: AtomicI32 = AtomicI32::new(2);
 static PATH: Mutex<Option<String>> = Mutex::new(None);
+/// The access log: -1 = off, 1 = stdout, else an owned file.
+static ACCESS_FD: AtomicI32 = AtomicI32::new(-1);
+static ACCESS_PATH: Mutex<Option<String>> = Mutex::new(None);
 
 /// Sets the level and destination (`None` or `-` = stderr).
 pub fn configure(level: Level, path: Option<&str>) -> std::io::Result<()> {
@@ -54,8 +57,73 @@ pub fn configure(level: Level, path: Option<&str>) -> std::io::Result<()> {
     reopen()
 }
 
-/// Reopens the log file (USR1, log rotation).
+/// Enables the access log (`-` = stdout); `None` turns it off.
+pub fn configure_access(path: Option<&str>) -> std::io::Result<()> {
+    *ACCESS_PATH.lock().unwrap_or_else(|p| p.into_inner()) = path.map(str::to_string);
+    reopen_access()
+}
+
+pub fn access_enabled() -> bool {
+    ACCESS_FD.load(Ordering::Relaxed) >= 0
+}
+
+fn reopen_access() -> std::io::Result<()> {
+    let path = ACCESS_PATH.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let new_fd = match path.as_deref() {
+        None => -1,
+        Some("-") => 1,
+        Some(p) => std::os::fd::IntoRawFd::into_raw_fd(OpenOptions::new().create(true).append(true).open(p)?),
+    };
+    let old = ACCESS_FD.swap(new_fd, Ordering::Relaxed);
+    if old > 2 {
+        // SAFETY: `old` came from `into_raw_fd` above and is owned by this module.
+        unsafe { libc::close(old) };
+    }
+    Ok(())
+}
+
+/// Writes one access-log line (the newline is added) in a single `write(2)`.
+pub fn write_access(line: &str) {
+    let fd = ACCESS_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    write_fd(fd, buf.as_bytes());
+}
+
+fn write_fd(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: the descriptor is owned by this module (or is stdio); ManuallyDrop keeps
+    // the temporary File from closing it.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    let _ = f.write_all(bytes);
+}
+
+static CAPTURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--capture-output`: the process's stdout and stderr go to the error log file (kept on
+/// every reopen).
+pub fn capture_stdio(on: bool) {
+    CAPTURE.store(on, Ordering::Relaxed);
+    redirect_stdio();
+}
+
+fn redirect_stdio() {
+    let fd = FD.load(Ordering::Relaxed);
+    if CAPTURE.load(Ordering::Relaxed) && fd > 2 {
+        // SAFETY: dup2 onto the standard descriptors, which stay open for the process.
+        unsafe {
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+        }
+    }
+}
+
+/// Reopens the log files (USR1, log rotation).
 pub fn reopen() -> std::io::Result<()> {
+    reopen_access()?;
     let path = PATH.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let Some(path) = path else {
         FD.store(2, Ordering::Relaxed);
@@ -68,6 +136,7 @@ pub fn reopen() -> std::io::Result<()> {
         // SAFETY: `old` was obtained from `into_raw_fd` above and is owned by this module.
         unsafe { libc::close(old) };
     }
+    redirect_stdio();
     Ok(())
 }
 
@@ -110,12 +179,7 @@ pub fn write(level: Level, msg: &str) {
 
 /// Writes bytes to the log destination in one call.
 pub fn write_raw(bytes: &[u8]) {
-    let fd = FD.load(Ordering::Relaxed);
-    // SAFETY: the descriptor is owned by this module (or is stderr); ManuallyDrop keeps
-    // the temporary File from closing it.
-    let mut f = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    let _ = f.write_all(bytes);
-    let _ = f.as_raw_fd();
+    write_fd(FD.load(Ordering::Relaxed), bytes);
 }
 
 #[macro_export]

@@ -252,6 +252,27 @@ fn uri_len(uri: &Uri) -> usize {
     }
 }
 
+/// WSGI "native strings" are latin-1: one char per byte.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+/// `PATH_INFO`: the percent-decoded path (as latin-1) with `script_name` removed from the
+/// front. `None` when the path is outside `script_name` (Gunicorn answers 500).
+pub fn path_info(path: &str, script_name: &str) -> Option<String> {
+    if path == "*" {
+        return Some(String::new());
+    }
+    let decoded = latin1(&percent_encoding::percent_decode(path.as_bytes()).collect::<Vec<u8>>());
+    if script_name.is_empty() {
+        return Some(decoded);
+    }
+    match decoded.strip_prefix(script_name) {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => Some(rest.to_string()),
+        _ => None,
+    }
+}
+
 /// Trailer fields Gunicorn refuses in a chunked request body.
 pub fn forbidden_trailer(name: &str) -> bool {
     const FORBIDDEN: [&str; 6] = [
@@ -393,6 +414,15 @@ mod tests {
         let limits = Limits::from_settings(4094, 100, 8190, 10);
         let r = check_head(&Method::POST, &"/".parse().unwrap(), V11, &headers, &limits, false);
         assert_eq!(r.unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn path_info_decoding() {
+        assert_eq!(path_info("/caf%C3%A9", "").unwrap(), "/caf\u{c3}\u{a9}");
+        assert_eq!(path_info("/app/x", "/app").unwrap(), "/x");
+        assert_eq!(path_info("/app", "/app").unwrap(), "");
+        assert_eq!(path_info("/apple", "/app"), None);
+        assert_eq!(path_info("*", "").unwrap(), "");
     }
 
     #[test]

@@ -266,6 +266,15 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
             settings.str("errorlog").unwrap_or("-")
         ))
     })?;
+    ferricorn_core::log::configure_access(settings.str("accesslog")).map_err(|e| {
+        Fatal::usage(format!(
+            "Error: can't open access log {:?}: {e}",
+            settings.str("accesslog").unwrap_or("-")
+        ))
+    })?;
+    if settings.bool("capture_output") && settings.str("errorlog").is_some_and(|e| e != "-") {
+        ferricorn_core::log::capture_stdio(true);
+    }
 
     if let Some(dir) = settings.str("chdir").map(str::to_string) {
         chdir(py, &dir)?;

@@ -437,6 +437,13 @@ fn server_config(py: Python<'_>, s: &Settings, hooks: &Hooks) -> ServerConfig {
         max_requests: max_requests(s),
         forwarded_allow: AllowList::parse(s.str("forwarded_allow_ips").unwrap_or("")).unwrap_or_default(),
         secure_scheme_headers: secure_scheme_headers(py, hooks),
+        access_log: ferricorn_core::log::access_enabled().then(|| {
+            let format = s
+                .str("access_log_format")
+                .unwrap_or(ferricorn_core::access_log::DEFAULT_FORMAT);
+            std::sync::Arc::new(ferricorn_core::access_log::AccessFormat::compile(format))
+        }),
+        script_name: crate::wsgi::script_name(py, s),
     }
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access::Pending;
 use crate::conn::ConnState;
 use crate::pipe::{Receiver, Recv};
 
@@ -207,6 +208,9 @@ pub struct ResponseBody {
     conn: Option<Arc<ConnState>>,
     /// Polls left before an abort is reported (see `poll_frame`).
     abort_delay: u8,
+    /// Body bytes handed to hyper, for the access log.
+    sent: u64,
+    access: Option<Box<Pending>>,
 }
 
 impl ResponseBody {
@@ -220,6 +224,8 @@ impl ResponseBody {
             remaining: None,
             conn: None,
             abort_delay: 2,
+            sent: 0,
+            access: None,
         }
     }
 
@@ -229,6 +235,8 @@ impl ResponseBody {
             remaining: None,
             conn: None,
             abort_delay: 2,
+            sent: 0,
+            access: None,
         }
     }
 
@@ -244,6 +252,10 @@ impl ResponseBody {
 
     pub(crate) fn attach(&mut self, conn: Arc<ConnState>) {
         self.conn = Some(conn);
+    }
+
+    pub(crate) fn log_on_finish(&mut self, access: Box<Pending>) {
+        self.access = Some(access);
     }
 
     fn cap(&mut self, mut chunk: Bytes) -> Option<Bytes> {
@@ -262,6 +274,9 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Some(access) = self.access.take() {
+            access.finish(self.sent);
+        }
         if let Some(conn) = self.conn.take() {
             conn.response_done();
         }
@@ -303,7 +318,10 @@ impl Body for ResponseBody {
                 },
             };
             match this.cap(chunk) {
-                Some(c) => return Poll::Ready(Some(Ok(Frame::data(c)))),
+                Some(c) => {
+                    this.sent += c.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(c))));
+                }
                 None if matches!(this.kind, Kind::Full(_)) => return Poll::Ready(None),
                 // Past Content-Length: keep draining the stream so the producer finishes.
                 None => continue,

@@ -8,6 +8,7 @@ use ferricorn_core::request::check_head;
 use http::{header, HeaderValue, Response};
 use hyper::body::Incoming;
 
+use crate::access::Pending;
 use crate::body::RequestBody;
 use crate::conn::ConnState;
 use crate::serve::Shared;
@@ -20,6 +21,11 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     state.request_started();
+    let cfg = &shared.config;
+    let access = cfg
+        .access_log
+        .as_ref()
+        .map(|f| Pending::begin(f.clone(), &req, &info, &cfg.script_name));
     let framing_error = state.next_head().and_then(|f| f.framing_error());
     let mut resp = match framing_error {
         Some(detail) => reject(&info, 400, detail),
@@ -30,6 +36,10 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp.headers_mut().insert(header::SERVER, shared.server_header.clone());
+    if let Some(mut access) = access {
+        access.response(&resp);
+        resp.body_mut().log_on_finish(access);
+    }
     resp.body_mut().attach(state);
     shared.request_done();
     Ok(resp)

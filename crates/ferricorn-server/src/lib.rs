@@ -5,6 +5,7 @@
 //! application bridge (WSGI, ASGI, or a pure-Rust app in tests) implements [`App`] and
 //! only ever sees a validated request.
 
+mod access;
 pub mod body;
 mod conn;
 pub mod error_page;

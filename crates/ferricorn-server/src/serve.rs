@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferricorn_core::access_log::AccessFormat;
 use ferricorn_core::proxy::AllowList;
 use ferricorn_core::request::Limits;
 use http::{HeaderName, HeaderValue};
@@ -37,6 +38,10 @@ pub struct ServerConfig {
     pub forwarded_allow: AllowList,
     /// `secure_scheme_headers`: header and the value that means https.
     pub secure_scheme_headers: Vec<(HeaderName, String)>,
+    /// The access-log format, when the access log is on.
+    pub access_log: Option<Arc<AccessFormat>>,
+    /// The mount prefix, removed from the path for the `U` atom.
+    pub script_name: String,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +59,8 @@ impl Default for ServerConfig {
             max_requests: 0,
             forwarded_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
             secure_scheme_headers: ferricorn_core::proxy::default_secure_scheme_headers(),
+            access_log: None,
+            script_name: String::new(),
         }
     }
 }

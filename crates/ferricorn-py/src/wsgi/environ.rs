@@ -2,17 +2,13 @@
 
 use ferricorn_server::Request;
 use http::{header, Version};
-use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::{InputStream, Shared};
 
-/// WSGI "native strings" are latin-1: one char per byte.
-pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
-}
+use ferricorn_core::request::latin1;
 
 /// Why a request cannot be handed to the app.
 pub struct EnvironError {
@@ -36,21 +32,13 @@ pub fn build<'py>(
         (None, Some(a)) => a.as_str().to_string(),
         _ => head.uri.to_string(),
     };
-    let mut path_info = latin1(&percent_decode(path.as_bytes()).collect::<Vec<u8>>());
-    if path == "*" {
-        path_info.clear();
-    }
     let script_name = &cfg.script_name;
-    if !script_name.is_empty() {
-        if path_info == *script_name || path_info.starts_with(&format!("{script_name}/")) {
-            path_info = path_info[script_name.len()..].to_string();
-        } else {
-            return Ok(Err(EnvironError {
-                status: 500,
-                detail: format!("Request path {path_info:?} does not start with SCRIPT_NAME {script_name:?}"),
-            }));
-        }
-    }
+    let Some(path_info) = ferricorn_core::request::path_info(path, script_name) else {
+        return Ok(Err(EnvironError {
+            status: 500,
+            detail: format!("Request path {path:?} does not start with SCRIPT_NAME {script_name:?}"),
+        }));
+    };
 
     env.set_item(intern!(py, "REQUEST_METHOD"), PyString::new(py, head.method.as_str()))?;
     env.set_item(intern!(py, "SCRIPT_NAME"), script_name.as_str())?;

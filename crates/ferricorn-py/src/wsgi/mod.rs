@@ -35,14 +35,19 @@ pub struct WsgiConfig {
     pub high_water: usize,
 }
 
+/// The mount prefix: `--root-path`, else the `SCRIPT_NAME` environment variable.
+pub fn script_name(py: Python<'_>, s: &Settings) -> String {
+    let script_name = match s.str("root_path").filter(|r| !r.is_empty()) {
+        Some(r) => r.to_string(),
+        None => crate::pyhelpers::get_environ(py, "SCRIPT_NAME").unwrap_or_default(),
+    };
+    script_name.trim_end_matches('/').to_string()
+}
+
 impl WsgiConfig {
     pub fn from_settings(py: Python<'_>, s: &Settings) -> Self {
-        let script_name = match s.str("root_path").filter(|r| !r.is_empty()) {
-            Some(r) => r.to_string(),
-            None => crate::pyhelpers::get_environ(py, "SCRIPT_NAME").unwrap_or_default(),
-        };
         Self {
-            script_name: script_name.trim_end_matches('/').to_string(),
+            script_name: script_name(py, s),
             multithread: s.int("threads") > 1,
             multiprocess: s.int("workers") > 1,
             map_underscore_headers: s.str("header_map") == Some("dangerous"),

@@ -1,0 +1,108 @@
+//! Access-log lines, written by the front end when a response body is finished (so the
+//! byte count is exact), for every bridge and for the server's own error responses.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferricorn_core::access_log::{AccessFormat, AccessRecord};
+use http::{header, HeaderMap, Version};
+
+use crate::ConnInfo;
+
+/// What a line needs, captured from the request before the app takes it.
+pub(crate) struct Pending {
+    format: Arc<AccessFormat>,
+    start: Instant,
+    method: http::Method,
+    raw_uri: String,
+    protocol: &'static str,
+    path_info: String,
+    query: String,
+    remote: Option<String>,
+    server_name: String,
+    server_port: String,
+    scheme: &'static str,
+    request_headers: HeaderMap,
+    response_headers: HeaderMap,
+    status: u16,
+}
+
+/// The request headers the default atoms read (`u`, `f`, `a`).
+const DEFAULT_ATOM_HEADERS: [header::HeaderName; 3] = [header::AUTHORIZATION, header::REFERER, header::USER_AGENT];
+
+impl Pending {
+    pub fn begin<B>(
+        format: Arc<AccessFormat>,
+        req: &http::Request<B>,
+        info: &ConnInfo,
+        script_name: &str,
+    ) -> Box<Self> {
+        let request_headers = if format.wants_headers() {
+            req.headers().clone()
+        } else {
+            let mut h = HeaderMap::new();
+            for name in DEFAULT_ATOM_HEADERS {
+                if let Some(v) = req.headers().get(&name) {
+                    h.insert(name, v.clone());
+                }
+            }
+            h
+        };
+        let uri = req.uri();
+        let raw_uri = match (uri.scheme(), uri.authority()) {
+            (None, None) => uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
+            (None, Some(a)) => a.as_str().to_string(),
+            _ => uri.to_string(),
+        };
+        Box::new(Self {
+            format,
+            start: Instant::now(),
+            method: req.method().clone(),
+            raw_uri,
+            protocol: if req.version() == Version::HTTP_10 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+            path_info: ferricorn_core::request::path_info(uri.path(), script_name).unwrap_or_default(),
+            query: ferricorn_core::request::latin1(uri.query().unwrap_or("").as_bytes()),
+            remote: info.peer.map(|p| p.ip().to_string()),
+            server_name: info.local.map(|l| l.ip().to_string()).unwrap_or_default(),
+            server_port: info.local.map(|l| l.port().to_string()).unwrap_or_default(),
+            scheme: info.scheme,
+            request_headers,
+            response_headers: HeaderMap::new(),
+            status: 0,
+        })
+    }
+
+    pub fn response<B>(&mut self, resp: &http::Response<B>) {
+        self.status = resp.status().as_u16();
+        if self.format.wants_headers() {
+            self.response_headers = resp.headers().clone();
+        }
+    }
+
+    pub fn finish(self, sent: u64) {
+        let rec = AccessRecord {
+            remote_addr: self.remote.clone(),
+            method: self.method.as_str(),
+            raw_uri: &self.raw_uri,
+            protocol: self.protocol,
+            path_info: &self.path_info,
+            query: &self.query,
+            status: self.status,
+            sent: Some(sent),
+            duration: self.start.elapsed(),
+            request_headers: &self.request_headers,
+            response_headers: &self.response_headers,
+            scheme: self.scheme,
+            server_name: &self.server_name,
+            server_port: &self.server_port,
+            pid: std::process::id(),
+        };
+        ferricorn_core::log::write_access(&self.format.render(&rec));
+    }
+}

@@ -1,0 +1,757 @@
+"""End-to-end tests of the master process (arbiter): graceful stop, HUP reload, USR2
+binary upgrade, worker replacement, timeouts, max-requests, pidfile, daemon mode,
+privilege drop, systemd integration (sd_notify, LISTEN_FDS), WINCH, process titles and
+orphaned workers. Every test runs the real command and sends real signals; all traffic
+goes to 127.0.0.1 and every loop is bounded in time.
+
+Reference: Gunicorn's behaviour (docs/reference sections 3 and 4)."""
+
+import http.client
+import importlib.util
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TcpServer, base_env, ferricorn_cmd, free_port, recv_all
+
+APP = "arb_app:app"
+
+# --------------------------------------------------------------------------------------
+# helpers (process-table helpers copied from test_cli.py)
+
+
+def wait_until(pred, timeout=10.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def proc_stat(pid):
+    """(state, ppid) of a process from /proc, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data.rsplit(")", 1)[1].split()
+    return rest[0], int(rest[1])
+
+
+def children(pid):
+    """Live (non-zombie) children of `pid`, from the process table."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        st = proc_stat(int(d))
+        if st and st[1] == pid and st[0] != "Z":
+            out.append(int(d))
+    return sorted(out)
+
+
+def alive(pid):
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def wait_workers(srv, n, timeout=15.0):
+    """Waits until the master has exactly `n` live children; returns them."""
+    wait_until(lambda: len(children(srv.pid)) == n, timeout)
+    kids = children(srv.pid)
+    assert len(kids) == n, f"expected {n} workers, have {kids}\n{srv.log()}"
+    return kids
+
+
+def wait_new_workers(master, n, old, timeout=15.0):
+    """Waits until `master` has exactly `n` live children, none of them in `old`."""
+
+    def ok():
+        k = children(master)
+        return k if len(k) == n and not set(k) & set(old) else None
+
+    return wait_until(ok, timeout)
+
+
+def kill_quietly(pid, sig=signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+def kill_tree(pid):
+    """SIGKILL a process we lost track of (an orphaned master) and its children."""
+    for kid in children(pid):
+        kill_quietly(kid)
+    kill_quietly(pid)
+
+
+def get(port, path="/", timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def split_response(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return status, body
+
+
+def output(res):
+    return (res.stdout or "") + (res.stderr or "")
+
+
+def write(path, text):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def read_pid(path):
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------
+# a small load generator that counts every request exactly
+
+# Errors meaning "the server had closed this idle keep-alive connection when we reused
+# it": no response byte came back. Every HTTP client retries an idempotent request on a
+# fresh connection in that case (RFC 9112 9.3.1), so it is retried once, and counted
+# separately; only the retry's outcome counts.
+_STALE_KEEPALIVE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+
+
+class Load:
+    """`threads` client threads hammer GET `path` until stop() (or `max_seconds`, or
+    `max_requests` in all). Even threads use keep-alive connections, odd threads open a
+    fresh connection per request with `Connection: close`."""
+
+    def __init__(self, port, path="/", threads=4, max_seconds=30.0, max_requests=None, timeout=10.0, pause=0.002):
+        self.port, self.path, self.nthreads = port, path, threads
+        self.max_seconds, self.max_requests, self.timeout, self.pause = max_seconds, max_requests, timeout, pause
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures = []
+        self.ka_retries = 0
+        self.bodies = []
+        self.started = 0
+        self._stop = threading.Event()
+        self._threads = []
+
+    def _take(self):
+        with self.lock:
+            if self.max_requests is not None and self.started >= self.max_requests:
+                return False
+            self.started += 1
+            return True
+
+    def _record(self, status, body):
+        with self.lock:
+            if status == 200:
+                self.ok += 1
+                self.bodies.append(body)
+            else:
+                self.failures.append(f"status {status}: {body[:200]!r}")
+
+    def _fail(self, what):
+        with self.lock:
+            self.failures.append(what)
+
+    def _fresh(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+
+    def _run(self, keepalive):
+        deadline = time.monotonic() + self.max_seconds
+        conn, uses = None, 0
+        while not self._stop.is_set() and time.monotonic() < deadline and self._take():
+            if not keepalive:
+                c = self._fresh()
+                try:
+                    c.request("GET", self.path, headers={"Connection": "close"})
+                    r = c.getresponse()
+                    self._record(r.status, r.read())
+                except Exception as e:  # noqa: BLE001 - counted
+                    self._fail(f"close: {e!r}")
+                finally:
+                    c.close()
+            else:
+                if conn is None:
+                    conn, uses = self._fresh(), 0
+                try:
+                    conn.request("GET", self.path)
+                    r = conn.getresponse()
+                    body = r.read()
+                    self._record(r.status, body)
+                    uses += 1
+                    if r.will_close:
+                        conn.close()
+                        conn = None
+                except _STALE_KEEPALIVE as e:
+                    conn.close()
+                    conn = None
+                    if uses == 0:
+                        self._fail(f"keep-alive (fresh connection): {e!r}")
+                    else:
+                        with self.lock:
+                            self.ka_retries += 1
+                        c = self._fresh()
+                        try:
+                            c.request("GET", self.path, headers={"Connection": "close"})
+                            r = c.getresponse()
+                            self._record(r.status, r.read())
+                        except Exception as e2:  # noqa: BLE001 - counted
+                            self._fail(f"keep-alive retry: {e2!r} (after {e!r})")
+                        finally:
+                            c.close()
+                except Exception as e:  # noqa: BLE001 - counted
+                    conn.close()
+                    conn = None
+                    self._fail(f"keep-alive: {e!r}")
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def start(self):
+        for i in range(self.nthreads):
+            t = threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+        return self
+
+    def wait(self):
+        for t in self._threads:
+            t.join(self.max_seconds + self.timeout + 5)
+        return self
+
+    def summary(self):
+        return f"ok={self.ok} failures={len(self.failures)} keep-alive retries={self.ka_retries}: {self.failures[:10]}"
+
+
+# --------------------------------------------------------------------------------------
+# 1. SIGTERM drains in-flight requests
+
+
+def test_sigterm_finishes_slow_request_and_stops_accepting(start_server):
+    srv = start_server("-w", "1", APP)
+    wait_workers(srv, 1)
+    result = {}
+
+    def slow():
+        try:
+            result["r"] = get(srv.port, "/sleep?2", timeout=15)
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["e"] = e
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.6)
+    srv.send_signal(signal.SIGTERM)
+    time.sleep(0.4)
+    # A connection made while the only worker drains: it may be refused, sit in the
+    # backlog and be dropped at exit, but it is not served by the stopping worker.
+    late = b""
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            late = recv_all(s, 6)
+    except OSError:
+        pass
+    t.join(20)
+    assert "e" not in result, f"{result.get('e')!r}\n{srv.log()}"
+    assert result["r"] == (200, b"slept"), result
+    assert srv.proc.wait(15) == 0, srv.log()
+    assert not late.startswith(b"HTTP/1.1 200"), f"a stopping worker accepted a new connection:\n{late!r}"
+
+
+# --------------------------------------------------------------------------------------
+# 2. HUP
+
+
+def test_hup_under_load_no_failures_all_workers_new(start_server):
+    srv = start_server("-w", "2", APP)
+    old = wait_workers(srv, 2)
+    load = Load(srv.port, threads=4, max_seconds=15).start()
+    try:
+        time.sleep(2.0)
+        srv.send_signal(signal.SIGHUP)
+        time.sleep(2.0)
+    finally:
+        load.stop()
+    new = wait_new_workers(srv.pid, 2, old, timeout=15)
+    assert new, f"old workers {old} not all replaced: {children(srv.pid)}\n{srv.log()}"
+    assert "Handling signal: hup" in srv.log()
+    assert load.failures == [], load.summary() + "\n" + srv.log()
+    assert load.ok > 50, load.summary()
+    served = {int(get(srv.port, "/pid")[1]) for _ in range(6)}
+    assert served <= set(new), (served, new)
+    assert srv.proc.poll() is None
+
+
+def test_hup_rereads_config_file(start_server, tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 2\n")
+    srv = start_server(APP)  # cwd is tmp_path: gunicorn.conf.py is picked up
+    old = wait_workers(srv, 2)
+    conf.write_text("workers = 3\n")
+    srv.send_signal(signal.SIGHUP)
+    new = wait_new_workers(srv.pid, 3, old, timeout=15)
+    assert new, f"expected 3 new workers after HUP, have {children(srv.pid)}\n{srv.log()}"
+    time.sleep(1.0)
+    assert len(children(srv.pid)) == 3, srv.log()
+    assert get(srv.port)[0] == 200
+
+
+# --------------------------------------------------------------------------------------
+# 3. USR2 binary upgrade
+
+
+def test_usr2_upgrade_under_load(start_server, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    pidfile2 = tmp_path / "app.pid.2"
+    srv = start_server("-w", "2", "-p", str(pidfile), APP)
+    old_master = srv.pid
+    old_workers = wait_workers(srv, 2)
+    assert read_pid(pidfile) == old_master
+    new_master = None
+    load = Load(srv.port, threads=4, max_seconds=40).start()
+    try:
+        time.sleep(1.0)
+        srv.send_signal(signal.SIGUSR2)
+        new_master = wait_until(lambda: read_pid(pidfile2), 15)
+        assert new_master, f"{pidfile2} never appeared\n{srv.log()}"
+        st = proc_stat(new_master)
+        assert st and st[1] == old_master, f"new master {new_master} is not a child of {old_master}: {st}"
+        assert read_pid(pidfile) == old_master
+        new_workers = wait_until(lambda: (lambda k: k if len(k) == 2 else None)(children(new_master)), 15)
+        assert new_workers, f"new master's workers: {children(new_master)}\n{srv.log()}"
+        # Wait until the new generation actually serves.
+        assert wait_until(
+            lambda: int(get(srv.port, "/pid")[1]) in new_workers, 10, 0.02
+        ), f"new workers never served\n{srv.log()}"
+        time.sleep(0.5)
+        srv.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(20) == 0, srv.log()
+        assert wait_until(lambda: not any(alive(w) for w in old_workers), 5)
+        srv.wait_for("Master has been promoted", 10)
+        assert wait_until(lambda: read_pid(pidfile) == new_master and not pidfile2.exists(), 5), (
+            f"pidfile={read_pid(pidfile)} pidfile.2 exists={pidfile2.exists()} new master={new_master}\n{srv.log()}"
+        )
+        time.sleep(1.0)  # traffic served by the promoted master alone
+        load.stop()
+        assert load.failures == [], load.summary() + "\n" + srv.log()
+        assert load.ok > 50, load.summary()
+        assert alive(new_master)
+        assert sorted(children(new_master)) == sorted(new_workers), srv.log()
+        assert get(srv.port)[0] == 200
+        # Finally stop the new master through its pidfile.
+        os.kill(read_pid(pidfile), signal.SIGTERM)
+        assert wait_until(lambda: not alive(new_master), 15), f"new master did not exit\n{srv.log()}"
+        assert wait_until(lambda: not any(alive(w) for w in new_workers), 5)
+        assert wait_until(lambda: not pidfile.exists(), 5), "the promoted master left its pidfile"
+    finally:
+        load.stop()
+        if new_master and alive(new_master):
+            kill_tree(new_master)
+
+
+# --------------------------------------------------------------------------------------
+# 4. kill -9 of a worker
+
+
+def test_killed_worker_replaced_listener_stays_open(start_server):
+    srv = start_server("-w", "3", APP)
+    kids = wait_workers(srv, 3)
+    stop = threading.Event()
+    counts = {"connected": 0, "refused": 0, "other": []}
+
+    def connect_loop():
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+                counts["connected"] += 1
+            except ConnectionRefusedError:
+                counts["refused"] += 1
+            except OSError as e:
+                counts["other"].append(repr(e))
+            time.sleep(0.003)
+
+    prober = threading.Thread(target=connect_loop, daemon=True)
+    load = Load(srv.port, threads=2, max_seconds=20).start()
+    prober.start()
+    try:
+        time.sleep(0.5)
+        victim = random.choice(kids)
+        os.kill(victim, signal.SIGKILL)
+        new = wait_until(lambda: (lambda k: k if len(k) == 3 and victim not in k else None)(children(srv.pid)), 10)
+        assert new, f"worker not replaced: {children(srv.pid)}\n{srv.log()}"
+        assert len(set(new) - set(kids)) == 1
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        prober.join(5)
+        load.stop()
+    assert counts["refused"] == 0, counts
+    assert counts["connected"] > 20, counts
+    srv.wait_for(f"Worker (pid:{victim}) was sent SIGKILL", 5)
+    assert load.ok > 20, load.summary()
+    assert get(srv.port)[0] == 200
+    assert srv.proc.poll() is None
+
+
+# --------------------------------------------------------------------------------------
+# 5. worker timeout
+
+
+@pytest.mark.parametrize("threads", [2, 1], ids=["threads2", "threads1"])
+def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
+    marker = tmp_path / "aborted.txt"
+    conf = write(
+        tmp_path / "arb_abort_conf.py",
+        f"""
+        import os
+
+        def worker_abort(worker):
+            with open({str(marker)!r}, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+        """,
+    )
+    srv = start_server("-w", "1", "-t", "2", "--threads", str(threads), "-c", str(conf), APP)
+    kids = wait_workers(srv, 1)
+    t0 = time.monotonic()
+    status = None
+    try:
+        status, _ = get(srv.port, "/forever", timeout=10)
+    except Exception as e:  # noqa: BLE001 - reported below
+        status = repr(e)
+    elapsed = time.monotonic() - t0
+    assert status == 500, f"got {status} after {elapsed:.1f}s\n{srv.log()}"
+    assert elapsed < 6.5, f"the 500 came after {elapsed:.1f}s"
+    srv.wait_for("WORKER TIMEOUT", 5)
+    # The stuck thread's Python stack is in the log: the module file and the function.
+    srv.wait_for("arb_stuck_forever_in_python", 5)
+    assert "arb_app.py" in srv.log(), srv.log()
+    assert wait_until(lambda: read_pid(marker) == kids[0], 5), (
+        f"worker_abort not called in {kids[0]}: {marker.read_text() if marker.exists() else None}\n{srv.log()}"
+    )
+    new = wait_new_workers(srv.pid, 1, kids, timeout=10)
+    assert new, f"worker not replaced: {children(srv.pid)}\n{srv.log()}"
+    assert get(srv.port) == (200, b"Hello, World!\n")
+    assert int(get(srv.port, "/pid")[1]) in new
+    assert srv.proc.poll() is None
+
+
+# --------------------------------------------------------------------------------------
+# 6. a slow upload is the client's time, not the app's
+
+
+@pytest.mark.parametrize(
+    "size, pieces", [(100 * 1024, 20), (20, 20)], ids=["100KiB-streamed-to-app", "20B-prebuffered"]
+)
+def test_slow_upload_does_not_time_out(start_server, size, pieces):
+    srv = start_server("-w", "1", "-t", "2", APP)
+    kids = wait_workers(srv, 1)
+    body = b"x" * size
+    step = size // pieces
+    with srv.connect(timeout=15) as s:
+        s.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+        )
+        for i in range(pieces):  # ~5 s in all, more than twice the timeout
+            s.sendall(body[i * step : (i + 1) * step if i < pieces - 1 else size])
+            time.sleep(0.25)
+        raw = recv_all(s, 10)
+    status, resp = split_response(raw)
+    assert (status, resp) == (200, str(size).encode()), f"{raw[:300]!r}\n{srv.log()}"
+    time.sleep(1.2)  # one more master pass
+    assert "WORKER TIMEOUT" not in srv.log(), srv.log()
+    assert children(srv.pid) == kids
+
+
+# --------------------------------------------------------------------------------------
+# 7. max-requests with jitter
+
+
+def test_max_requests_restarts_workers_without_failures(start_server):
+    srv = start_server("-w", "2", "--max-requests", "20", "--max-requests-jitter", "5", APP)
+    wait_workers(srv, 2)
+    load = Load(srv.port, path="/pid", threads=4, max_requests=150, max_seconds=40).start().wait()
+    assert load.failures == [], load.summary() + "\n" + srv.log()
+    assert load.ok == 150, load.summary()
+    pids = {int(b) for b in load.bodies}
+    assert len(pids) > 2, f"only {pids} served 150 requests with --max-requests 20"
+    srv.wait_for("Autorestarting worker", 5)
+    assert wait_until(lambda: len(children(srv.pid)) == 2, 10)
+
+
+# --------------------------------------------------------------------------------------
+# 9. pidfile
+
+
+def test_pidfile_lifecycle_and_second_instance_refused(start_server, run_cli, tmp_path):
+    pidfile = tmp_path / "app.pid"
+    srv = start_server("-p", str(pidfile), APP)
+    assert read_pid(pidfile) == srv.pid
+    try:
+        res = run_cli("-b", f"127.0.0.1:{free_port()}", "-p", str(pidfile), APP, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a second server with the same pidfile kept running")
+    out = output(res)
+    assert res.returncode != 0, out
+    assert "Already running on PID" in out and str(srv.pid) in out, out
+    assert "Booting worker" not in out, out
+    assert read_pid(pidfile) == srv.pid, "the refused instance touched the running one's pidfile"
+    assert get(srv.port)[0] == 200
+    assert srv.stop() == 0
+    assert not pidfile.exists(), "pidfile left behind at exit"
+
+
+# --------------------------------------------------------------------------------------
+# 10. daemon mode
+
+
+def test_daemon_mode(tmp_path):
+    port = free_port()
+    pidfile = tmp_path / "d.pid"
+    errlog = tmp_path / "d-error.log"
+    launch_log = tmp_path / "d-launch.log"
+    daemon = None
+    try:
+        with open(launch_log, "wb") as out:
+            t0 = time.monotonic()
+            p = subprocess.Popen(
+                ferricorn_cmd()
+                + ["-D", "-p", str(pidfile), "--error-logfile", str(errlog), "-b", f"127.0.0.1:{port}", APP],
+                cwd=tmp_path,
+                env=base_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            rc = p.wait(15)
+            elapsed = time.monotonic() - t0
+        assert rc == 0, launch_log.read_text()
+        assert elapsed < 10, f"the launcher took {elapsed:.1f}s to return"
+        daemon = wait_until(lambda: read_pid(pidfile), 10)
+        assert daemon, f"no pidfile\n{errlog.read_text() if errlog.exists() else ''}"
+        assert daemon != p.pid
+        assert alive(daemon)
+
+        def served():
+            try:
+                return get(port, "/pid", timeout=3)
+            except OSError:
+                return None
+
+        r = wait_until(served, 10)
+        assert r and r[0] == 200, errlog.read_text() if errlog.exists() else ""
+        assert proc_stat(int(r[1]))[1] == daemon, "the worker is not the daemon's child"
+        assert "Listening at" in errlog.read_text()
+        os.kill(daemon, signal.SIGTERM)
+        assert wait_until(lambda: not pidfile.exists(), 15), "pidfile still there after TERM"
+        assert wait_until(lambda: not alive(daemon), 10)
+    finally:
+        if daemon and alive(daemon):
+            kill_tree(daemon)
+
+
+# --------------------------------------------------------------------------------------
+# 11. privilege drop
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_user_group_drop_in_workers(start_server):
+    import grp
+    import pwd
+
+    pw = pwd.getpwnam("nobody")
+    try:
+        group = "nogroup"
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        group, gid = str(pw.pw_gid), pw.pw_gid
+    srv = start_server("--user", "nobody", "--group", group, APP)
+    kids = wait_workers(srv, 1)
+    status, body = get(srv.port, "/ids")
+    assert status == 200, body
+    uid_s, gid_s, wpid = body.decode().split()
+    assert (int(uid_s), int(gid_s)) == (pw.pw_uid, gid)
+    assert int(wpid) in kids
+
+    def ids(pid, key):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return [int(x) for x in line.split()[1:]]
+
+    assert ids(srv.pid, "Uid") == [0, 0, 0, 0], "the master must stay root"
+    assert ids(kids[0], "Uid") == [pw.pw_uid] * 4
+    assert ids(kids[0], "Gid") == [gid] * 4
+
+
+# --------------------------------------------------------------------------------------
+# 12. sd_notify
+
+
+def test_sd_notify_ready_and_stopping(start_server):
+    d = tempfile.mkdtemp(prefix="ferricorn-arb-", dir="/tmp")
+    path = os.path.join(d, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    msgs = []
+
+    def wait_msg(text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in m for m in msgs):
+                return True
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                msgs.append(sock.recv(4096).decode(errors="replace"))
+            except socket.timeout:
+                pass
+        return any(text in m for m in msgs)
+
+    try:
+        srv = start_server(APP, env={"NOTIFY_SOCKET": path})
+        assert wait_msg("READY=1", 10), msgs
+        assert not any("STOPPING=1" in m for m in msgs), msgs
+        assert srv.stop() == 0
+        assert wait_msg("STOPPING=1", 5), msgs
+    finally:
+        sock.close()
+        os.unlink(path)
+        os.rmdir(d)
+
+
+# --------------------------------------------------------------------------------------
+# 13. systemd socket activation
+
+
+_ACTIVATE = """
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+if s.fileno() == 3:
+    s.detach()
+else:
+    os.dup2(s.fileno(), 3)
+    s.close()
+os.set_inheritable(3, True)
+env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execvpe(sys.argv[2], sys.argv[2:], env)
+"""
+
+
+class _ArgvServer(TcpServer):
+    """A TcpServer started with an explicit argv (not prefixed with ferricorn)."""
+
+    def __init__(self, argv, cwd, env, log_path, port):
+        self.port, self.host, self.url = port, "127.0.0.1", f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+
+def test_listen_fds_socket_activation(tmp_path):
+    port, ignored = free_port(), free_port()
+    argv = [sys.executable, "-c", _ACTIVATE, str(port)] + ferricorn_cmd() + ["-b", f"127.0.0.1:{ignored}", APP]
+    srv = _ArgvServer(argv, tmp_path, base_env(), tmp_path / "activated.log", port)
+    try:
+        srv.wait_ready()
+        status, body = get(port, "/pid")
+        assert status == 200
+        assert proc_stat(int(body))[1] == srv.pid
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", ignored), timeout=2).close()
+        assert f"127.0.0.1:{port}" in srv.log(), srv.log()
+        assert f":{ignored}" not in srv.log(), srv.log()
+        assert srv.stop() == 0
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------------------
+# 14. WINCH without daemon
+
+
+def test_winch_ignored_when_not_daemonized(start_server):
+    srv = start_server("-w", "2", APP)
+    kids = wait_workers(srv, 2)
+    srv.send_signal(signal.SIGWINCH)
+    time.sleep(1.5)
+    assert children(srv.pid) == kids, srv.log()
+    assert get(srv.port)[0] == 200
+    assert srv.proc.poll() is None
+
+
+# --------------------------------------------------------------------------------------
+# 15. process titles
+
+
+@pytest.mark.skipif(importlib.util.find_spec("setproctitle") is None, reason="setproctitle not installed")
+def test_process_titles(start_server):
+    srv = start_server("-w", "1", APP)
+    kids = wait_workers(srv, 1)
+    assert wait_until(lambda: cmdline(srv.pid).startswith("ferricorn: master ["), 5), cmdline(srv.pid)
+    assert "arb_app:app" in cmdline(srv.pid)
+    assert wait_until(lambda: cmdline(kids[0]).startswith("ferricorn: worker ["), 5), cmdline(kids[0])
+
+
+# --------------------------------------------------------------------------------------
+# 16. workers notice that their master died
+
+
+def test_workers_exit_when_master_killed(start_server):
+    srv = start_server("-w", "2", APP)
+    kids = wait_workers(srv, 2)
+    try:
+        os.kill(srv.pid, signal.SIGKILL)
+        srv.proc.wait(5)
+        assert wait_until(lambda: not any(alive(k) for k in kids), 3.5), (
+            f"orphaned workers still running: {[(k, proc_stat(k)) for k in kids]}\n{srv.log()}"
+        )
+    finally:
+        for k in kids:
+            if alive(k):
+                kill_quietly(k)
