@@ -102,3 +102,32 @@ def prepend_path(path):
     path = os.path.abspath(path)
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+def watched_files(extra_patterns):
+    """The files --reload watches: every imported module's source, plus the extra globs
+    (re-expanded on every check, so new matching files are picked up)."""
+    import glob
+
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and os.path.isfile(path):
+            files.add(path[:-1] if path.endswith(".pyc") and os.path.isfile(path[:-1]) else path)
+    for pattern in extra_patterns:
+        files.update(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+    return sorted(files)
+
+
+def syntax_error(path):
+    """The SyntaxError text if a changed Python file no longer compiles, else None."""
+    if not path.endswith(".py"):
+        return None
+    try:
+        with open(path, "rb") as f:
+            compile(f.read(), path, "exec")
+    except SyntaxError:
+        return traceback.format_exc()
+    except OSError:
+        return None
+    return None

@@ -389,6 +389,20 @@ impl PyLauncher {
     }
 }
 
+/// What a worker serves under `--reload` while the application cannot be loaded: the
+/// error, to every request, until a file change restarts the worker.
+struct ErrorApp(String);
+
+impl ferricorn_server::App for ErrorApp {
+    fn call(
+        &self,
+        _req: ferricorn_server::Request,
+    ) -> ferricorn_server::BoxFuture<http::Response<ferricorn_server::ResponseBody>> {
+        let resp = ferricorn_server::error_page::response(500, &self.0, false);
+        Box::pin(async move { resp })
+    }
+}
+
 /// Writes every Python thread's stack to the error log (on a worker timeout), with
 /// faulthandler, which walks the threads itself and needs no cooperation from them.
 fn dump_all_stacks(py: Python<'_>) {
@@ -503,17 +517,28 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     }
     set_proc_title(py, &format!("ferricorn: worker [{}]", launcher.proc_name));
 
+    let reload = boot.settings.bool("reload");
+    let mut reload_extra = boot.settings.list("reload_extra_files");
     let app = match &launcher.preloaded {
-        Some(app) => app.clone_ref(py),
+        Some(app) => Ok(app.clone_ref(py)),
         None => match load_app(py, &boot.app_uri) {
-            Ok(app) => app,
+            Ok(app) => Ok(app),
+            // With --reload, a broken app is shown to the client (as Gunicorn does) until
+            // a file changes, instead of stopping the server.
+            Err(e) if reload => {
+                ferricorn_core::error!("Exception in worker process\n{}", e.message);
+                reload_extra.push("**/*.py".into());
+                Err(e.message)
+            }
             Err(e) => {
                 ferricorn_core::error!("Exception in worker process\n{}", e.message);
                 return e.code;
             }
         },
     };
-    let _ = worker.setattr("app", app.bind(py));
+    if let Ok(app) = &app {
+        let _ = worker.setattr("app", app.bind(py));
+    }
     hooks.call(py, "post_worker_init", (worker.clone(),));
 
     let mut listeners = Vec::new();
@@ -537,24 +562,32 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     let s = &boot.settings;
     let wsgi_cfg = WsgiConfig::from_settings(py, s);
     let threads = s.int("threads").max(1) as usize;
-    let bridge = match WsgiBridge::start(py, app, threads, wsgi_cfg) {
-        Ok(b) => b,
-        Err(e) => {
-            ferricorn_core::error!("can't start the application threads: {e}");
-            return ferricorn_arbiter::WORKER_BOOT_ERROR;
-        }
+    let (bridge, clock): (std::sync::Arc<dyn ferricorn_server::App>, _) = match app {
+        Ok(app) => match WsgiBridge::start(py, app, threads, wsgi_cfg) {
+            Ok(b) => {
+                let clock = b.clock();
+                (std::sync::Arc::new(b), Some(clock))
+            }
+            Err(e) => {
+                ferricorn_core::error!("can't start the application threads: {e}");
+                return ferricorn_arbiter::WORKER_BOOT_ERROR;
+            }
+        },
+        Err(message) => (std::sync::Arc::new(ErrorApp(message)), None),
     };
     let config = server_config(py, s, hooks);
-    let clock = bridge.clock();
     let outcome = py.detach(|| {
-        ferricorn_server::serve(listeners, std::sync::Arc::new(bridge), config, move |stop| {
+        ferricorn_server::serve(listeners, bridge, config, move |stop| {
+            if reload {
+                crate::reloader::Reloader::new(reload_extra).spawn(stop.clone());
+            }
             // The heartbeat runs on the I/O loop, so a wedged loop stops it too.
             let master = nix::unistd::getppid();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(500));
                 loop {
                     tick.tick().await;
-                    slot.publish(clock.oldest());
+                    slot.publish(clock.as_ref().map_or(0, |c| c.oldest()));
                     if nix::unistd::getppid() != master {
                         ferricorn_core::info!("Parent changed, shutting down: {}", std::process::id());
                         stop.stop(ServeOutcome::Graceful);

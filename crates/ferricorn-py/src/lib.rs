@@ -11,6 +11,7 @@ mod cli;
 mod hooks;
 mod launcher;
 mod pyhelpers;
+mod reloader;
 mod wsgi;
 
 /// Runs ferricorn with the given command line; returns the process exit code.
