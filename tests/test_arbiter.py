@@ -155,11 +155,15 @@ _STALE_KEEPALIVE = (http.client.RemoteDisconnected, ConnectionResetError, Broken
 
 class Load:
     """`threads` client threads hammer GET `path` until stop() (or `max_seconds`, or
-    `max_requests` in all). Even threads use keep-alive connections, odd threads open a
-    fresh connection per request with `Connection: close`."""
+    `max_requests` in all). `keepalive_threads` of them (half by default) reuse
+    keep-alive connections, the others open a fresh connection per request with
+    `Connection: close`."""
 
-    def __init__(self, port, path="/", threads=4, max_seconds=30.0, max_requests=None, timeout=10.0, pause=0.002):
+    def __init__(
+        self, port, path="/", threads=4, keepalive_threads=None, max_seconds=30.0, max_requests=None, timeout=10.0, pause=0.002
+    ):
         self.port, self.path, self.nthreads = port, path, threads
+        self.keepalive_threads = threads // 2 if keepalive_threads is None else keepalive_threads
         self.max_seconds, self.max_requests, self.timeout, self.pause = max_seconds, max_requests, timeout, pause
         self.lock = threading.Lock()
         self.ok = 0
@@ -246,7 +250,7 @@ class Load:
 
     def start(self):
         for i in range(self.nthreads):
-            t = threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True)
+            t = threading.Thread(target=self._run, args=(i < self.keepalive_threads,), daemon=True)
             t.start()
             self._threads.append(t)
         return self
@@ -309,7 +313,7 @@ def test_sigterm_finishes_slow_request_and_stops_accepting(start_server):
 def test_hup_under_load_no_failures_all_workers_new(start_server):
     srv = start_server("-w", "2", APP)
     old = wait_workers(srv, 2)
-    load = Load(srv.port, threads=4, max_seconds=15).start()
+    load = Load(srv.port, threads=6, keepalive_threads=2, max_seconds=15).start()
     try:
         time.sleep(2.0)
         srv.send_signal(signal.SIGHUP)
@@ -319,6 +323,7 @@ def test_hup_under_load_no_failures_all_workers_new(start_server):
     new = wait_new_workers(srv.pid, 2, old, timeout=15)
     assert new, f"old workers {old} not all replaced: {children(srv.pid)}\n{srv.log()}"
     assert "Handling signal: hup" in srv.log()
+    print(load.summary())
     assert load.failures == [], load.summary() + "\n" + srv.log()
     assert load.ok > 50, load.summary()
     served = {int(get(srv.port, "/pid")[1]) for _ in range(6)}
@@ -352,7 +357,7 @@ def test_usr2_upgrade_under_load(start_server, tmp_path):
     old_workers = wait_workers(srv, 2)
     assert read_pid(pidfile) == old_master
     new_master = None
-    load = Load(srv.port, threads=4, max_seconds=40).start()
+    load = Load(srv.port, threads=6, keepalive_threads=2, max_seconds=40).start()
     try:
         time.sleep(1.0)
         srv.send_signal(signal.SIGUSR2)
@@ -377,6 +382,7 @@ def test_usr2_upgrade_under_load(start_server, tmp_path):
         )
         time.sleep(1.0)  # traffic served by the promoted master alone
         load.stop()
+        print(load.summary())
         assert load.failures == [], load.summary() + "\n" + srv.log()
         assert load.ok > 50, load.summary()
         assert alive(new_master)
@@ -513,13 +519,19 @@ def test_slow_upload_does_not_time_out(start_server, size, pieces):
 
 
 def test_max_requests_restarts_workers_without_failures(start_server):
+    """--max-requests 20 (+0..5 jitter), 2 workers: every restart is a graceful stop of
+    one worker while the other keeps serving, so no request may fail. 600 requests
+    (about 25 restarts) rather than a bare 150, so that a race in the restart path shows
+    up reliably instead of once in a few runs."""
     srv = start_server("-w", "2", "--max-requests", "20", "--max-requests-jitter", "5", APP)
     wait_workers(srv, 2)
-    load = Load(srv.port, path="/pid", threads=4, max_requests=150, max_seconds=40).start().wait()
+    load = Load(srv.port, path="/pid", threads=6, keepalive_threads=2, max_requests=600, max_seconds=40).start().wait()
+    print(load.summary())
     assert load.failures == [], load.summary() + "\n" + srv.log()
-    assert load.ok == 150, load.summary()
+    assert load.ok == 600, load.summary()
     pids = {int(b) for b in load.bodies}
-    assert len(pids) > 2, f"only {pids} served 150 requests with --max-requests 20"
+    assert len(pids) > 2, f"only {pids} served 600 requests with --max-requests 20"
+    assert len(pids) <= 600 // 20 + 2, f"{len(pids)} workers for 600 requests: the limit is not honoured"
     srv.wait_for("Autorestarting worker", 5)
     assert wait_until(lambda: len(children(srv.pid)) == 2, 10)
 

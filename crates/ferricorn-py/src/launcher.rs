@@ -403,6 +403,84 @@ impl ferricorn_server::App for ErrorApp {
     }
 }
 
+/// The signals a worker's signal thread takes (see `start_signal_thread`).
+fn worker_signal_set() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in [Signal::SIGABRT, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGUSR1] {
+        set.add(sig);
+    }
+    set
+}
+
+/// Blocks the worker's signals in the calling thread, and so in every thread it creates
+/// afterwards; only the signal thread takes them, with `sigwait`.
+fn block_worker_signals() {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&worker_signal_set()), None) {
+        ferricorn_core::warning!("can't block worker signals: {e}");
+    }
+}
+
+/// A worker's ABRT (the master's timeout), INT/QUIT (quick stop) and USR1 (reopen logs)
+/// are taken by a dedicated thread with `sigwait`, not by the I/O loop: the call they must
+/// interrupt may be running on the I/O thread itself (inline mode). TERM stays with the
+/// loop: a graceful stop waits for calls in flight anyway.
+fn start_signal_thread(
+    py: Python<'_>,
+    hooks: &Hooks,
+    worker: &Bound<'_, PyAny>,
+    target: std::sync::Arc<std::sync::OnceLock<ferricorn_server::StopSignal>>,
+) {
+    use nix::sys::signal::Signal;
+    let set = worker_signal_set();
+    let abort_hook = hooks.object(py, "worker_abort").map(Bound::unbind);
+    let int_hook = hooks.object(py, "worker_int").map(Bound::unbind);
+    let worker = worker.clone().unbind();
+    let spawned = std::thread::Builder::new()
+        .name("ferricorn-signals".into())
+        .spawn(move || loop {
+            let Ok(sig) = set.wait() else { continue };
+            let (outcome, hook, code) = match sig {
+                Signal::SIGUSR1 => {
+                    ferricorn_core::info!("Handling signal: usr1");
+                    let _ = ferricorn_core::log::reopen();
+                    continue;
+                }
+                Signal::SIGABRT => {
+                    crate::wsgi::answer_stuck_inline_call();
+                    (ServeOutcome::Abort, &abort_hook, 1)
+                }
+                _ => (ServeOutcome::Quick, &int_hook, 0),
+            };
+            if let Some(stop) = target.get() {
+                stop.stop(outcome);
+                // Let the front end answer 500 to the calls in flight.
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            Python::attach(|py| {
+                if outcome == ServeOutcome::Abort {
+                    dump_all_stacks(py);
+                }
+                if let Some(hook) = hook {
+                    if let Err(e) = hook.bind(py).call1((worker.bind(py),)) {
+                        ferricorn_core::error!(
+                            "Exception in worker hook:\n{}",
+                            crate::pyhelpers::format_exception(py, &e)
+                        );
+                    }
+                }
+                if outcome == ServeOutcome::Quick {
+                    ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
+                }
+                exit_now(py, code)
+            })
+        });
+    if let Err(e) = spawned {
+        ferricorn_core::warning!("can't start the worker's signal thread: {e}");
+    }
+}
+
 /// Writes every Python thread's stack to the error log (on a worker timeout), with
 /// faulthandler, which walks the threads itself and needs no cooperation from them.
 fn dump_all_stacks(py: Python<'_>) {
@@ -499,6 +577,7 @@ fn max_requests(s: &Settings) -> u64 {
 /// The worker's whole life; returns its exit code.
 fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot) -> i32 {
     ferricorn_arbiter::signals::reset_in_child();
+    block_worker_signals();
     let pid = std::process::id();
     ferricorn_core::info!("Booting worker with pid: {pid}");
     let boot = &launcher.boot;
@@ -576,8 +655,11 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         Err(message) => (std::sync::Arc::new(ErrorApp(message)), None),
     };
     let config = server_config(py, s, hooks);
+    let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
+    start_signal_thread(py, hooks, &worker, abort_target.clone());
     let outcome = py.detach(|| {
         ferricorn_server::serve(listeners, bridge, config, move |stop| {
+            let _ = abort_target.set(stop.clone());
             if reload {
                 crate::reloader::Reloader::new(reload_extra).spawn(stop.clone());
             }
@@ -599,16 +681,20 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     });
     match outcome {
         Ok(ServeOutcome::Quick) => {
-            hooks.call(py, "worker_int", (worker.clone(),));
+            // INT/QUIT come through the signal thread, which runs `worker_int` and exits.
+            py.detach(|| loop {
+                std::thread::sleep(Duration::from_secs(1));
+            });
         }
         Ok(ServeOutcome::MaxRequests) => {
             ferricorn_core::info!("Autorestarting worker after current request.");
         }
         Ok(ServeOutcome::Graceful) => {}
         Ok(ServeOutcome::Abort) => {
-            dump_all_stacks(py);
-            hooks.call(py, "worker_abort", (worker.clone(),));
-            return 1;
+            // The signal thread is dumping the stacks and exits the process.
+            py.detach(|| loop {
+                std::thread::sleep(Duration::from_secs(1));
+            });
         }
         Err(e) => {
             ferricorn_core::error!("worker failed: {e}");

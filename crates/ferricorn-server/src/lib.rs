@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub local: Option<SocketAddr>,
     /// `"http"` or `"https"`.
     pub scheme: &'static str,
+    /// The connection's socket, for last-resort writes when the I/O loop is stuck.
+    pub fd: std::os::fd::RawFd,
 }
 
 /// A request that passed every check of the front end.

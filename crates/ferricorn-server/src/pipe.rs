@@ -89,6 +89,23 @@ impl Sender {
         Ok(())
     }
 
+    /// Queues a chunk without waiting, whatever is queued already (for a producer that
+    /// is the consumer's own thread).
+    pub fn send_now(&self, chunk: Bytes) -> Result<(), Disconnected> {
+        let mut st = self.shared.lock();
+        if st.consumer_gone {
+            return Err(Disconnected);
+        }
+        if !chunk.is_empty() {
+            st.buffered += chunk.len();
+            st.queue.push_back(chunk);
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the body normally.
     pub fn finish(self) {
         self.close(false);

@@ -74,7 +74,8 @@ pub enum ServeOutcome {
     Quick,
     /// `max_requests` reached; drained like `Graceful`.
     MaxRequests,
-    /// SIGABRT: the master timed out an app call. Stop now.
+    /// The master timed out an app call (SIGABRT, handled by the embedding): answer
+    /// 500 to calls in flight and stop now.
     Abort,
 }
 
@@ -169,7 +170,6 @@ async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
-    let mut abort = signal(SignalKind::from_raw(libc::SIGABRT))?;
     let permits = Arc::new(Semaphore::new(shared.config.worker_connections));
     let mut accept_tasks = Vec::new();
     for l in listeners {
@@ -182,7 +182,6 @@ async fn run(
         _ = term.recv() => ServeOutcome::Graceful,
         _ = int.recv() => ServeOutcome::Quick,
         _ = quit.recv() => ServeOutcome::Quick,
-        _ = abort.recv() => ServeOutcome::Abort,
         r = stop_rx.wait_for(Option::is_some) => r.ok().and_then(|v| *v).unwrap_or(ServeOutcome::Graceful),
     };
     stop.stop(outcome);
@@ -214,7 +213,6 @@ async fn run(
         }
         _ = int.recv() => return Ok(ServeOutcome::Quick),
         _ = quit.recv() => return Ok(ServeOutcome::Quick),
-        _ = abort.recv() => return Ok(ServeOutcome::Abort),
     }
     Ok(outcome)
 }
@@ -251,18 +249,19 @@ fn accept_loop(
                         peer: Some(peer),
                         local,
                         scheme: "http",
+                        fd: std::os::fd::AsRawFd::as_raw_fd(&s),
                     };
                     (Stream::Tcp(s), info)
                 }),
                 L::Unix(l) => l.accept().await.map(|(s, _)| {
-                    (
-                        Stream::Unix(s),
-                        ConnInfo {
-                            peer: None,
-                            local: None,
-                            scheme: "http",
-                        },
-                    )
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+                    let info = ConnInfo {
+                        peer: None,
+                        local: None,
+                        scheme: "http",
+                        fd,
+                    };
+                    (Stream::Unix(s), info)
                 }),
             };
             match accepted {
@@ -303,6 +302,7 @@ where
     let cfg = &shared.config;
     let state = Arc::new(ConnState::default());
     let io = IdleIo::new(stream, state.clone(), cfg.keepalive);
+    let conn_state = state.clone();
     let info = Arc::new(info);
     let svc_shared = shared.clone();
     let service = service_fn(move |req| crate::front::handle(req, svc_shared.clone(), info.clone(), state.clone()));
@@ -321,6 +321,19 @@ where
         _ = conn.as_mut() => return,
         _ = stop_rx.wait_for(Option::is_some) => {}
     }
+    // A connection accepted just before the stop has a request on its way (a load
+    // balancer sent it to us): serve it, with `Connection: close`, rather than drop it
+    // unanswered. hyper's graceful shutdown would close it as idle.
+    if conn_state.is_fresh() {
+        let grace = FRESH_CONNECTION_GRACE.min(shared.config.graceful_timeout);
+        if tokio::time::timeout(grace, conn.as_mut()).await.is_ok() {
+            return;
+        }
+    }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
+
+/// How long a just-accepted connection gets to deliver its first request once the
+/// worker is stopping.
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(2);

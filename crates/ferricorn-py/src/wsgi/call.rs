@@ -12,19 +12,48 @@ use super::response::StartResponse;
 use super::{Job, Shared};
 use crate::pyhelpers::format_exception;
 
-pub(crate) fn run(py: Python<'_>, shared: &Shared, job: Job) {
+/// A response the I/O thread started inline and an app thread must finish: the app
+/// returned something other than a list (a generator, a file wrapper...).
+pub(crate) struct Continuation {
+    result: Py<PyAny>,
+    responder: Py<StartResponse>,
+    input: Py<InputStream>,
+    uri: http::Uri,
+}
+
+/// Runs one request. `inline` (on the I/O thread) stops after the app call unless the
+/// response is complete, and hands the rest back as a continuation.
+pub(crate) fn run(py: Python<'_>, shared: &Shared, job: Job, inline: bool) -> Option<Continuation> {
     let Job { req, reply } = job;
-    let uri = req.head.uri.to_string();
+    let uri = req.head.uri.clone();
     let responder = match Bound::new(py, StartResponse::new(reply, shared.cfg.high_water)) {
         Ok(r) => r,
         Err(e) => {
             ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
-            return;
+            return None;
         }
     };
-    if let Err(e) = serve(py, shared, req, &responder, &uri) {
+    match serve(py, shared, req, &responder, &uri, inline) {
+        Ok(cont) => cont,
+        Err(e) => {
+            ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
+            responder.borrow_mut().send_error(500, "Internal Server Error");
+            None
+        }
+    }
+}
+
+/// Finishes a response started inline.
+pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
+    let Continuation {
+        result,
+        responder,
+        input,
+        uri,
+    } = cont;
+    if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input.bind(py), &uri) {
         ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
-        responder.borrow_mut().send_error(500, "Internal Server Error");
+        responder.bind(py).borrow_mut().send_error(500, "Internal Server Error");
     }
 }
 
@@ -33,8 +62,9 @@ fn serve(
     shared: &Shared,
     mut req: ferricorn_server::Request,
     responder: &Bound<'_, StartResponse>,
-    uri: &str,
-) -> PyResult<()> {
+    uri: &http::Uri,
+    inline: bool,
+) -> PyResult<Option<Continuation>> {
     let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
     let input = Bound::new(py, InputStream::new(body))?;
     let environ = match environ::build(py, shared, &req, input.clone())? {
@@ -42,7 +72,7 @@ fn serve(
         Err(e) => {
             ferricorn_core::error!("Error handling request {uri}: {}", e.detail);
             responder.borrow_mut().send_error(e.status, &e.detail);
-            return Ok(());
+            return Ok(None);
         }
     };
     drop(req);
@@ -50,12 +80,42 @@ fn serve(
         Ok(r) => r,
         Err(e) => {
             fail(py, &e, responder, &input, uri);
-            return Ok(());
+            return Ok(None);
         }
     };
-    let outcome = consume(py, shared, &result, responder);
+    if inline {
+        match send_list(&result, responder) {
+            Ok(true) => return Ok(None),
+            Ok(false) => {
+                return Ok(Some(Continuation {
+                    result: result.unbind(),
+                    responder: responder.clone().unbind(),
+                    input: input.unbind(),
+                    uri: uri.clone(),
+                }))
+            }
+            Err(e) => {
+                fail(py, &e, responder, &input, uri);
+                return Ok(None);
+            }
+        }
+    }
+    finish(py, shared, &result, responder, &input, uri)?;
+    Ok(None)
+}
+
+/// Consumes the app's iterable and always calls its `close()`.
+fn finish(
+    py: Python<'_>,
+    shared: &Shared,
+    result: &Bound<'_, PyAny>,
+    responder: &Bound<'_, StartResponse>,
+    input: &Bound<'_, InputStream>,
+    uri: &http::Uri,
+) -> PyResult<()> {
+    let outcome = consume(py, shared, result, responder);
     if let Err(e) = &outcome {
-        fail(py, e, responder, &input, uri);
+        fail(py, e, responder, input, uri);
     }
     // PEP 3333: close() is called whatever happened, including a client disconnect.
     if !result.is_exact_instance_of::<PyList>()
@@ -74,7 +134,13 @@ fn serve(
 
 /// The app raised: answer 500 (or the body's own error) if nothing was sent yet,
 /// otherwise cut the response short.
-fn fail(py: Python<'_>, err: &PyErr, responder: &Bound<'_, StartResponse>, input: &Bound<'_, InputStream>, uri: &str) {
+fn fail(
+    py: Python<'_>,
+    err: &PyErr,
+    responder: &Bound<'_, StartResponse>,
+    input: &Bound<'_, InputStream>,
+    uri: &http::Uri,
+) {
     let body_error = input.borrow().error().cloned();
     let mut r = responder.borrow_mut();
     match body_error {
@@ -99,26 +165,41 @@ fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     }
 }
 
+/// The common case: an exact list (or tuple) of bytes, sent in one piece. Returns false
+/// when the result is anything else (subclasses may have a `close()` to call).
+fn send_list(result: &Bound<'_, PyAny>, responder: &Bound<'_, StartResponse>) -> PyResult<bool> {
+    let seq = if let Ok(l) = result.cast_exact::<PyList>() {
+        l.as_sequence().clone()
+    } else if let Ok(t) = result.cast_exact::<PyTuple>() {
+        t.as_sequence().clone()
+    } else {
+        return Ok(false);
+    };
+    if responder.borrow().headers_sent() {
+        return Ok(false);
+    }
+    let n = seq.len()?;
+    let data = if n == 1 {
+        Bytes::copy_from_slice(as_bytes(&seq.get_item(0)?)?)
+    } else {
+        let mut buf = BytesMut::new();
+        for i in 0..n {
+            buf.extend_from_slice(as_bytes(&seq.get_item(i)?)?);
+        }
+        buf.freeze()
+    };
+    responder.borrow_mut().finish_full(data)?;
+    Ok(true)
+}
+
 fn consume(
     py: Python<'_>,
     shared: &Shared,
     result: &Bound<'_, PyAny>,
     responder: &Bound<'_, StartResponse>,
 ) -> PyResult<()> {
-    // The common case: a list (or tuple) of bytes, sent in one piece.
-    let seq = result
-        .cast::<PyList>()
-        .map(|l| l.as_sequence().clone())
-        .or_else(|_| result.cast::<PyTuple>().map(|t| t.as_sequence().clone()));
-    if let Ok(seq) = seq {
-        if !responder.borrow().headers_sent() {
-            let n = seq.len()?;
-            let mut buf = BytesMut::new();
-            for i in 0..n {
-                buf.extend_from_slice(as_bytes(&seq.get_item(i)?)?);
-            }
-            return responder.borrow_mut().finish_full(buf.freeze());
-        }
+    if send_list(result, responder)? {
+        return Ok(());
     }
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
         if shared.cfg.sendfile

@@ -62,9 +62,18 @@ pub(crate) struct Job {
     reply: tokio::sync::oneshot::Sender<http::Response<ResponseBody>>,
 }
 
+/// What the app threads take from their queue.
+pub(crate) enum Work {
+    Request(Box<Job>),
+    Continue(call::Continuation),
+}
+
 pub struct WsgiBridge {
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Work>,
     clock: Arc<CallClock>,
+    shared: Arc<Shared>,
+    /// Run the app on the I/O thread when the request is complete (`threads == 1`).
+    inline: bool,
 }
 
 /// When each app thread's current call started (ms since the epoch; 0 = idle), for the
@@ -74,6 +83,38 @@ pub struct CallClock(Vec<AtomicU64>);
 thread_local! {
     /// This app thread's entry in its worker's clock.
     static MY_CLOCK: std::cell::RefCell<Option<(Arc<CallClock>, usize)>> = const { std::cell::RefCell::new(None) };
+    /// Set while the I/O thread runs the app inline: nothing may wait for the client then.
+    static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The connection whose request the I/O thread is running inline (-1: none), so that a
+/// timeout can still answer it (see `answer_stuck_inline_call`).
+static INLINE_CONN: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// On a worker timeout with the app stuck on the I/O thread, the loop cannot write the
+/// 500 Gunicorn sends; write it on the socket directly. Nothing of this response was
+/// written yet: an inline call hands its response over only when it returns.
+pub fn answer_stuck_inline_call() {
+    let fd = INLINE_CONN.swap(-1, Ordering::AcqRel);
+    if fd < 0 {
+        return;
+    }
+    let body = "Internal Server Error";
+    let resp = format!(
+        "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // SAFETY: the descriptor belongs to a connection the stuck I/O thread keeps open; the
+    // process exits right after this.
+    unsafe {
+        libc::write(fd, resp.as_ptr().cast(), resp.len());
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
+/// Whether the current call runs on the I/O thread (see `WsgiBridge::call`).
+pub fn on_io_thread() -> bool {
+    ON_IO_THREAD.with(|f| f.get())
 }
 
 /// Runs `f` (a wait for the client: body bytes, or room in the response pipe) with this
@@ -112,14 +153,15 @@ pub(crate) struct Shared {
 
 impl WsgiBridge {
     pub fn start(py: Python<'_>, app: Py<PyAny>, threads: usize, cfg: WsgiConfig) -> PyResult<Self> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let shared = Arc::new(Shared {
             app,
             cfg,
             errors: Py::new(py, ErrorStream)?,
             file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
         });
-        let clock = Arc::new(CallClock((0..threads).map(|_| AtomicU64::new(0)).collect()));
+        // One entry per app thread, plus one for the I/O thread's inline calls.
+        let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
         for i in 0..threads {
             let rx = rx.clone();
             let shared = shared.clone();
@@ -128,15 +170,56 @@ impl WsgiBridge {
                 .name(format!("ferricorn-app-{i}"))
                 .spawn(move || {
                     MY_CLOCK.with(|c| *c.borrow_mut() = Some((clock.clone(), i)));
-                    while let Ok(job) = rx.recv() {
-                        clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
-                        Python::attach(|py| call::run(py, &shared, job));
-                        clock.0[i].store(0, Ordering::Relaxed);
-                    }
+                    // Attach once for the thread's whole life and detach only while
+                    // waiting for work: re-attaching per request would create and destroy
+                    // a Python thread state (and its frame stack) every time.
+                    Python::attach(|py| {
+                        while let Ok(work) = py.detach(|| rx.recv()) {
+                            clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
+                            match work {
+                                Work::Request(job) => {
+                                    call::run(py, &shared, *job, false);
+                                }
+                                Work::Continue(cont) => call::resume(py, &shared, cont),
+                            }
+                            clock.0[i].store(0, Ordering::Relaxed);
+                        }
+                    });
                 })
                 .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         }
-        Ok(Self { jobs: tx, clock })
+        Ok(Self {
+            jobs: tx,
+            clock,
+            shared,
+            inline: threads == 1,
+        })
+    }
+
+    /// Runs a request on the calling (I/O) thread: no thread hop, one GIL acquisition.
+    /// Only for complete requests, so the app never waits for the client here; a
+    /// response that is not a plain list is finished by an app thread.
+    fn call_inline(&self, job: Job) {
+        let io_index = self.clock.0.len() - 1;
+        MY_CLOCK.with(|c| {
+            if c.borrow().is_none() {
+                *c.borrow_mut() = Some((self.clock.clone(), io_index));
+            }
+        });
+        self.clock.0[io_index].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
+        ON_IO_THREAD.with(|f| f.set(true));
+        INLINE_CONN.store(job.req.conn.fd, Ordering::Release);
+        let cont = Python::attach(|py| call::run(py, &self.shared, job, true));
+        INLINE_CONN.store(-1, Ordering::Release);
+        ON_IO_THREAD.with(|f| f.set(false));
+        self.clock.0[io_index].store(0, Ordering::Relaxed);
+        if let Some(cont) = cont {
+            if let Err(e) = self.jobs.send(Work::Continue(cont)) {
+                // The app threads are gone (shutdown); dropping the continuation drops the
+                // response sender, which the front end turns into an error.
+                drop(e);
+            }
+        }
     }
 
     pub fn clock(&self) -> Arc<CallClock> {
@@ -147,7 +230,13 @@ impl WsgiBridge {
 impl App for WsgiBridge {
     fn call(&self, req: Request) -> BoxFuture<http::Response<ResponseBody>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let sent = self.jobs.send(Job { req, reply });
+        let job = Job { req, reply };
+        let sent = if self.inline && job.req.body.is_complete() {
+            self.call_inline(job);
+            Ok(())
+        } else {
+            self.jobs.send(Work::Request(Box::new(job))).map_err(|_| ())
+        };
         Box::pin(async move {
             if sent.is_err() {
                 return error_page::response(500, "application threads are gone", true);

@@ -114,6 +114,10 @@ impl StartResponse {
         let Some(tx) = self.pipe.as_ref() else {
             return Ok(Err(Disconnected));
         };
+        if super::on_io_thread() {
+            // The consumer is this very thread: queue without waiting.
+            return Ok(tx.send_now(data));
+        }
         if tx.is_full() {
             Ok(py.detach(|| super::waiting_for_client(|| tx.send(data))))
         } else {
