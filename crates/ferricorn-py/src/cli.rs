@@ -337,16 +337,9 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
         BindAddr::parse(&b).map_err(|e| Fatal::usage(format!("Error: Invalid value for bind: {e}")))?;
     }
     let wc = settings.str("worker_class").unwrap_or("sync");
-    let known = [
-        "sync",
-        "gthread",
-        "ferricorn.workers.SyncWorker",
-        "gunicorn.workers.sync.SyncWorker",
-        "gunicorn.workers.gthread.ThreadWorker",
-    ];
-    if !known.contains(&wc) && !matches!(settings.get("worker_class"), Value::Python(_)) {
+    if crate::launcher::worker_interface(wc).is_none() && !matches!(settings.get("worker_class"), Value::Python(_)) {
         return Err(Fatal::usage(format!(
-            "Error: Invalid value for worker_class: {wc:?}: supported worker classes are sync and gthread (ASGI is not available yet)"
+            "Error: Invalid value for worker_class: {wc:?}: supported worker classes are sync, gthread, asgi and uvicorn.workers.UvicornWorker"
         )));
     }
     Ok(())

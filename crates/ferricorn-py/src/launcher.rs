@@ -140,7 +140,16 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         ferricorn_core::info!("Listening at: {} ({})", l.display(), std::process::id());
     }
     let threads = s.int("threads");
-    ferricorn_core::info!("Using worker: {}", if threads > 1 { "gthread" } else { "sync" });
+    let asgi_forced = s.str("interface") == Some("asgi")
+        || worker_interface(s.str("worker_class").unwrap_or("sync")) == Some(Some("asgi"));
+    let kind = if asgi_forced {
+        "asgi"
+    } else if threads > 1 {
+        "gthread"
+    } else {
+        "sync"
+    };
+    ferricorn_core::info!("Using worker: {kind}");
     let proc_name = s
         .str("proc_name")
         .filter(|n| !n.is_empty())
@@ -481,6 +490,39 @@ fn start_signal_thread(
     }
 }
 
+/// The interface a `worker_class` implies: `Some(None)` for "decide from the app".
+pub fn worker_interface(worker_class: &str) -> Option<Option<&'static str>> {
+    match worker_class {
+        "sync"
+        | "gthread"
+        | "ferricorn.workers.SyncWorker"
+        | "gunicorn.workers.sync.SyncWorker"
+        | "gunicorn.workers.gthread.ThreadWorker" => Some(None),
+        "asgi"
+        | "uvicorn.workers.UvicornWorker"
+        | "uvicorn.workers.UvicornH11Worker"
+        | "uvicorn_worker.UvicornWorker"
+        | "uvicorn_worker.UvicornH11Worker"
+        | "gunicorn.workers.gasgi.ASGIWorker" => Some(Some("asgi")),
+        _ => None,
+    }
+}
+
+/// WSGI or ASGI for this app: `--interface`, else the worker class, else detection.
+fn is_asgi(py: Python<'_>, s: &Settings, app: &Py<PyAny>) -> bool {
+    match s.str("interface") {
+        Some("asgi") => return true,
+        Some("wsgi") => return false,
+        _ => {}
+    }
+    if worker_interface(s.str("worker_class").unwrap_or("sync")) == Some(Some("asgi")) {
+        return true;
+    }
+    py.import("ferricorn._asgi")
+        .and_then(|m| m.getattr("is_asgi")?.call1((app.bind(py),))?.is_truthy())
+        .unwrap_or(false)
+}
+
 /// Writes every Python thread's stack to the error log (on a worker timeout), with
 /// faulthandler, which walks the threads itself and needs no cooperation from them.
 fn dump_all_stacks(py: Python<'_>) {
@@ -641,7 +683,26 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     let s = &boot.settings;
     let wsgi_cfg = WsgiConfig::from_settings(py, s);
     let threads = s.int("threads").max(1) as usize;
+    let mut asgi_runtime = None;
     let (bridge, clock): (std::sync::Arc<dyn ferricorn_server::App>, _) = match app {
+        Ok(app) if is_asgi(py, s, &app) => {
+            let cfg = crate::asgi::AsgiConfig {
+                root_path: s.str("root_path").unwrap_or("").trim_end_matches('/').to_string(),
+                loop_kind: s.str("asgi_loop").unwrap_or("auto").to_string(),
+                lifespan: s.str("asgi_lifespan").unwrap_or("auto").to_string(),
+                high_water: 1 << 20,
+            };
+            match crate::asgi::start(py, app, cfg) {
+                Ok((bridge, runtime)) => {
+                    asgi_runtime = Some(runtime);
+                    (std::sync::Arc::new(bridge), None)
+                }
+                Err(message) => {
+                    ferricorn_core::error!("Application startup failed. Exiting.\n{}", message.trim_end());
+                    return ferricorn_arbiter::WORKER_BOOT_ERROR;
+                }
+            }
+        }
         Ok(app) => match WsgiBridge::start(py, app, threads, wsgi_cfg) {
             Ok(b) => {
                 let clock = b.clock();
@@ -700,6 +761,9 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
             ferricorn_core::error!("worker failed: {e}");
             return 1;
         }
+    }
+    if let Some(runtime) = asgi_runtime {
+        runtime.shutdown(py, Duration::from_secs(s.int("graceful_timeout").max(1) as u64));
     }
     ferricorn_core::info!("Worker exiting (pid: {pid})");
     hooks.call(py, "worker_exit", (hooks.server(py), worker));

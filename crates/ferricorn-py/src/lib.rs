@@ -7,6 +7,7 @@
 
 use pyo3::prelude::*;
 
+mod asgi;
 mod cli;
 mod hooks;
 mod launcher;
@@ -34,5 +35,6 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::InputStream>()?;
     m.add_class::<wsgi::ErrorStream>()?;
+    m.add_class::<asgi::Drain>()?;
     Ok(())
 }

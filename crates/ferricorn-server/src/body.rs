@@ -163,6 +163,17 @@ impl RequestBody {
         self.error.get_or_insert(err).clone()
     }
 
+    /// The next chunk of the body, on the runtime. `Ok(None)` is the end of the body.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(chunk) = self.ready.pop_front() {
+            return Ok(Some(chunk));
+        }
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        self.next_frame().await
+    }
+
     /// The next chunk of the body, blocking the calling thread (never a runtime thread)
     /// until it arrives. `Ok(None)` is the end of the body.
     pub fn read_chunk_blocking(&mut self) -> Result<Option<Bytes>, BodyError> {

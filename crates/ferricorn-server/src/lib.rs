@@ -13,10 +13,12 @@ mod framing;
 mod front;
 pub mod listener;
 pub mod pipe;
+pub mod response_head;
 mod serve;
 
 pub use body::{BodyError, RequestBody, ResponseBody};
 pub use listener::Listener;
+pub use response_head::{HeadError, ResponseHead};
 pub use serve::{serve, ServeOutcome, ServerConfig, StopSignal};
 
 use std::future::Future;

@@ -11,14 +11,21 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+type Hook = Box<dyn FnOnce() + Send>;
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Bytes>,
     buffered: usize,
+    high_water: usize,
     finished: bool,
     aborted: bool,
     consumer_gone: bool,
     waker: Option<Waker>,
+    /// Called once when the queue drops below the high-water mark (async producers).
+    on_drain: Option<Hook>,
+    /// Called once when the consumer goes away (the client disconnected or is done).
+    on_close: Option<Hook>,
 }
 
 struct Shared {
@@ -41,7 +48,6 @@ pub struct Disconnected;
 
 pub struct Sender {
     shared: Arc<Shared>,
-    high_water: usize,
 }
 
 pub struct Receiver {
@@ -49,30 +55,28 @@ pub struct Receiver {
 }
 
 pub fn channel(high_water: usize) -> (Sender, Receiver) {
+    let state = State {
+        high_water,
+        ..State::default()
+    };
     let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
+        state: Mutex::new(state),
         drained: Condvar::new(),
     });
-    (
-        Sender {
-            shared: shared.clone(),
-            high_water,
-        },
-        Receiver { shared },
-    )
+    (Sender { shared: shared.clone() }, Receiver { shared })
 }
 
 impl Sender {
     /// Would `send` block right now?
     pub fn is_full(&self) -> bool {
         let st = self.shared.lock();
-        st.buffered >= self.high_water && !st.consumer_gone
+        st.buffered >= st.high_water && !st.consumer_gone
     }
 
     /// Queues a chunk, blocking while more than the high-water mark is queued.
     pub fn send(&self, chunk: Bytes) -> Result<(), Disconnected> {
         let mut st = self.shared.lock();
-        while st.buffered >= self.high_water && !st.consumer_gone {
+        while st.buffered >= st.high_water && !st.consumer_gone {
             st = self.shared.drained.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         if st.consumer_gone {
@@ -87,6 +91,29 @@ impl Sender {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Runs `hook` once the queue is below the high-water mark (now, if it already is).
+    /// For producers that cannot block, such as an event loop.
+    pub fn on_drain(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut st = self.shared.lock();
+        if st.buffered < st.high_water || st.consumer_gone {
+            drop(st);
+            hook();
+        } else {
+            st.on_drain = Some(Box::new(hook));
+        }
+    }
+
+    /// Runs `hook` once when the consumer goes away (now, if it already has).
+    pub fn on_close(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut st = self.shared.lock();
+        if st.consumer_gone {
+            drop(st);
+            hook();
+        } else {
+            st.on_close = Some(Box::new(hook));
+        }
     }
 
     /// Queues a chunk without waiting, whatever is queued already (for a producer that
@@ -149,6 +176,15 @@ impl Receiver {
         if let Some(chunk) = st.queue.pop_front() {
             st.buffered -= chunk.len();
             self.shared.drained.notify_one();
+            let hook = if st.buffered < st.high_water {
+                st.on_drain.take()
+            } else {
+                None
+            };
+            drop(st);
+            if let Some(hook) = hook {
+                hook();
+            }
             return Poll::Ready(Recv::Chunk(chunk));
         }
         if st.finished {
@@ -166,6 +202,14 @@ impl Drop for Receiver {
         st.queue.clear();
         st.buffered = 0;
         self.shared.drained.notify_all();
+        let hooks = (st.on_close.take(), st.on_drain.take());
+        drop(st);
+        if let Some(h) = hooks.0 {
+            h();
+        }
+        if let Some(h) = hooks.1 {
+            h();
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub static REGISTRY: &[Def] = defs![
         "The number of worker processes. Defaults to `$WEB_CONCURRENCY` when set.";
     "worker_class", ["-k", "--worker-class"], "STRING", Kind::Str, "sync", "Worker Processes",
         "The worker type. `sync` and `gthread` run WSGI apps on a pool of `threads` threads behind the Rust HTTP front end; `asgi` (and uvicorn's worker paths) select the ASGI bridge.";
+    "interface", ["--interface"], "STRING", Kind::Choice(&["auto", "wsgi", "asgi"]), "auto", "Worker Processes",
+        "ferricorn: the application interface. `auto` detects ASGI 3 callables (coroutine functions, or objects whose `__call__` is one); `-k asgi` and uvicorn's worker classes select ASGI too.";
     "threads", ["--threads"], "INT", ONE, "1", "Worker Processes",
         "The number of application calls a worker runs at once (one OS thread each). Slow clients never hold one: all socket I/O is done in Rust.";
     "worker_connections", ["--worker-connections"], "INT", ONE, "1000", "Worker Processes",

@@ -3,33 +3,17 @@
 use bytes::Bytes;
 use ferricorn_server::pipe::{self, Disconnected};
 use ferricorn_server::ResponseBody;
-use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use ferricorn_server::ResponseHead;
+use http::Response;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 type Reply = tokio::sync::oneshot::Sender<Response<ResponseBody>>;
 
-/// Headers the server owns; an application's values are dropped (as in Gunicorn).
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "server",
-    "date",
-];
-
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
-    status: Option<(StatusCode, Option<String>)>,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    content_length: Option<u64>,
-    close: bool,
+    head: Option<ResponseHead>,
     reply: Option<Reply>,
     pipe: Option<pipe::Sender>,
     high_water: usize,
@@ -38,10 +22,7 @@ pub struct StartResponse {
 impl StartResponse {
     pub fn new(reply: Reply, high_water: usize) -> Self {
         Self {
-            status: None,
-            headers: Vec::new(),
-            content_length: None,
-            close: false,
+            head: None,
             reply: Some(reply),
             pipe: None,
             high_water,
@@ -53,30 +34,14 @@ impl StartResponse {
     }
 
     pub fn started(&self) -> bool {
-        self.status.is_some()
+        self.head.is_some()
     }
 
-    fn build(&mut self, mut body: ResponseBody) -> Response<ResponseBody> {
-        let (status, reason) = self.status.take().unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, None));
-        if let Some(len) = self.content_length {
-            body.limit(len);
+    fn build(&mut self, body: ResponseBody) -> Response<ResponseBody> {
+        match self.head.take() {
+            Some(head) => head.into_response(body),
+            None => ferricorn_server::error_page::response(500, "Internal Server Error", true),
         }
-        let mut resp = Response::new(body);
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.reserve(self.headers.len());
-        for (k, v) in self.headers.drain(..) {
-            h.append(k, v);
-        }
-        if self.close {
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if let Some(r) = reason {
-            if let Ok(p) = hyper::ext::ReasonPhrase::try_from(r.into_bytes()) {
-                resp.extensions_mut().insert(p);
-            }
-        }
-        resp
     }
 
     fn send(&mut self, body: ResponseBody) {
@@ -162,19 +127,13 @@ impl StartResponse {
             .map_err(|_| PyTypeError::new_err("status must be a str"))?
             .to_str()?;
         let (code, reason) = parse_status(status_str)?;
-        let mut list = Vec::new();
-        let mut content_length = None;
-        let mut close = false;
-        for item in headers
-            .try_iter()
-            .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
-        {
+        let mut head = ResponseHead::new(code, reason).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let not_a_list = || PyTypeError::new_err("headers must be a list of (name, value) tuples");
+        for item in headers.try_iter().map_err(|_| not_a_list())? {
             let item = item?;
-            let tuple = item
-                .cast::<PyTuple>()
-                .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+            let tuple = item.cast::<PyTuple>().map_err(|_| not_a_list())?;
             if tuple.len() != 2 {
-                return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+                return Err(not_a_list());
             }
             let name_obj = tuple.get_item(0)?;
             let value_obj = tuple.get_item(1)?;
@@ -186,34 +145,13 @@ impl StartResponse {
                 .cast::<PyString>()
                 .map_err(|_| PyTypeError::new_err(format!("value of header {name:?} must be str")))?
                 .to_str()?;
-            let hname = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
+            // PEP 3333: header values are latin-1 "native strings".
             let bytes = latin1_bytes(value)
                 .ok_or_else(|| PyValueError::new_err(format!("invalid value for header {name:?}")))?;
-            if bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(PyValueError::new_err(format!("invalid value for header {name:?}")));
-            }
-            let hvalue = HeaderValue::from_bytes(&bytes)
-                .map_err(|_| PyValueError::new_err(format!("invalid value for header {name:?}")))?;
-            if hname == header::CONTENT_LENGTH {
-                let n: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| PyValueError::new_err(format!("invalid Content-Length {value:?}")))?;
-                content_length = Some(n);
-            }
-            if HOP_BY_HOP.contains(&hname.as_str()) {
-                if hname == header::CONNECTION && value.eq_ignore_ascii_case("close") {
-                    close = true;
-                }
-                continue;
-            }
-            list.push((hname, hvalue));
+            head.push(name.as_bytes(), &bytes)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
         }
-        self.status = Some((code, reason));
-        self.headers = list;
-        self.content_length = content_length;
-        self.close = close;
+        self.head = Some(head);
         Ok(())
     }
 }
@@ -222,11 +160,12 @@ fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
-fn parse_status(s: &str) -> PyResult<(StatusCode, Option<String>)> {
+fn parse_status(s: &str) -> PyResult<(u16, Option<&str>)> {
     let bad = || PyValueError::new_err(format!("invalid status {s:?}: expected 'NNN reason'"));
-    let code = s
+    let code: u16 = s
         .get(..3)
         .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse().ok())
         .ok_or_else(bad)?;
     let rest = &s[3..];
     let reason = match rest.strip_prefix(' ') {
@@ -237,15 +176,12 @@ fn parse_status(s: &str) -> PyResult<(StatusCode, Option<String>)> {
     if reason.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
         return Err(bad());
     }
-    let status = StatusCode::from_bytes(code.as_bytes()).map_err(|_| bad())?;
-    if status.as_u16() < 200 {
+    if !(200..=999).contains(&code) {
         return Err(PyValueError::new_err(format!(
             "invalid status {s:?}: informational responses cannot be sent this way"
         )));
     }
-    let canonical = status.canonical_reason().unwrap_or("");
-    let reason = (!reason.is_empty() && reason != canonical).then(|| reason.to_string());
-    Ok((status, reason))
+    Ok((code, Some(reason)))
 }
 
 #[pymethods]

@@ -1,0 +1,405 @@
+//! One HTTP request/response cycle: `receive()` and `send()`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use ferricorn_server::pipe::{self, Disconnected};
+use ferricorn_server::{error_page, RequestBody, ResponseBody, ResponseHead};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::{Event, LoopCtx, Mailbox, Reply};
+
+/// An awaitable that is already complete: `await` returns its value without a trip
+/// through the event loop (most `receive()` and `send()` calls).
+#[pyclass(module = "ferricorn")]
+pub struct Ready {
+    value: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<()> {
+        let value = self.value.take().unwrap_or_else(|| py.None());
+        Err(PyStopIteration::new_err((value,)))
+    }
+}
+
+fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, Ready { value: Some(value) })?.into_any())
+}
+
+/// Request-side state, shared by the I/O thread (body reads, disconnects) and the loop.
+#[derive(Default)]
+pub(crate) struct CycleIo {
+    chunks: VecDeque<Bytes>,
+    body_done: bool,
+    request_complete_sent: bool,
+    disconnected: bool,
+    response_done: bool,
+    /// The pipe has room again after `send()` had to wait.
+    drained: bool,
+    receive_waiter: Option<Py<PyAny>>,
+    send_waiter: Option<Py<PyAny>>,
+}
+
+pub(crate) struct CycleShared {
+    io: Mutex<CycleIo>,
+    want_body: tokio::sync::Notify,
+}
+
+impl CycleShared {
+    /// Takes the request body: complete bodies are queued at once; others are read on
+    /// the I/O thread, one chunk each time the app asks for more.
+    pub(crate) fn new(mut body: RequestBody, mailbox: &Arc<Mailbox>) -> Arc<Self> {
+        let shared = Arc::new(Self {
+            io: Mutex::new(CycleIo::default()),
+            want_body: tokio::sync::Notify::new(),
+        });
+        if body.is_complete() {
+            let mut io = shared.lock();
+            while let Ok(Some(chunk)) = body.read_chunk_blocking() {
+                io.chunks.push_back(chunk);
+            }
+            io.body_done = true;
+        } else {
+            tokio::spawn(pump_body(body, shared.clone(), mailbox.clone()));
+        }
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CycleIo> {
+        self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn pump_body(mut body: RequestBody, shared: Arc<CycleShared>, mailbox: Arc<Mailbox>) {
+    loop {
+        shared.want_body.notified().await;
+        let next = body.read_chunk().await;
+        let done = !matches!(next, Ok(Some(_)));
+        let wake = {
+            let mut io = shared.lock();
+            match next {
+                Ok(Some(chunk)) => io.chunks.push_back(chunk),
+                Ok(None) => io.body_done = true,
+                // A broken or abandoned upload: the app sees the disconnect.
+                Err(_) => {
+                    io.body_done = true;
+                    io.disconnected = true;
+                }
+            }
+            io.receive_waiter.is_some()
+        };
+        if wake {
+            mailbox.post(Event::Wake(shared.clone()));
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+enum Incoming {
+    Body(Bytes, bool),
+    Disconnect,
+}
+
+/// The next `receive()` message, or `None` when the app must wait.
+fn next_message(io: &mut CycleIo) -> Option<Incoming> {
+    if !io.request_complete_sent {
+        if let Some(chunk) = io.chunks.pop_front() {
+            let more = !(io.body_done && io.chunks.is_empty());
+            io.request_complete_sent = !more;
+            return Some(Incoming::Body(chunk, more));
+        }
+        if io.body_done {
+            io.request_complete_sent = true;
+            return Some(Incoming::Body(Bytes::new(), false));
+        }
+        return None;
+    }
+    (io.disconnected || io.response_done).then_some(Incoming::Disconnect)
+}
+
+fn message_dict(py: Python<'_>, msg: Incoming) -> PyResult<Py<PyAny>> {
+    let d = PyDict::new(py);
+    match msg {
+        Incoming::Body(body, more) => {
+            d.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+            d.set_item(intern!(py, "body"), PyBytes::new(py, &body))?;
+            d.set_item(intern!(py, "more_body"), more)?;
+        }
+        Incoming::Disconnect => d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?,
+    }
+    Ok(d.into_any().unbind())
+}
+
+fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>) {
+    let fut = fut.bind(py);
+    // A cancelled task leaves a cancelled future behind: nothing to resolve then.
+    if fut
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+    {
+        return;
+    }
+    if let Err(e) = fut.call_method1(intern!(py, "set_result"), (value,)) {
+        ferricorn_core::debug!("could not resolve an ASGI future: {e}");
+    }
+}
+
+/// On the loop thread: resolve what the app awaits, now that the I/O state changed.
+pub(crate) fn wake(py: Python<'_>, _ctx: &LoopCtx, shared: &Arc<CycleShared>) {
+    let (recv, send) = {
+        let mut io = shared.lock();
+        let recv = match io.receive_waiter.take() {
+            Some(fut) => match next_message(&mut io) {
+                Some(msg) => Some((fut, msg)),
+                None => {
+                    io.receive_waiter = Some(fut);
+                    if !io.request_complete_sent {
+                        shared.want_body.notify_one();
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        let send = if io.drained || io.disconnected {
+            io.send_waiter.take()
+        } else {
+            None
+        };
+        (recv, send)
+    };
+    if let Some((fut, msg)) = recv {
+        match message_dict(py, msg) {
+            Ok(value) => resolve(py, fut, value),
+            Err(e) => ferricorn_core::error!("ASGI receive failed: {e}"),
+        }
+    }
+    if let Some(fut) = send {
+        resolve(py, fut, py.None());
+    }
+}
+
+#[pyclass(module = "ferricorn")]
+pub struct HttpCycle {
+    ctx: Arc<LoopCtx>,
+    shared: Arc<CycleShared>,
+    reply: Option<Reply>,
+    head: Option<ResponseHead>,
+    pipe: Option<pipe::Sender>,
+    finished: bool,
+    head_request: bool,
+}
+
+impl HttpCycle {
+    pub(crate) fn new(ctx: Arc<LoopCtx>, shared: Arc<CycleShared>, reply: Reply, head_request: bool) -> Self {
+        Self {
+            ctx,
+            shared,
+            reply: Some(reply),
+            head: None,
+            pipe: None,
+            finished: false,
+            head_request,
+        }
+    }
+
+    fn respond(&mut self, resp: http::Response<ResponseBody>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(resp);
+        }
+    }
+
+    fn end(&mut self) {
+        self.finished = true;
+        self.shared.lock().response_done = true;
+    }
+
+    fn start(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
+        if self.head.is_some() || self.reply.is_none() {
+            return Err(PyRuntimeError::new_err("http.response.start sent twice"));
+        }
+        let py = message.py();
+        let status: u16 = message
+            .get_item(intern!(py, "status"))?
+            .ok_or_else(|| PyValueError::new_err("http.response.start needs a status"))?
+            .extract()?;
+        let mut head = ResponseHead::new(status, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if let Some(headers) = message.get_item(intern!(py, "headers"))? {
+            for pair in headers.try_iter()? {
+                let pair = pair?;
+                let name = header_bytes(&pair.get_item(0)?)?;
+                let value = header_bytes(&pair.get_item(1)?)?;
+                head.push(&name, &value)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            }
+        }
+        self.head = Some(head);
+        Ok(())
+    }
+
+    /// Queues body bytes; `Some(future)` when the app must wait for the client.
+    fn body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Option<Py<PyAny>>> {
+        if self.finished {
+            return Err(PyRuntimeError::new_err(
+                "http.response.body sent after the response completed",
+            ));
+        }
+        let body = match message.get_item(intern!(py, "body"))? {
+            Some(b) if !b.is_none() => Bytes::copy_from_slice(
+                b.cast::<PyBytes>()
+                    .map_err(|_| PyTypeError::new_err("body must be bytes"))?
+                    .as_bytes(),
+            ),
+            _ => Bytes::new(),
+        };
+        let more = match message.get_item(intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        if self.reply.is_some() {
+            let head = self
+                .head
+                .take()
+                .ok_or_else(|| PyRuntimeError::new_err("http.response.body before http.response.start"))?;
+            if !more {
+                self.respond(head.into_response(ResponseBody::full(body)));
+                self.end();
+                return Ok(None);
+            }
+            let (tx, rx) = pipe::channel(self.ctx.high_water);
+            let shared = self.shared.clone();
+            let mailbox = self.ctx.mailbox.clone();
+            tx.on_close(move || {
+                shared.lock().disconnected = true;
+                mailbox.post(Event::Wake(shared));
+            });
+            self.respond(head.into_response(ResponseBody::stream(rx)));
+            self.pipe = Some(tx);
+        }
+        let Some(tx) = self.pipe.as_ref() else { return Ok(None) };
+        // Sends after a disconnect are dropped quietly, as uvicorn does; `receive()`
+        // reports the disconnect to apps that care.
+        if tx.send_now(body) == Err(Disconnected) || self.head_request {
+            if !more {
+                self.finish_stream();
+            }
+            return Ok(None);
+        }
+        if !more {
+            self.finish_stream();
+            return Ok(None);
+        }
+        if tx.is_full() {
+            let fut = self.ctx.create_future.bind(py).call0()?.unbind();
+            {
+                let mut io = self.shared.lock();
+                io.drained = false;
+                io.send_waiter = Some(fut.clone_ref(py));
+            }
+            let shared = self.shared.clone();
+            let mailbox = self.ctx.mailbox.clone();
+            tx.on_drain(move || {
+                shared.lock().drained = true;
+                mailbox.post(Event::Wake(shared));
+            });
+            return Ok(Some(fut));
+        }
+        Ok(None)
+    }
+
+    fn finish_stream(&mut self) {
+        if let Some(tx) = self.pipe.take() {
+            tx.finish();
+        }
+        self.end();
+    }
+}
+
+fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    // Lenient like uvicorn: str is accepted and encoded as latin-1.
+    let s: String = v
+        .extract()
+        .map_err(|_| PyTypeError::new_err("header names and values must be bytes"))?;
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err("header is not latin-1")))
+        .collect()
+}
+
+#[pymethods]
+impl HttpCycle {
+    fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut io = self.shared.lock();
+        if let Some(msg) = next_message(&mut io) {
+            drop(io);
+            return ready(py, message_dict(py, msg)?);
+        }
+        let fut = self.ctx.create_future.bind(py).call0()?.unbind();
+        io.receive_waiter = Some(fut.clone_ref(py));
+        if !io.request_complete_sent {
+            self.shared.want_body.notify_one();
+        }
+        Ok(fut)
+    }
+
+    fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let message = message
+            .cast::<PyDict>()
+            .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
+        let kind: String = message
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyValueError::new_err("an ASGI message needs a type"))?
+            .extract()?;
+        match kind.as_str() {
+            "http.response.start" => self.start(message)?,
+            "http.response.body" => {
+                if let Some(fut) = self.body(py, message)? {
+                    return Ok(fut);
+                }
+            }
+            other => return Err(PyValueError::new_err(format!("unexpected ASGI message type {other:?}"))),
+        }
+        ready(py, py.None())
+    }
+
+    /// The app raised: 500 if nothing was sent, else cut the response short.
+    fn app_failed(&mut self, traceback: &str) {
+        ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
+        if self.reply.is_some() {
+            self.respond(error_page::response(500, "Internal Server Error", true));
+        } else if let Some(tx) = self.pipe.take() {
+            tx.abort();
+        }
+        self.end();
+    }
+
+    fn app_returned(&mut self) {
+        if self.reply.is_some() {
+            ferricorn_core::error!("ASGI callable returned without starting response.");
+            self.respond(error_page::response(500, "Internal Server Error", true));
+        } else if let Some(tx) = self.pipe.take() {
+            ferricorn_core::error!("ASGI callable returned without completing response.");
+            tx.abort();
+        }
+        self.end();
+    }
+}

@@ -1,0 +1,226 @@
+//! The ASGI 3.0 bridge: `http` and `lifespan` scopes on an asyncio loop in a worker
+//! thread, fed by the same front end as WSGI.
+//!
+//! The I/O thread never takes the GIL: it posts events (a new request, "this request's
+//! state changed") to a channel and bumps an eventfd that the loop watches. The loop
+//! thread drains the channel: it builds the scope, starts the app task, and resolves the
+//! futures that `receive()`/`send()` returned. Request bodies are read on the I/O thread
+//! only when the app asks for more; responses go through the same byte-budgeted pipe as
+//! WSGI, whose drain and close hooks wake a `send()` waiting for room or a `receive()`
+//! waiting for the disconnect.
+
+mod cycle;
+mod scope;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use ferricorn_server::{error_page, App, BoxFuture, Request, ResponseBody};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use cycle::{CycleShared, HttpCycle};
+
+type Reply = tokio::sync::oneshot::Sender<http::Response<ResponseBody>>;
+
+pub(crate) enum Event {
+    Request(Box<(Request, Reply, Arc<CycleShared>)>),
+    /// A request's I/O state changed: wake whatever its app is awaiting.
+    Wake(Arc<CycleShared>),
+}
+
+/// Events for the loop thread: a channel plus an eventfd the loop's selector watches.
+pub(crate) struct Mailbox {
+    tx: crossbeam_channel::Sender<Event>,
+    rx: crossbeam_channel::Receiver<Event>,
+    efd: OwnedFd,
+}
+
+impl Mailbox {
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: a fresh descriptor we own.
+        Ok(Self {
+            tx,
+            rx,
+            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn post(&self, event: Event) {
+        if self.tx.send(event).is_ok() {
+            let one: u64 = 1;
+            // SAFETY: an 8-byte write to our own eventfd; EAGAIN (counter full) is harmless.
+            unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    fn reset(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: an 8-byte read from our own non-blocking eventfd.
+        unsafe { libc::read(self.efd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+/// Per-worker constants of the bridge.
+pub struct AsgiConfig {
+    pub root_path: String,
+    pub loop_kind: String,
+    pub lifespan: String,
+    pub high_water: usize,
+}
+
+/// What the loop thread needs to start a request.
+pub(crate) struct LoopCtx {
+    pub app: Py<PyAny>,
+    pub run_http: Py<PyAny>,
+    pub create_task: Py<PyAny>,
+    pub create_future: Py<PyAny>,
+    pub state: Py<PyDict>,
+    pub root_path: String,
+    pub high_water: usize,
+    pub mailbox: Arc<Mailbox>,
+}
+
+/// The loop's reader callback for the eventfd.
+#[pyclass(module = "ferricorn")]
+pub struct Drain {
+    ctx: Option<Arc<LoopCtx>>,
+    mailbox: Arc<Mailbox>,
+}
+
+#[pymethods]
+impl Drain {
+    fn __call__(&self, py: Python<'_>) {
+        self.mailbox.reset();
+        let Some(ctx) = &self.ctx else { return };
+        while let Ok(event) = self.mailbox.rx.try_recv() {
+            match event {
+                Event::Request(job) => {
+                    let (req, reply, shared) = *job;
+                    if let Err(e) = start_request(py, ctx, req, reply, shared) {
+                        ferricorn_core::error!(
+                            "Error starting the ASGI application\n{}",
+                            crate::pyhelpers::format_exception(py, &e)
+                        );
+                    }
+                }
+                Event::Wake(shared) => cycle::wake(py, ctx, &shared),
+            }
+        }
+    }
+}
+
+fn start_request(
+    py: Python<'_>,
+    ctx: &Arc<LoopCtx>,
+    req: Request,
+    reply: Reply,
+    shared: Arc<CycleShared>,
+) -> PyResult<()> {
+    let scope = scope::http_scope(py, ctx, &req)?;
+    let cycle = Bound::new(
+        py,
+        HttpCycle::new(ctx.clone(), shared, reply, req.head.method == http::Method::HEAD),
+    )?;
+    let coro = ctx.run_http.bind(py).call1((ctx.app.bind(py), scope, cycle))?;
+    ctx.create_task.bind(py).call1((coro,))?;
+    Ok(())
+}
+
+/// The loop thread and lifespan of an ASGI worker.
+pub struct AsgiRuntime {
+    loop_thread: Py<PyAny>,
+    lifespan: Py<PyAny>,
+}
+
+impl AsgiRuntime {
+    /// Runs the lifespan shutdown, bounded by `timeout`.
+    pub fn shutdown(&self, py: Python<'_>, timeout: std::time::Duration) {
+        let result = self.lifespan.bind(py).call_method0("shutdown").and_then(|coro| {
+            self.loop_thread
+                .bind(py)
+                .call_method1("submit", (coro, timeout.as_secs_f64()))
+        });
+        match result {
+            Ok(msg) if !msg.is_none() => ferricorn_core::error!("Application shutdown failed:\n{msg}"),
+            Ok(_) => {}
+            Err(e) => ferricorn_core::error!("Application shutdown failed: {e}"),
+        }
+    }
+}
+
+pub struct AsgiBridge {
+    mailbox: Arc<Mailbox>,
+}
+
+/// Starts the loop thread and runs the lifespan startup. `Err` carries a message when
+/// the application's startup failed (the worker must not serve).
+pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBridge, AsgiRuntime), String> {
+    let err = |e: PyErr| crate::pyhelpers::format_exception(py, &e);
+    let helpers = py.import("ferricorn._asgi").map_err(err)?;
+    let app = helpers.getattr("as_asgi3").and_then(|f| f.call1((app,))).map_err(err)?;
+    let mailbox = Arc::new(Mailbox::new().map_err(|e| e.to_string())?);
+    let drain = Bound::new(
+        py,
+        Drain {
+            ctx: None,
+            mailbox: mailbox.clone(),
+        },
+    )
+    .map_err(err)?;
+    let loop_thread = helpers
+        .getattr("LoopThread")
+        .and_then(|c| c.call1((cfg.loop_kind.as_str(), mailbox.efd.as_raw_fd(), drain.clone())))
+        .map_err(err)?;
+    let event_loop = loop_thread.getattr("loop").map_err(err)?;
+    let state = PyDict::new(py);
+    let ctx = LoopCtx {
+        app: app.clone().unbind(),
+        run_http: helpers.getattr("run_http").map_err(err)?.unbind(),
+        create_task: event_loop.getattr("create_task").map_err(err)?.unbind(),
+        create_future: event_loop.getattr("create_future").map_err(err)?.unbind(),
+        state: state.clone().unbind(),
+        root_path: cfg.root_path.clone(),
+        high_water: cfg.high_water,
+        mailbox: mailbox.clone(),
+    };
+    drain.borrow_mut().ctx = Some(Arc::new(ctx));
+    loop_thread.call_method0("start").map_err(err)?;
+    let lifespan = helpers
+        .getattr("Lifespan")
+        .and_then(|c| c.call1((app, cfg.lifespan.as_str(), state)))
+        .map_err(err)?;
+    let failure = lifespan
+        .call_method0("startup")
+        .and_then(|coro| loop_thread.call_method1("submit", (coro,)))
+        .map_err(err)?;
+    if !failure.is_none() {
+        return Err(failure.to_string());
+    }
+    Ok((
+        AsgiBridge { mailbox },
+        AsgiRuntime {
+            loop_thread: loop_thread.unbind(),
+            lifespan: lifespan.unbind(),
+        },
+    ))
+}
+
+impl App for AsgiBridge {
+    fn call(&self, mut req: Request) -> BoxFuture<http::Response<ResponseBody>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
+        let shared = CycleShared::new(body, &self.mailbox);
+        self.mailbox.post(Event::Request(Box::new((req, reply, shared))));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
+        })
+    }
+}

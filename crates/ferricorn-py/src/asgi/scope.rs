@@ -1,0 +1,64 @@
+//! The ASGI `http` scope, built in one pass over the request head.
+
+use ferricorn_server::Request;
+use http::Version;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use super::LoopCtx;
+
+pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
+    let head = &req.head;
+    let scope = PyDict::new(py);
+    let asgi = PyDict::new(py);
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(
+        intern!(py, "http_version"),
+        if head.version == Version::HTTP_10 {
+            intern!(py, "1.0")
+        } else {
+            intern!(py, "1.1")
+        },
+    )?;
+    scope.set_item(intern!(py, "method"), head.method.as_str())?;
+    scope.set_item(intern!(py, "scheme"), req.scheme)?;
+    let raw_path = head.uri.path();
+    let decoded: Vec<u8> = percent_encoding::percent_decode(raw_path.as_bytes()).collect();
+    // ASGI: `path` is the full path below the server, so it includes `root_path`.
+    let path = format!("{}{}", ctx.root_path, String::from_utf8_lossy(&decoded));
+    scope.set_item(intern!(py, "path"), path)?;
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
+    scope.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, head.uri.query().unwrap_or("").as_bytes()),
+    )?;
+    scope.set_item(intern!(py, "root_path"), ctx.root_path.as_str())?;
+    let headers = PyList::empty(py);
+    for (name, value) in &head.headers {
+        let pair = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
+        headers.append(pair)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+    match req.conn.peer {
+        Some(p) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port()))?,
+        None => scope.set_item(intern!(py, "client"), py.None())?,
+    }
+    match req.conn.local {
+        Some(l) => scope.set_item(intern!(py, "server"), (l.ip().to_string(), l.port()))?,
+        None => scope.set_item(intern!(py, "server"), py.None())?,
+    }
+    // Each request gets a shallow copy of the lifespan state, as the spec asks.
+    scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;
+    scope.set_item(intern!(py, "extensions"), PyDict::new(py))?;
+    Ok(scope)
+}

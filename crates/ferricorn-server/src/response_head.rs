@@ -1,0 +1,129 @@
+//! The response head an application produces, with the server's policy applied once for
+//! every bridge: header names and values are validated, hop-by-hop headers and the
+//! server-owned `Server`/`Date` are dropped (as in Gunicorn), `Connection: close` is
+//! honoured and the declared `Content-Length` caps the body.
+
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+
+use crate::ResponseBody;
+
+/// Headers the server owns; an application's values are dropped.
+const SERVER_OWNED: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "server",
+    "date",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("invalid header name {0:?}")]
+    Name(String),
+    #[error("invalid value for header {0:?}")]
+    Value(String),
+    #[error("invalid Content-Length {0:?}")]
+    ContentLength(String),
+    #[error("invalid status {0}")]
+    Status(u16),
+}
+
+#[derive(Debug)]
+pub struct ResponseHead {
+    status: StatusCode,
+    reason: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    content_length: Option<u64>,
+    close: bool,
+}
+
+impl ResponseHead {
+    /// `reason` is kept only when it differs from the canonical one.
+    pub fn new(status: u16, reason: Option<&str>) -> Result<Self, HeadError> {
+        let status = StatusCode::from_u16(status).map_err(|_| HeadError::Status(status))?;
+        let reason = reason
+            .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+            .map(str::to_string);
+        Ok(Self {
+            status,
+            reason,
+            headers: Vec::new(),
+            content_length: None,
+            close: false,
+        })
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeadError> {
+        let text = || String::from_utf8_lossy(name).into_owned();
+        let hname = HeaderName::from_bytes(name).map_err(|_| HeadError::Name(text()))?;
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(HeadError::Value(text()));
+        }
+        let hvalue = HeaderValue::from_bytes(value).map_err(|_| HeadError::Value(text()))?;
+        if hname == header::CONTENT_LENGTH {
+            let v = std::str::from_utf8(value).unwrap_or("").trim();
+            let n = v.parse().map_err(|_| HeadError::ContentLength(v.to_string()))?;
+            self.content_length = Some(n);
+        }
+        if SERVER_OWNED.contains(&hname.as_str()) {
+            if hname == header::CONNECTION && value.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            }
+            return Ok(());
+        }
+        self.headers.push((hname, hvalue));
+        Ok(())
+    }
+
+    pub fn into_response(self, mut body: ResponseBody) -> Response<ResponseBody> {
+        if let Some(len) = self.content_length {
+            body.limit(len);
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.reserve(self.headers.len());
+        for (k, v) in self.headers {
+            h.append(k, v);
+        }
+        if self.close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(r) = self.reason {
+            if let Ok(p) = hyper::ext::ReasonPhrase::try_from(r.into_bytes()) {
+                resp.extensions_mut().insert(p);
+            }
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy() {
+        let mut h = ResponseHead::new(200, Some("Fine")).unwrap();
+        h.push(b"Content-Type", b"text/plain").unwrap();
+        h.push(b"Server", b"evil").unwrap();
+        h.push(b"Connection", b"close").unwrap();
+        h.push(b"Content-Length", b"3").unwrap();
+        assert!(h.push(b"Bad Name", b"x").is_err());
+        assert!(h.push(b"X", b"a\r\nb").is_err());
+        assert!(h.push(b"Content-Length", b"abc").is_err());
+        let resp = h.into_response(ResponseBody::full(bytes::Bytes::from_static(b"hello")));
+        assert!(resp.headers().get("server").is_none());
+        assert_eq!(resp.headers()["connection"], "close");
+        assert!(ResponseHead::new(1000, None).is_err());
+    }
+}
