@@ -1,32 +1,71 @@
 #!/usr/bin/env python3
-"""Side-by-side load benchmark: ferricorn vs Gunicorn vs Granian on the same app.
+"""Side-by-side load benchmark: ferricorn vs Gunicorn, Granian, uvicorn, bjoern and a
+pure-Rust reference, over several WSGI scenarios (bench/apps.py).
 
-Each server is started on a free loopback port, warmed up, and loaded with wrk; rounds
-are interleaved (A B C A B C ...) and the median of each server's runs is reported,
-with ratios against Gunicorn. With two or more CPUs the server and wrk are pinned to
-disjoint CPUs (taskset). Servers that are not installed are skipped with a note.
+Every server runs exactly one worker, pinned to one CPU; wrk runs on the other CPU(s).
+For each round, scenario and server a fresh server is started on a free loopback port,
+timed to its first successful response, checked for a correct answer, measured idle
+(RSS of its whole process tree), warmed up and loaded with wrk while its RSS is sampled.
+Rounds are interleaved (A B C A B C ...); the table reports medians and ratios against
+Gunicorn, Granian and the pure-Rust reference. Servers that are not installed are
+skipped with a note. See bench/README.md.
 
-    python bench/run.py                      # full run (pip install -r bench/requirements.txt)
-    python bench/run.py --smoke              # a few seconds, ferricorn only if others absent
+    python bench/run.py --setup              # bench/.venv with the peers + a release build, then run
+    python bench/run.py                      # full run with whatever is installed here
+    python bench/run.py --scenarios hello,echo --rounds 2 --duration 5
+    python bench/run.py --smoke              # a few seconds: hello only, checks the harness works
 """
 
 import argparse
 import datetime
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import re
+import resource
+import shlex
 import shutil
+import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_VENV = ROOT / "bench" / ".venv"
+RUST_HELLO = ROOT / "target" / "release" / "examples" / "hello"
+RUST_BUILD = ["cargo", "build", "--release", "--example", "hello", "-p", "ferricorn-server"]
+ALL_SERVERS = ["ferricorn", "gunicorn", "granian", "uvicorn", "bjoern", "rust"]
+ECHO_BYTES = 10240
 
+# name -> app, request, expected response body length, default threads/connections.
+SCENARIOS = {
+    "hello": {"app": "examples.hello:app", "body": 14, "threads": 1, "connections": 64,
+              "what": 'GET, the 14-byte "Hello, World!\\n" of examples/hello.py'},
+    "10k": {"app": "bench.apps:ten_k", "body": 10240, "threads": 1, "connections": 64,
+            "what": "GET, a 10 KiB response body"},
+    "echo": {"app": "bench.apps:echo", "body": ECHO_BYTES, "post": ECHO_BYTES, "threads": 1, "connections": 64,
+             "what": "POST of 10 KiB, read from wsgi.input and sent back"},
+    "1m": {"app": "bench.apps:one_m", "body": 1024 * 1024, "threads": 1, "connections": 64,
+           "what": "GET, a 1 MiB response body"},
+    "sleep10ms": {"app": "bench.apps:sleep10ms", "body": 12, "threads": 32, "connections": 256,
+                  "what": "GET, the app sleeps 10 ms (I/O-bound); 32 app threads, 256 connections"},
+}
+ECHO_LUA = f"""-- wrk script for the echo scenario: POST a {ECHO_BYTES}-byte body
+wrk.method = "POST"
+wrk.body = string.rep("x", {ECHO_BYTES})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+# ---------------------------------------------------------------------------- servers
 
 def free_port():
     with socket.socket() as s:
@@ -39,6 +78,7 @@ def tool(name):
 
 
 def server_cmd(name, app, port, workers, threads):
+    """The command line for one server, or a string saying why it cannot run."""
     bind = f"127.0.0.1:{port}"
     if name == "ferricorn":
         exe = tool("ferricorn")
@@ -47,15 +87,39 @@ def server_cmd(name, app, port, workers, threads):
     if name == "gunicorn":
         exe = tool("gunicorn")
         if not exe:
-            return None
-        return [exe, "-w", str(workers), "--threads", str(threads), "-b", bind, "--log-level", "warning", app]
+            return "not installed (python bench/run.py --setup)"
+        worker = "sync" if threads == 1 else "gthread"
+        return [exe, "-w", str(workers), "-k", worker, "--threads", str(threads), "-b", bind,
+                "--log-level", "warning", app]
     if name == "granian":
         exe = tool("granian")
         if not exe:
-            return None
-        return [exe, "--interface", "wsgi", "--workers", str(workers), "--blocking-threads", str(threads),
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", app]
+            return "not installed (python bench/run.py --setup)"
+        return [exe, "--interface", "wsgi", "--workers", str(workers), "--runtime-threads", "1",
+                "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", app]
+    if name == "uvicorn":
+        exe = tool("uvicorn")
+        if not exe:
+            return "not installed (python bench/run.py --setup)"
+        # WSGI through uvicorn's own WSGIMiddleware: a fixed pool of 10 threads, no flag for it.
+        return [exe, "--interface", "wsgi", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", "--no-access-log", app]
+    if name == "bjoern":
+        if importlib.util.find_spec("bjoern") is None:
+            return "not installed (it needs libev headers to build; python bench/run.py --setup tries it)"
+        # One process, one thread, no options: `threads` and `workers` do not apply.
+        return [sys.executable, "bench/apps.py", "bjoern", app, "127.0.0.1", str(port)]
+    if name == "rust":
+        if not RUST_HELLO.exists():
+            return f"not built ({' '.join(RUST_BUILD)})"
+        return [str(RUST_HELLO), bind]
     raise ValueError(name)
+
+
+def applies(name, scenario):
+    """The pure-Rust reference serves one fixed body: it only takes part in `hello`."""
+    return name != "rust" or scenario == "hello"
 
 
 def pin(cmd, cpus):
@@ -64,185 +128,635 @@ def pin(cmd, cpus):
     return cmd
 
 
-def wait_ready(url, proc, timeout=20):
+def request(port, method="GET", body=None, timeout=2.0):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+        conn.request(method, "/", body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(port, proc, timeout=30):
+    """Poll (every 5 ms) until the server answers 200; False if it died or never answered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                r.read()
+            status, _ = request(port, timeout=1)
+            if status == 200:
                 return True
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.005)
     return False
 
 
+def check_response(port, sc):
+    """One request as the load will send it; returns a problem or None."""
+    payload = b"x" * sc["post"] if sc.get("post") else None
+    try:
+        status, body = request(port, "POST" if payload else "GET", payload, timeout=5)
+    except OSError as e:
+        return f"check request failed: {e}"
+    if status != 200:
+        return f"check request: status {status}"
+    if len(body) != sc["body"] or (payload is not None and body != payload):
+        return f"check request: {len(body)}-byte body, expected {sc['body']}"
+    return None
+
+
+def stop(proc):
+    """TERM the server, then KILL whatever is left of its process group (it has its own session)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+# ---------------------------------------------------------------------------- memory
+
+def tree_pids(root):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    pids, i = [root], 0
+    while i < len(pids):
+        pids += children.get(pids[i], [])
+        i += 1
+    return pids
+
+
+def tree_rss_kib(root):
+    """Sum of VmRSS over a process and all its descendants (master + workers + helpers)."""
+    total = 0
+    for p in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def tree_cpu_s(root):
+    """utime + stime (seconds) of a process tree's live processes."""
+    ticks = 0
+    for p in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler(threading.Thread):
+    """Peak process-tree RSS while the load runs."""
+
+    def __init__(self, pid, every=0.5):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak = pid, every, 0
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(self.every):
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return max(self.peak, tree_rss_kib(self.pid))
+
+
+# ---------------------------------------------------------------------------- load
+
+def wrk_cmd(url, duration, connections, threads, script):
+    cmd = [shutil.which("wrk") or "wrk", "-t", str(max(1, min(threads, connections))), "-c", str(connections),
+           "-d", f"{duration}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    return cmd + [url]
+
+
 def parse_wrk(out):
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        return None
+    rps = float(m.group(1))
+
     def lat(p):
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        m = re.search(rf"\s{p}(?:\.000)?%\s+([\d.]+)(us|ms|s)\b", out)
         if not m:
             return None
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-    errors = 0
+
+    non2xx = socket_errors = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
-        errors += int(m.group(1))
+        non2xx = int(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
-        errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": errors}
+        socket_errors = sum(int(x) for x in m.groups())
+    m = re.search(r"(\d+) requests in", out)
+    return {"rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": non2xx + socket_errors,
+            "non2xx": non2xx, "socket_errors": socket_errors, "requests": int(m.group(1)) if m else None}
 
 
-def python_load(url, duration, connections):
+def python_load(port, duration, connections, payload):
     """Fallback when wrk is missing: keep-alive clients on threads (much slower than wrk)."""
     import http.client
-    import threading
-    from urllib.parse import urlparse
 
-    u = urlparse(url)
-    counts, errors = [0] * connections, [0]
-    stop = time.monotonic() + duration
+    lat, errors = [[] for _ in range(connections)], [0]
+    stop_at = time.monotonic() + duration
 
     def worker(i):
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
-        while time.monotonic() < stop:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        while time.monotonic() < stop_at:
+            t = time.perf_counter()
             try:
-                conn.request("GET", u.path or "/")
+                conn.request("POST" if payload else "GET", "/", body=payload)
                 r = conn.getresponse()
                 r.read()
-                counts[i] += 1
+                if r.status >= 400:
+                    errors[0] += 1
+                lat[i].append((time.perf_counter() - t) * 1000)
             except Exception:
                 errors[0] += 1
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
 
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    return {"rps": sum(counts) / duration, "p50_ms": None, "p99_ms": None, "errors": errors[0]}
+    all_lat = sorted(x for xs in lat for x in xs)
+
+    def pct(p):
+        return all_lat[min(len(all_lat) - 1, int(len(all_lat) * p / 100))] if all_lat else None
+
+    return {"rps": len(all_lat) / duration, "p50_ms": pct(50), "p99_ms": pct(99), "errors": errors[0],
+            "non2xx": None, "socket_errors": None, "requests": len(all_lat)}
 
 
-def run_load(url, duration, connections, cpus):
-    wrk = shutil.which("wrk")
-    if not wrk:
-        return python_load(url, duration, connections), "python"
-    cmd = pin([wrk, "-t", "1" if connections < 4 else "2", "-c", str(connections), "-d", f"{duration}s", "--latency", url], cpus)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
-    return parse_wrk(out), "wrk"
+def run_load(port, duration, connections, load, script, payload):
+    if load["wrk"]:
+        cmd = pin(wrk_cmd(f"http://127.0.0.1:{port}/", duration, connections, load["threads"], script), load["cpus"])
+        r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+        r1, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
+        res = parse_wrk(out.stdout)
+        if res is None:
+            raise RuntimeError(f"wrk failed: {(out.stdout + out.stderr).strip()[-500:]}")
+        # Share of its CPU(s) wrk used: near 100% means the load generator, not the server, is the limit.
+        used = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+        res["wrk_cpu_pct"] = 100 * used / wall / load["ncpus"]
+        return res
+    return python_load(port, duration, connections, payload)
 
 
-def rss_kib(pid):
-    """Total RSS of a process and its children (master + workers)."""
-    total = 0
-    pids = [pid]
+# ---------------------------------------------------------------------------- machine
+
+def cpu_model():
     try:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry))
-                except OSError:
-                    pass
-        for p in pids:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return total
+    return platform.processor() or platform.machine()
 
+
+def mem_total_gib():
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return None
+
+
+def parse_cpus(spec):
+    """taskset's list syntax: "0", "1-3,5" -> {0}, {1, 2, 3, 5}."""
+    out = set()
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def cpu_list(cpus):
+    return ",".join(str(c) for c in cpus)
+
+
+def elf_has_debug_info(path):
+    """True if the shared object has a .debug_info section (a dev-profile build here)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:4] != b"\x7fELF" or data[4] != 2:
+            return None
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        off, size = struct.unpack_from("<QQ", data, shoff + shstrndx * shentsize + 0x18)
+        return b".debug_info\x00" in data[off:off + size]
+    except (OSError, struct.error, IndexError):
+        return None
+
+
+def versions():
+    v = {"python": platform.python_version()}
+    for pkg in ["ferricorn", "gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern"]:
+        try:
+            v[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    spec = importlib.util.find_spec("ferricorn._ferricorn") if "ferricorn" in v else None
+    if spec and spec.origin:
+        dbg = elf_has_debug_info(spec.origin)
+        v["ferricorn_build"] = "unknown build" if dbg is None else "dev build (debug info)" if dbg else "release build"
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        if rev.returncode == 0:
+            v["git"] = rev.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        pass
+    wrk = shutil.which("wrk")
+    if wrk:
+        out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
+        m = re.match(r"wrk (\S+)", (out.stdout + out.stderr).strip())
+        v["wrk"] = m.group(1) if m else "?"
+    return v
+
+
+# ---------------------------------------------------------------------------- report
+
+def med(values):
+    values = [x for x in values if x is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs):
+    return {
+        "rps": med(r["rps"] for r in runs),
+        "p50_ms": med(r["p50_ms"] for r in runs),
+        "p99_ms": med(r["p99_ms"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "rss_idle_kib": med(r["rss_idle_kib"] for r in runs),
+        "rss_load_kib": med(r["rss_load_kib"] for r in runs),
+        "start_ms": med(r["start_ms"] for r in runs),
+        "server_cpu_pct": med(r["server_cpu_pct"] for r in runs),
+        "wrk_cpu_pct": med(r.get("wrk_cpu_pct") for r in runs),
+        "runs": len(runs),
+    }
+
+
+def fmt(x, spec, suffix=""):
+    return "-" if x is None else format(x, spec) + suffix
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def table(summary, scenarios, names):
+    head = ["scenario", "server", "req/s", "vs gunicorn", "vs granian", "vs Rust ref", "p50 ms", "p99 ms",
+            "errors", "RSS idle MiB", "RSS load MiB", "start ms", "CPU % server/wrk"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "--:" for i in range(len(head))) + "|"]
+    for sc in scenarios:
+        got = summary.get(sc, {})
+        for name in names:
+            s = got.get(name)
+            if not s:
+                continue
+            ref = lambda peer: got.get(peer, {}).get("rps")  # noqa: E731
+            rows.append("| " + " | ".join([
+                sc, "pure-Rust ref" if name == "rust" else name, fmt(s["rps"], ",.0f"),
+                ratio(s["rps"], ref("gunicorn")), ratio(s["rps"], ref("granian")), ratio(s["rps"], ref("rust")),
+                fmt(s["p50_ms"], ".2f"), fmt(s["p99_ms"], ".2f"), str(s["errors"]),
+                fmt(s["rss_idle_kib"] and s["rss_idle_kib"] / 1024, ".1f"),
+                fmt(s["rss_load_kib"] and s["rss_load_kib"] / 1024, ".1f"), fmt(s["start_ms"], ".0f"),
+                f"{fmt(s['server_cpu_pct'], '.0f')}/{fmt(s['wrk_cpu_pct'], '.0f')}",
+            ]) + " |")
+    return "\n".join(rows)
+
+
+def rel(path):
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def show(cmd):
+    return shlex.join(rel(c) if os.path.isabs(c) and os.path.exists(c) else c for c in cmd)
+
+
+def markdown(report, tbl):
+    m, p, v = report["machine"], report["params"], report["versions"]
+    peers = ", ".join(f"{k} {v[k]}" for k in ["gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern"] if k in v)
+    lines = [
+        f"# ferricorn benchmark, {report['date']}",
+        "",
+        f"- Machine: {m['cpu_model']}, {m['cores']} cores (usable: CPUs {m['usable_cpus']})"
+        + (f", {m['mem_gib']:.0f} GiB RAM" if m.get("mem_gib") else "") + f", {m['platform']}"
+        + (f"; load average at start {' '.join(m['loadavg'])}" if m.get("loadavg") else ""),
+        f"- Pinning: {m['pinning']}",
+        f"- Method: {p['rounds']} interleaved rounds; per round, scenario and server a fresh server, "
+        f"{p['warmup']} s wrk warm-up, then {p['duration']} s measured; 1 worker per server; medians over rounds "
+        f"(errors: sum). Load generator: {report['loader']}.",
+        f"- Versions: Python {v['python']}; ferricorn {v.get('ferricorn', '?')} ({v.get('ferricorn_build', '?')}"
+        + (f", git {v['git']}" if "git" in v else "") + f"); {peers or 'no peers installed'}"
+        + (f"; wrk {v['wrk']}" if "wrk" in v else ""),
+        f"- Command: `{report['command']}`",
+        "",
+        tbl,
+        "",
+        "req/s, p50/p99 (wrk's latency distribution) and RSS are medians over rounds; errors are non-2xx "
+        "responses plus socket errors (connect/read/write/timeout), summed over rounds. RSS is the sum of "
+        "VmRSS over the server's whole process tree: idle = after the first response, load = peak during the "
+        "measured run. start = from spawning the server to its first 200 response. CPU % = share of its "
+        "pinned CPU(s) the server's process tree and wrk used during the measured run: wrk near 100% means "
+        "the load generator, not the server, was the limit. Ratios compare req/s medians within a scenario; "
+        "the pure-Rust reference serves only `hello`.",
+    ]
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    lines += ["", "## Commands", "",
+              "Run from the repository root with `PYTHONPATH=<repo root>`; `PORT` is a free loopback port.", ""]
+    for sc, cmds in report["commands"].items():
+        lines += [f"`{sc}`: {SCENARIOS[sc]['what'] if sc in SCENARIOS else 'custom app'}", "", "```"]
+        lines += [f"{name}: {c}" for name, c in cmds.items()]
+        lines += ["```", ""]
+    if "echo" in report["commands"] and report["loader"] == "wrk":
+        lines += ["`echo.lua`:", "", "```lua", ECHO_LUA.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def default_results_path(date, model, cores):
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "machine"
+    return ROOT / "bench" / "results" / f"{date}-{slug}-{cores}c.md"
+
+
+# ---------------------------------------------------------------------------- setup
+
+def setup(argv, dry_run):
+    """bench/.venv with the peers and a release build of this checkout, then re-run there."""
+    py = BENCH_VENV / "bin" / "python"
+    pip = [str(py), "-m", "pip", "install", "-q"]
+    steps = []
+    if not py.exists():
+        steps.append(("create bench/.venv", [sys.executable, "-m", "venv", str(BENCH_VENV)], True))
+    steps += [
+        ("peers", pip + ["-r", str(ROOT / "bench" / "requirements.txt")], True),
+        ("bjoern (optional: needs a C compiler and libev headers)", pip + ["bjoern"], False),
+        # A non-editable install of the checkout: pip runs maturin's PEP 517 backend, which
+        # builds a release (`--release`, profile.release: fat LTO) wheel.
+        ("ferricorn, release build", pip + ["--force-reinstall", "--no-deps", str(ROOT)], True),
+        ("pure-Rust reference", RUST_BUILD, False),
+    ]
+    rest = [a for a in argv if a not in ("--setup", "--dry-run")]
+    run = [str(py), str(ROOT / "bench" / "run.py")] + rest
+    for what, cmd, required in steps:
+        print(f"# {what}\n{shlex.join(cmd)}", flush=True)
+        if dry_run:
+            continue
+        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        if rc != 0:
+            if required:
+                sys.exit(f"setup step failed ({what}): exit {rc}")
+            print(f"note: {what} failed (exit {rc}); it is skipped in the run", file=sys.stderr)
+    print(f"# run\n{shlex.join(run)}", flush=True)
+    if dry_run:
+        return 0
+    os.execv(run[0], run)
+
+
+# ---------------------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="a few seconds, to check the harness works")
-    ap.add_argument("--app", default="examples.hello:app")
-    ap.add_argument("--servers", default="ferricorn,gunicorn,granian")
+    ap.add_argument("--setup", action="store_true",
+                    help="create/update bench/.venv (peers, bjoern if it builds, a release build of ferricorn), "
+                         "build the pure-Rust reference, then run the benchmark there with the other options")
+    ap.add_argument("--dry-run", action="store_true", help="with --setup: print the setup commands only")
+    ap.add_argument("--smoke", action="store_true", help="a few seconds (hello only), to check the harness works")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of: {', '.join(SCENARIOS)}")
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated (rust = pure-Rust reference)")
+    ap.add_argument("--app", help="benchmark this app (MODULE:CALLABLE, GET /) as scenario `custom` instead")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--threads", type=int, help="override every scenario's thread count (default: 1, sleep10ms 32)")
+    ap.add_argument("--connections", type=int, help="override every scenario's connections (default: 64, sleep10ms 256)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds of measured load per run")
+    ap.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up before each measured run")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--path", default="/")
-    ap.add_argument("--out", help="write results as JSON here")
+    ap.add_argument("--server-cpu", help="CPU(s) for the server (default: the first usable CPU)")
+    ap.add_argument("--load-cpus", help="CPU(s) for wrk (default: the next usable CPUs, up to 4)")
+    ap.add_argument("--out", help="also write every run as JSON here")
+    ap.add_argument("--results", help="markdown report path (default: bench/results/DATE-MACHINE.md; not in --smoke)")
+    ap.add_argument("--no-results", action="store_true", help="do not write the markdown report")
     args = ap.parse_args()
+    if args.setup:
+        return setup(sys.argv[1:], args.dry_run)
+
+    if args.app:
+        SCENARIOS["custom"] = {"app": args.app, "body": None, "threads": 1, "connections": 64, "what": args.app}
+        scenarios = ["custom"]
+    else:
+        scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if args.smoke:
-        args.duration, args.rounds, args.connections = 2, 1, 8
-
-    ncpu = os.cpu_count() or 1
-    server_cpus = f"0-{max(0, ncpu // 2 - 1)}" if ncpu >= 2 else None
-    load_cpus = f"{ncpu // 2}-{ncpu - 1}" if ncpu >= 2 else None
+        args.duration, args.warmup, args.rounds = 1, 0, 1
+        scenarios = scenarios if args.app else ["hello"]
+        args.connections = args.connections or 8
+    bad = [s for s in scenarios if s not in SCENARIOS]
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
-    results = {n: [] for n in names}
-    meta = {}
+    bad += [n for n in names if n not in ALL_SERVERS]
+    if bad:
+        ap.error(f"unknown scenario/server: {', '.join(bad)}")
+
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    pinned = bool(shutil.which("taskset")) and (len(usable) >= 2 or args.server_cpu)
+    server_cpus = args.server_cpu or (str(usable[0]) if pinned else None)
+    load_cpus = args.load_cpus or (cpu_list([c for c in usable if str(c) != server_cpus][:4] or usable) if pinned else None)
+    if pinned:
+        load_set = parse_cpus(load_cpus)
+        os.sched_setaffinity(0, load_set)  # the harness itself (RSS sampling, probes) stays off the server CPU
+        pinning = f"server on CPU {server_cpus}, wrk and this harness on CPU(s) {load_cpus} (taskset)"
+    else:
+        load_set = set(usable)
+        pinning = "none (fewer than 2 usable CPUs or no taskset): server and wrk share the CPUs"
+    load = {"wrk": bool(shutil.which("wrk")), "cpus": load_cpus if pinned else None,
+            "threads": len(load_set) if pinned else 2, "ncpus": len(load_set)}
+    server_ncpus = len(parse_cpus(server_cpus)) if pinned else len(usable)
+    loadavg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
+
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    results = {sc: {n: [] for n in names if applies(n, sc)} for sc in scenarios}
+    notes, commands, skipped = [], {}, {}
+    script = None
+    if "echo" in scenarios and load["wrk"]:
+        fd, script = tempfile.mkstemp(prefix="ferricorn-bench-echo-", suffix=".lua")
+        with os.fdopen(fd, "w") as f:
+            f.write(ECHO_LUA)
 
-    for rnd in range(args.rounds):
-        for name in names:
-            port = free_port()
-            cmd = server_cmd(name, args.app, port, args.workers, args.threads)
-            if cmd is None:
-                meta.setdefault(name, "not installed (pip install -r bench/requirements.txt)")
-                continue
-            proc = subprocess.Popen(pin(cmd, server_cpus), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            url = f"http://127.0.0.1:{port}{args.path}"
-            try:
-                if not wait_ready(url, proc):
-                    err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.poll() is not None else ""
-                    print(f"{name}: did not start\n{err}", file=sys.stderr)
-                    meta[name] = "failed to start"
-                    continue
-                run_load(url, 1, args.connections, load_cpus)  # warm-up
-                res, loader = run_load(url, args.duration, args.connections, load_cpus)
-                res["rss_kib"] = rss_kib(proc.pid)
-                res["loader"] = loader
-                results[name].append(res)
-                print(f"round {rnd + 1} {name:10s} {res['rps']:10.0f} req/s  p99 {res['p99_ms']} ms  errors {res['errors']}", flush=True)
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    def conns(sc):
+        return args.connections or SCENARIOS[sc]["connections"]
 
-    summary = {}
-    for name, runs in results.items():
-        if runs:
-            summary[name] = {
-                "rps": statistics.median(r["rps"] for r in runs),
-                "p99_ms": statistics.median([r["p99_ms"] for r in runs if r["p99_ms"] is not None] or [0]),
-                "rss_kib": statistics.median(r["rss_kib"] for r in runs),
-                "errors": sum(r["errors"] for r in runs),
-                "runs": len(runs),
-            }
-    base = summary.get("gunicorn", {}).get("rps")
-    print(f"\n{'server':10s} {'req/s':>10s} {'vs gunicorn':>12s} {'p99 ms':>8s} {'RSS MiB':>8s} {'errors':>7s}")
-    for name, s in summary.items():
-        ratio = f"{s['rps'] / base:.2f}x" if base else "-"
-        print(f"{name:10s} {s['rps']:10.0f} {ratio:>12s} {s['p99_ms']:8.2f} {s['rss_kib'] / 1024:8.1f} {s['errors']:7d}")
-    for name, why in meta.items():
-        if name not in summary:
-            print(f"{name:10s} skipped: {why}")
+    def threads(sc):
+        return args.threads or SCENARIOS[sc]["threads"]
 
+    for sc in scenarios:
+        commands[sc] = {}
+        for name in results[sc]:
+            cmd = server_cmd(name, SCENARIOS[sc]["app"], "PORT", args.workers, threads(sc))
+            if isinstance(cmd, str):
+                skipped[name] = cmd
+            else:
+                commands[sc][name] = show(pin(cmd, server_cpus if pinned else None))
+        if load["wrk"]:
+            commands[sc]["wrk"] = show(pin(wrk_cmd("http://127.0.0.1:PORT/", args.duration, conns(sc), load["threads"],
+                                                   "echo.lua" if sc == "echo" else None), load["cpus"]))
+
+    try:
+        for rnd in range(args.rounds):
+            for sc in scenarios:
+                spec = SCENARIOS[sc]
+                payload = b"x" * spec["post"] if spec.get("post") else None
+                for name in results[sc]:
+                    if name in skipped:
+                        continue
+                    port = free_port()
+                    cmd = server_cmd(name, spec["app"], port, args.workers, threads(sc))
+                    t0 = time.monotonic()
+                    proc = subprocess.Popen(pin(cmd, server_cpus if pinned else None), cwd=ROOT, env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                    errlog = []
+                    threading.Thread(target=lambda p=proc, e=errlog: e.extend(p.stderr), daemon=True).start()
+                    try:
+                        if not wait_ready(port, proc):
+                            time.sleep(0.2)
+                            tail = b"".join(errlog).decode(errors="replace").strip().splitlines()[-3:]
+                            msg = f"{name} ({sc}, round {rnd + 1}): did not start" + (f": {' / '.join(tail)}" if tail else "")
+                            print(msg, file=sys.stderr, flush=True)
+                            notes.append(msg)
+                            continue
+                        start_ms = (time.monotonic() - t0) * 1000
+                        problem = spec["body"] is not None and check_response(port, spec)
+                        if problem:
+                            msg = f"{name} ({sc}, round {rnd + 1}): {problem}"
+                            print(msg, file=sys.stderr, flush=True)
+                            notes.append(msg)
+                            continue
+                        time.sleep(0.2)
+                        rss_idle = tree_rss_kib(proc.pid)
+                        if args.warmup:
+                            run_load(port, args.warmup, conns(sc), load, script, payload)
+                        sampler = RssSampler(proc.pid)
+                        sampler.start()
+                        cpu0, w0 = tree_cpu_s(proc.pid), time.monotonic()
+                        try:
+                            res = run_load(port, args.duration, conns(sc), load, script, payload)
+                        finally:
+                            cpu_pct = 100 * (tree_cpu_s(proc.pid) - cpu0) / (time.monotonic() - w0) / server_ncpus
+                            rss_load = sampler.stop()
+                        if proc.poll() is not None:
+                            notes.append(f"{name} ({sc}, round {rnd + 1}): exited during the load (status {proc.returncode})")
+                        res.update(rss_idle_kib=rss_idle, rss_load_kib=rss_load, start_ms=start_ms, round=rnd + 1,
+                                   server_cpu_pct=cpu_pct)
+                        results[sc][name].append(res)
+                        print(f"round {rnd + 1} {sc:9s} {name:9s} {res['rps']:9.0f} req/s  p50 {fmt(res['p50_ms'], '.2f')} ms"
+                              f"  p99 {fmt(res['p99_ms'], '.2f')} ms  errors {res['errors']}  RSS {rss_idle / 1024:.1f}"
+                              f"/{rss_load / 1024:.1f} MiB  start {start_ms:.0f} ms  CPU {cpu_pct:.0f}/{fmt(res.get('wrk_cpu_pct'), '.0f')}%",
+                              flush=True)
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        msg = f"{name} ({sc}, round {rnd + 1}): {e}"
+                        print(msg, file=sys.stderr, flush=True)
+                        notes.append(msg)
+                    finally:
+                        stop(proc)
+    finally:
+        if script:
+            os.unlink(script)
+
+    summary = {sc: {n: summarize(runs) for n, runs in per.items() if runs} for sc, per in results.items()}
+    for name, why in skipped.items():
+        notes.insert(0, f"{name}: skipped, {why}")
+    v = versions()
+    if v.get("ferricorn_build", "").startswith("dev"):
+        notes.insert(0, "ferricorn here is a dev (debug) build of the extension: its numbers are not representative; "
+                        "`python bench/run.py --setup` benchmarks a release build")
+    if "bjoern" in summary.get("sleep10ms", {}):
+        notes.append("bjoern runs one request at a time (no threads): sleep10ms is capped near 100 req/s")
+    if "uvicorn" in summary.get("sleep10ms", {}):
+        notes.append("uvicorn runs WSGI apps on its fixed 10-thread pool (no flag for 32): sleep10ms is capped near 1,000 req/s")
+    if loadavg and float(loadavg[0]) >= 0.5:
+        notes.append(f"the machine was not idle at the start (load average {' '.join(loadavg)}): other work may "
+                     "have competed for the CPUs")
+    busy = sorted({f"{n} ({sc})" for sc, per in summary.items() for n, s in per.items()
+                   if (s.get("wrk_cpu_pct") or 0) >= 90})
+    if busy:
+        notes.append("wrk used >= 90% of its CPU for " + ", ".join(busy) + ": there the load generator may be the "
+                     "limit, so those req/s (and ratios to them) are lower bounds")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    model = cpu_model()
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": ncpu, "platform": platform.platform(), "python": platform.python_version()},
-        "params": vars(args),
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"cpu_model": model, "cores": os.cpu_count(), "usable_cpus": cpu_list(usable),
+                    "mem_gib": mem_total_gib(), "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+                    "pinning": pinning, "loadavg": loadavg},
+        "params": {"rounds": args.rounds, "duration": args.duration, "warmup": args.warmup, "workers": args.workers,
+                   "scenarios": scenarios, "servers": names},
+        "loader": "wrk" if load["wrk"] else "Python threads (wrk not found; much slower, numbers not comparable)",
+        "versions": v,
+        "command": shlex.join(["python", "bench/run.py"] + sys.argv[1:]),
+        "commands": commands,
+        "notes": notes,
         "summary": summary,
         "runs": results,
     }
+    tbl = table(summary, scenarios, names)
+    print("\n" + tbl)
+    for n in notes:
+        print(f"note: {n}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
-    if "ferricorn" in names and "ferricorn" not in summary:
-        return 1
-    if summary.get("ferricorn", {}).get("errors"):
-        print("ferricorn had errors under load", file=sys.stderr)
-        return 1
+    if not args.no_results and (args.results or not args.smoke):
+        path = Path(args.results) if args.results else default_results_path(now.strftime("%Y-%m-%d"), model, os.cpu_count())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown(report, tbl) + "\n")
+        print(f"\nwrote {rel(path)}")
+
+    if "ferricorn" in names:
+        if not any("ferricorn" in s for s in summary.values()):
+            print("ferricorn produced no result", file=sys.stderr)
+            return 1
+        bad = [sc for sc, s in summary.items() if s.get("ferricorn", {}).get("errors")]
+        if bad:
+            print(f"ferricorn had errors under load: {', '.join(bad)}", file=sys.stderr)
+            return 1
     return 0
 
 

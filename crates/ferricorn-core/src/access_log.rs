@@ -41,6 +41,9 @@ pub struct AccessRecord<'a> {
     pub server_name: &'a str,
     pub server_port: &'a str,
     pub pid: u32,
+    /// Gunicorn's error handler logs from a minimal environ: `u`, `f`, `a` and most
+    /// `{var}e` atoms are `-` (request headers for `{name}i` are still there).
+    pub minimal_environ: bool,
 }
 
 impl AccessFormat {
@@ -127,6 +130,7 @@ fn atom(rec: &AccessRecord<'_>, key: &str) -> AtomValue {
     match key {
         "h" => rec.remote_addr.clone().map_or(Missing, Str),
         "l" => Str("-".into()),
+        "u" | "f" | "a" if rec.minimal_environ => Str("-".into()),
         "u" => basic_auth_user(rec.request_headers).map_or(Str("-".into()), Str),
         "t" => Str(crate::log::timestamp(b"[%d/%b/%Y:%H:%M:%S %z]\0")),
         "r" => Str(format!("{} {} {}", rec.method, rec.raw_uri, rec.protocol)),
@@ -174,6 +178,16 @@ fn last_header(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn environ(rec: &AccessRecord<'_>, name: &str) -> Option<String> {
+    const MINIMAL: [&str; 5] = [
+        "REQUEST_METHOD",
+        "RAW_URI",
+        "SERVER_PROTOCOL",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+    ];
+    if rec.minimal_environ && !MINIMAL.contains(&name) {
+        return None;
+    }
     Some(match name {
         "REQUEST_METHOD" => rec.method.into(),
         "RAW_URI" | "REQUEST_URI" => rec.raw_uri.into(),
@@ -259,6 +273,7 @@ mod tests {
             server_name: "127.0.0.1",
             server_port: "8000",
             pid: 42,
+            minimal_environ: false,
         }
     }
 

@@ -40,6 +40,7 @@ impl Fatal {
 }
 
 pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    let _ = START_DIR.set(std::env::current_dir().unwrap_or_default());
     match run(py, argv) {
         Ok(code) => code,
         Err(f) => {
@@ -247,8 +248,14 @@ fn py_to_value(def: &settings::Def, v: &Bound<'_, PyAny>) -> Result<Value, setti
     }
 }
 
+/// The directory ferricorn was started in: a relative `--chdir` is relative to it, however
+/// many times it is applied (before and after the config file, as in Gunicorn).
+static START_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 fn chdir(py: Python<'_>, dir: &str) -> Result<(), Fatal> {
-    std::env::set_current_dir(dir).map_err(|e| Fatal::usage(format!("Error: can't chdir to {dir:?}: {e}")))?;
+    let base = START_DIR.get_or_init(|| std::env::current_dir().unwrap_or_default());
+    let target = base.join(dir);
+    std::env::set_current_dir(&target).map_err(|e| Fatal::usage(format!("Error: can't chdir to {dir:?}: {e}")))?;
     helpers(py)
         .and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()))
         .map_err(|e| Fatal::usage(format!("Error: {e}")))

@@ -25,6 +25,9 @@ pub(crate) struct Pending {
     request_headers: HeaderMap,
     response_headers: HeaderMap,
     status: u16,
+    /// A server-written error page: logged as Gunicorn's error handler logs it, from an
+    /// empty environ and a fresh response (no request headers, 0 bytes, `U` = None).
+    error_page: bool,
 }
 
 /// The request headers the default atoms read (`u`, `f`, `a`).
@@ -75,17 +78,24 @@ impl Pending {
             request_headers,
             response_headers: HeaderMap::new(),
             status: 0,
+            error_page: false,
         })
     }
 
     pub fn response<B>(&mut self, resp: &http::Response<B>) {
         self.status = resp.status().as_u16();
+        if resp.extensions().get::<crate::error_page::ServerErrorPage>().is_some() {
+            self.error_page = true;
+            self.path_info = "None".into();
+            return;
+        }
         if self.format.wants_headers() {
             self.response_headers = resp.headers().clone();
         }
     }
 
     pub fn finish(self, sent: u64) {
+        let sent = if self.error_page { 0 } else { sent };
         let rec = AccessRecord {
             remote_addr: self.remote.clone(),
             method: self.method.as_str(),
@@ -102,7 +112,37 @@ impl Pending {
             server_name: &self.server_name,
             server_port: &self.server_port,
             pid: std::process::id(),
+            minimal_environ: self.error_page,
         };
         ferricorn_core::log::write_access(&self.format.render(&rec));
     }
+}
+
+/// An access line for a request hyper refused while parsing (the front end never saw
+/// it): only the request line is known, as in Gunicorn's error handler.
+pub(crate) fn log_refused(format: &AccessFormat, request_line: &str, status: u16, info: &ConnInfo) {
+    let mut parts = request_line.splitn(3, ' ');
+    let method = parts.next().unwrap_or("-");
+    let raw_uri = parts.next().unwrap_or("-");
+    let protocol = parts.next().unwrap_or("-");
+    let empty = HeaderMap::new();
+    let rec = AccessRecord {
+        remote_addr: info.peer.map(|p| p.ip().to_string()),
+        method,
+        raw_uri,
+        protocol,
+        path_info: "None",
+        query: "",
+        status,
+        sent: Some(0),
+        duration: std::time::Duration::ZERO,
+        request_headers: &empty,
+        response_headers: &empty,
+        scheme: info.scheme,
+        server_name: "",
+        server_port: "",
+        pid: std::process::id(),
+        minimal_environ: true,
+    };
+    ferricorn_core::log::write_access(&format.render(&rec));
 }

@@ -27,12 +27,18 @@ pub struct ConnState {
     idle_gen: AtomicU64,
     /// Facts about request heads read but not yet handled, in order.
     heads: Mutex<VecDeque<HeadFacts>>,
+    /// The last request line read (see `HeadScanner::request_line`).
+    last_request_line: Mutex<String>,
 }
 
 impl ConnState {
     /// The raw-byte facts of the next request head (see `framing`).
     pub fn next_head(&self) -> Option<HeadFacts> {
         self.heads.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    pub fn last_request_line(&self) -> String {
+        self.last_request_line.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn push_head(&self, facts: HeadFacts) {
@@ -91,6 +97,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                     let state = &this.state;
                     this.scanner
                         .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
+                    if !this.scanner.request_line.is_empty() {
+                        let mut line = state.last_request_line.lock().unwrap_or_else(|p| p.into_inner());
+                        if *line != this.scanner.request_line {
+                            line.clone_from(&this.scanner.request_line);
+                        }
+                    }
                     this.timer = None;
                     this.data_since = this.state.idle_gen.load(Ordering::Acquire);
                 }

@@ -5,6 +5,11 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
 
+/// Marks a response the server wrote itself (the access log shows it as Gunicorn's
+/// error handler does).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerErrorPage;
+
 /// A complete error response; `close` adds `Connection: close`.
 pub fn response(status: u16, detail: &str, close: bool) -> Response<ResponseBody> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -15,6 +20,7 @@ pub fn response(status: u16, detail: &str, close: bool) -> Response<ResponseBody
     );
     let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(ServerErrorPage);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     if close {

@@ -55,6 +55,9 @@ enum State {
 const LINE_CAP: usize = 1024;
 
 pub struct HeadScanner {
+    /// The request line of the head being read (or last read), for logging requests
+    /// that hyper refuses before the front end sees them.
+    pub request_line: String,
     state: State,
     line: Vec<u8>,
     line_len: usize,
@@ -68,6 +71,7 @@ pub struct HeadScanner {
 impl Default for HeadScanner {
     fn default() -> Self {
         Self {
+            request_line: String::new(),
             state: State::Idle,
             line: Vec::with_capacity(128),
             line_len: 0,
@@ -124,6 +128,8 @@ impl HeadScanner {
             State::RequestLine => {
                 if b == b'\n' {
                     self.connect = self.line.starts_with(b"CONNECT ");
+                    self.request_line.clear();
+                    self.request_line.extend(trim_cr(&self.line).iter().map(|&c| c as char));
                     self.facts = HeadFacts::default();
                     self.content_length = None;
                     self.chunked = false;

@@ -304,6 +304,7 @@ where
     let io = IdleIo::new(stream, state.clone(), cfg.keepalive);
     let conn_state = state.clone();
     let info = Arc::new(info);
+    let info_for_log = info.clone();
     let svc_shared = shared.clone();
     let service = service_fn(move |req| crate::front::handle(req, svc_shared.clone(), info.clone(), state.clone()));
     let max_head = cfg.limits.request_line.max(8190) + cfg.limits.fields.saturating_mul(cfg.limits.field_size + 2) + 4;
@@ -318,7 +319,20 @@ where
     let mut conn = std::pin::pin!(conn);
     let mut stop_rx = shared.stop_rx.clone();
     tokio::select! {
-        _ = conn.as_mut() => return,
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                if e.is_parse() || e.is_parse_too_large() {
+                    let ip = info_for_log.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+                    ferricorn_core::warning!("Invalid request from ip={ip}: {e}");
+                    let line = conn_state.last_request_line();
+                    if let (Some(format), false) = (&shared.config.access_log, line.is_empty()) {
+                        let status = if e.is_parse_too_large() { 431 } else { 400 };
+                        crate::access::log_refused(format, &line, status, &info_for_log);
+                    }
+                }
+            }
+            return;
+        }
         _ = stop_rx.wait_for(Option::is_some) => {}
     }
     // A connection accepted just before the stop has a request on its way (a load

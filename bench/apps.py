@@ -1,0 +1,60 @@
+"""WSGI apps for the benchmark scenarios (bench/run.py); `hello` is examples.hello:app.
+
+Every app answers any path; a GET on `/` is what the harness uses as its readiness probe.
+Bodies are built once at import, so the scenarios measure the server, not the app.
+
+    python bench/apps.py bjoern MODULE:APP HOST PORT   # the launcher bjoern needs (no CLI)
+"""
+
+import time
+
+BODY_10K = b"x" * 10240
+BODY_1M = b"x" * (1024 * 1024)
+
+
+def _respond(start_response, body, content_type="application/octet-stream"):
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def ten_k(environ, start_response):
+    """`10k`: a 10 KiB response body."""
+    return _respond(start_response, BODY_10K)
+
+
+def one_m(environ, start_response):
+    """`1m`: a 1 MiB response body."""
+    return _respond(start_response, BODY_1M)
+
+
+def echo(environ, start_response):
+    """`echo`: read the request body from wsgi.input (Content-Length bytes) and send it back."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    return _respond(start_response, body)
+
+
+def sleep10ms(environ, start_response):
+    """`sleep10ms`: an I/O-bound call, 10 ms of blocking sleep (the GIL is released)."""
+    time.sleep(0.01)
+    return _respond(start_response, b"slept 10 ms\n", "text/plain")
+
+
+def _load(spec):
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr or "app")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 5 or sys.argv[1] != "bjoern":
+        sys.exit(__doc__)
+    import bjoern
+
+    bjoern.run(_load(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
