@@ -9,7 +9,10 @@ import traceback
 
 
 def is_asgi(app):
-    """ASGI 3 callables are coroutine functions, or objects whose __call__ is one."""
+    """ASGI 3 callables are coroutine functions, or objects whose __call__ is one. A class
+    is an ASGI 2 application (instantiated per scope), as uvicorn treats it."""
+    if inspect.isclass(app):
+        return False
     if inspect.iscoroutinefunction(app):
         return True
     call = getattr(app, "__call__", None)

@@ -29,12 +29,37 @@ pub struct ConnState {
     heads: Mutex<VecDeque<HeadFacts>>,
     /// The last request line read (see `HeadScanner::request_line`).
     last_request_line: Mutex<String>,
+    /// The client closed its side (or the socket failed).
+    peer_closed: AtomicBool,
+    closed_notify: tokio::sync::Notify,
+}
+
+/// Resolves when the client goes away; lets a bridge tell an app that waits for it.
+#[derive(Clone)]
+pub struct ClientGone(pub(crate) Arc<ConnState>);
+
+impl ClientGone {
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.closed_notify.notified();
+            if self.0.peer_closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl ConnState {
     /// The raw-byte facts of the next request head (see `framing`).
     pub fn next_head(&self) -> Option<HeadFacts> {
         self.heads.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    fn mark_closed(&self) {
+        if !self.peer_closed.swap(true, Ordering::AcqRel) {
+            self.closed_notify.notify_waiters();
+        }
     }
 
     pub fn last_request_line(&self) -> String {
@@ -105,10 +130,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                     }
                     this.timer = None;
                     this.data_since = this.state.idle_gen.load(Ordering::Acquire);
+                } else if buf.remaining() > 0 {
+                    this.state.mark_closed();
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => {
+                this.state.mark_closed();
+                Poll::Ready(Err(e))
+            }
             Poll::Pending => {
                 let Some(idle) = this.idle else { return Poll::Pending };
                 let gen = this.state.idle_gen.load(Ordering::Acquire);

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use crate::access::Pending;
 use crate::body::RequestBody;
-use crate::conn::ConnState;
+use crate::conn::{ClientGone, ConnState};
 use crate::serve::Shared;
 use crate::{error_page, ConnInfo, Request, ResponseBody};
 
@@ -29,7 +29,7 @@ pub(crate) async fn handle(
     let framing_error = state.next_head().and_then(|f| f.framing_error());
     let mut resp = match framing_error {
         Some(detail) => reject(&info, 400, detail),
-        None => respond(req, &shared, info).await,
+        None => respond(req, &shared, info, &state).await,
     };
     if shared.stopping() {
         resp.headers_mut()
@@ -45,7 +45,12 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
-async fn respond(req: hyper::Request<Incoming>, shared: &Shared, info: Arc<ConnInfo>) -> Response<ResponseBody> {
+async fn respond(
+    req: hyper::Request<Incoming>,
+    shared: &Shared,
+    info: Arc<ConnInfo>,
+    state: &Arc<ConnState>,
+) -> Response<ResponseBody> {
     let cfg = &shared.config;
     let (head, incoming) = req.into_parts();
     let accepted = match check_head(
@@ -93,6 +98,7 @@ async fn respond(req: hyper::Request<Incoming>, shared: &Shared, info: Arc<ConnI
     };
     let call = shared.app.call(Request {
         head,
+        client_gone: ClientGone(state.clone()),
         scheme,
         body,
         conn: info,

@@ -17,6 +17,7 @@ pub mod response_head;
 mod serve;
 
 pub use body::{BodyError, RequestBody, ResponseBody};
+pub use conn::ClientGone;
 pub use listener::Listener;
 pub use response_head::{HeadError, ResponseHead};
 pub use serve::{serve, ServeOutcome, ServerConfig, StopSignal};
@@ -42,6 +43,8 @@ pub struct ConnInfo {
 /// A request that passed every check of the front end.
 pub struct Request {
     pub head: http::request::Parts,
+    /// Resolves when the client disconnects.
+    pub client_gone: conn::ClientGone,
     /// `"http"` or `"https"`: the connection's, or what a trusted proxy asserted.
     pub scheme: &'static str,
     pub body: RequestBody,

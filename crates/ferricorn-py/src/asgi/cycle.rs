@@ -57,15 +57,39 @@ pub(crate) struct CycleIo {
 pub(crate) struct CycleShared {
     io: Mutex<CycleIo>,
     want_body: tokio::sync::Notify,
+    /// The response is complete (ends the disconnect watcher).
+    done: tokio::sync::Notify,
 }
 
 impl CycleShared {
     /// Takes the request body: complete bodies are queued at once; others are read on
     /// the I/O thread, one chunk each time the app asks for more.
+    /// Marks the client gone and wakes what the app awaits.
+    pub(crate) fn client_gone(self: &Arc<Self>, mailbox: &Mailbox) {
+        self.lock().disconnected = true;
+        mailbox.post(Event::Wake(self.clone()));
+    }
+
+    /// Until the response is done, watches for the client going away.
+    pub(crate) async fn watch_disconnect(self: Arc<Self>, gone: ferricorn_server::ClientGone, mailbox: Arc<Mailbox>) {
+        let done = self.done.notified();
+        tokio::pin!(done);
+        // Registered before the check, so a response finishing in between still wakes us.
+        done.as_mut().enable();
+        if self.lock().response_done {
+            return;
+        }
+        tokio::select! {
+            _ = gone.wait() => self.client_gone(&mailbox),
+            _ = done => {}
+        }
+    }
+
     pub(crate) fn new(mut body: RequestBody, mailbox: &Arc<Mailbox>) -> Arc<Self> {
         let shared = Arc::new(Self {
             io: Mutex::new(CycleIo::default()),
             want_body: tokio::sync::Notify::new(),
+            done: tokio::sync::Notify::new(),
         });
         if body.is_complete() {
             let mut io = shared.lock();
@@ -228,7 +252,16 @@ impl HttpCycle {
 
     fn end(&mut self) {
         self.finished = true;
-        self.shared.lock().response_done = true;
+        let waiting = {
+            let mut io = self.shared.lock();
+            io.response_done = true;
+            io.receive_waiter.is_some()
+        };
+        self.shared.done.notify_waiters();
+        if waiting {
+            // A receive() is parked until the response is done: it gets http.disconnect.
+            self.ctx.mailbox.post(Event::Wake(self.shared.clone()));
+        }
     }
 
     fn start(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
@@ -296,11 +329,17 @@ impl HttpCycle {
         let Some(tx) = self.pipe.as_ref() else { return Ok(None) };
         // Sends after a disconnect are dropped quietly, as uvicorn does; `receive()`
         // reports the disconnect to apps that care.
-        if tx.send_now(body) == Err(Disconnected) || self.head_request {
+        if self.head_request {
             if !more {
                 self.finish_stream();
             }
             return Ok(None);
+        }
+        if tx.send_now(body) == Err(Disconnected) {
+            // ASGI 2.4: a send on a closed connection raises an OSError, so the app
+            // stops producing.
+            self.finish_stream();
+            return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
         }
         if !more {
             self.finish_stream();
@@ -383,7 +422,11 @@ impl HttpCycle {
 
     /// The app raised: 500 if nothing was sent, else cut the response short.
     fn app_failed(&mut self, traceback: &str) {
-        ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
+        if self.shared.lock().disconnected {
+            ferricorn_core::debug!("ASGI application stopped after the client disconnected");
+        } else {
+            ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
+        }
         if self.reply.is_some() {
             self.respond(error_page::response(500, "Internal Server Error", true));
         } else if let Some(tx) = self.pipe.take() {

@@ -34,6 +34,9 @@ pub(crate) struct Mailbox {
     tx: crossbeam_channel::Sender<Event>,
     rx: crossbeam_channel::Receiver<Event>,
     efd: OwnedFd,
+    /// The eventfd was bumped and the loop has not drained yet: under load most posts
+    /// then skip the syscall.
+    pending: std::sync::atomic::AtomicBool,
 }
 
 impl Mailbox {
@@ -49,11 +52,12 @@ impl Mailbox {
             tx,
             rx,
             efd: unsafe { OwnedFd::from_raw_fd(fd) },
+            pending: Default::default(),
         })
     }
 
     pub(crate) fn post(&self, event: Event) {
-        if self.tx.send(event).is_ok() {
+        if self.tx.send(event).is_ok() && !self.pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
             let one: u64 = 1;
             // SAFETY: an 8-byte write to our own eventfd; EAGAIN (counter full) is harmless.
             unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -61,6 +65,7 @@ impl Mailbox {
     }
 
     fn reset(&self) {
+        self.pending.store(false, std::sync::atomic::Ordering::Release);
         let mut n: u64 = 0;
         // SAFETY: an 8-byte read from our own non-blocking eventfd.
         unsafe { libc::read(self.efd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
@@ -217,6 +222,11 @@ impl App for AsgiBridge {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
         let shared = CycleShared::new(body, &self.mailbox);
+        tokio::spawn(
+            shared
+                .clone()
+                .watch_disconnect(req.client_gone.clone(), self.mailbox.clone()),
+        );
         self.mailbox.post(Event::Request(Box::new((req, reply, shared))));
         Box::pin(async move {
             rx.await
