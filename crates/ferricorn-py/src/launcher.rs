@@ -691,6 +691,8 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 loop_kind: s.str("asgi_loop").unwrap_or("auto").to_string(),
                 lifespan: s.str("asgi_lifespan").unwrap_or("auto").to_string(),
                 high_water: 1 << 20,
+                websocket_max_message: (s.int("websocket_max_message_size") > 0)
+                    .then(|| s.int("websocket_max_message_size") as usize),
             };
             match crate::asgi::start(py, app, cfg) {
                 Ok((bridge, runtime)) => {

@@ -31,6 +31,8 @@ pub struct ConnState {
     last_request_line: Mutex<String>,
     /// The client closed its side (or the socket failed).
     peer_closed: AtomicBool,
+    /// Switched protocols (WebSocket): keep-alive no longer applies.
+    upgraded: AtomicBool,
     closed_notify: tokio::sync::Notify,
 }
 
@@ -54,6 +56,10 @@ impl ConnState {
     /// The raw-byte facts of the next request head (see `framing`).
     pub fn next_head(&self) -> Option<HeadFacts> {
         self.heads.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    pub fn mark_upgraded(&self) {
+        self.upgraded.store(true, Ordering::Release);
     }
 
     fn mark_closed(&self) {
@@ -142,7 +148,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
             Poll::Pending => {
                 let Some(idle) = this.idle else { return Poll::Pending };
                 let gen = this.state.idle_gen.load(Ordering::Acquire);
-                if gen == 0 || this.state.busy.load(Ordering::Acquire) || this.data_since == gen {
+                if gen == 0
+                    || this.state.busy.load(Ordering::Acquire)
+                    || this.data_since == gen
+                    || this.state.upgraded.load(Ordering::Acquire)
+                {
                     return Poll::Pending;
                 }
                 if this.armed_for != gen || this.timer.is_none() {

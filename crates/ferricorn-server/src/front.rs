@@ -36,6 +36,9 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp.headers_mut().insert(header::SERVER, shared.server_header.clone());
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        state.mark_upgraded();
+    }
     if let Some(mut access) = access {
         access.response(&resp);
         resp.body_mut().log_on_finish(access);

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod pipe;
 pub mod response_head;
 mod serve;
+pub mod websocket;
 
 pub use body::{BodyError, RequestBody, ResponseBody};
 pub use conn::ClientGone;

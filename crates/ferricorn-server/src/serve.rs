@@ -315,7 +315,7 @@ where
         .header_read_timeout(cfg.header_timeout)
         .max_headers(cfg.limits.fields)
         .max_buf_size(max_head.clamp(8192, 4 << 20));
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut stop_rx = shared.stop_rx.clone();
     tokio::select! {

@@ -36,7 +36,7 @@ impl Ready {
     }
 }
 
-fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+pub(crate) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, Ready { value: Some(value) })?.into_any())
 }
 
@@ -170,7 +170,7 @@ fn message_dict(py: Python<'_>, msg: Incoming) -> PyResult<Py<PyAny>> {
     Ok(d.into_any().unbind())
 }
 
-fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>) {
+pub(crate) fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>) {
     let fut = fut.bind(py);
     // A cancelled task leaves a cancelled future behind: nothing to resolve then.
     if fut

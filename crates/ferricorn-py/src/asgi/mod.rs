@@ -11,6 +11,7 @@
 
 mod cycle;
 mod scope;
+mod websocket;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -27,6 +28,16 @@ pub(crate) enum Event {
     Request(Box<(Request, Reply, Arc<CycleShared>)>),
     /// A request's I/O state changed: wake whatever its app is awaiting.
     Wake(Arc<CycleShared>),
+    WebSocket(
+        Box<(
+            Request,
+            Reply,
+            ferricorn_server::websocket::Handshake,
+            Arc<websocket::WsShared>,
+            tokio::runtime::Handle,
+        )>,
+    ),
+    WsWake(Arc<websocket::WsShared>),
 }
 
 /// Events for the loop thread: a channel plus an eventfd the loop's selector watches.
@@ -78,6 +89,8 @@ pub struct AsgiConfig {
     pub loop_kind: String,
     pub lifespan: String,
     pub high_water: usize,
+    /// `--websocket-max-message-size` (None = unlimited).
+    pub websocket_max_message: Option<usize>,
 }
 
 /// What the loop thread needs to start a request.
@@ -89,6 +102,7 @@ pub(crate) struct LoopCtx {
     pub state: Py<PyDict>,
     pub root_path: String,
     pub high_water: usize,
+    pub websocket_max_message: Option<usize>,
     pub mailbox: Arc<Mailbox>,
 }
 
@@ -116,6 +130,16 @@ impl Drain {
                     }
                 }
                 Event::Wake(shared) => cycle::wake(py, ctx, &shared),
+                Event::WsWake(shared) => websocket::wake(py, &shared),
+                Event::WebSocket(job) => {
+                    let (req, reply, handshake, shared, rt) = *job;
+                    if let Err(e) = start_websocket(py, ctx, req, reply, handshake, shared, rt) {
+                        ferricorn_core::error!(
+                            "Error starting the ASGI application\n{}",
+                            crate::pyhelpers::format_exception(py, &e)
+                        );
+                    }
+                }
             }
         }
     }
@@ -133,6 +157,22 @@ fn start_request(
         py,
         HttpCycle::new(ctx.clone(), shared, reply, req.head.method == http::Method::HEAD),
     )?;
+    let coro = ctx.run_http.bind(py).call1((ctx.app.bind(py), scope, cycle))?;
+    ctx.create_task.bind(py).call1((coro,))?;
+    Ok(())
+}
+
+fn start_websocket(
+    py: Python<'_>,
+    ctx: &Arc<LoopCtx>,
+    req: Request,
+    reply: Reply,
+    handshake: ferricorn_server::websocket::Handshake,
+    shared: Arc<websocket::WsShared>,
+    rt: tokio::runtime::Handle,
+) -> PyResult<()> {
+    let scope = scope::websocket_scope(py, ctx, &req, &handshake.subprotocols)?;
+    let cycle = Bound::new(py, websocket::WsCycle::new(ctx.clone(), shared, reply, handshake, rt))?;
     let coro = ctx.run_http.bind(py).call1((ctx.app.bind(py), scope, cycle))?;
     ctx.create_task.bind(py).call1((coro,))?;
     Ok(())
@@ -193,6 +233,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         state: state.clone().unbind(),
         root_path: cfg.root_path.clone(),
         high_water: cfg.high_water,
+        websocket_max_message: cfg.websocket_max_message,
         mailbox: mailbox.clone(),
     };
     drain.borrow_mut().ctx = Some(Arc::new(ctx));
@@ -220,6 +261,16 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
 impl App for AsgiBridge {
     fn call(&self, mut req: Request) -> BoxFuture<http::Response<ResponseBody>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
+        if let Some(handshake) = ferricorn_server::websocket::Handshake::take(&mut req.head) {
+            let shared = websocket::WsShared::new();
+            let rt = tokio::runtime::Handle::current();
+            self.mailbox
+                .post(Event::WebSocket(Box::new((req, reply, handshake, shared, rt))));
+            return Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
+            });
+        }
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
         let shared = CycleShared::new(body, &self.mailbox);
         tokio::spawn(

@@ -8,6 +8,20 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::LoopCtx;
 
+pub fn websocket_scope<'py>(
+    py: Python<'py>,
+    ctx: &LoopCtx,
+    req: &Request,
+    subprotocols: &[String],
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = http_scope(py, ctx, req)?;
+    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    scope.set_item(intern!(py, "scheme"), if req.scheme == "https" { "wss" } else { "ws" })?;
+    scope.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
+    scope.del_item(intern!(py, "method"))?;
+    Ok(scope)
+}
+
 pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let scope = PyDict::new(py);

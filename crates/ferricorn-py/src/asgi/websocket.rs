@@ -1,0 +1,278 @@
+//! The ASGI `websocket` scope: `websocket.connect` / `accept` / `receive` / `send` /
+//! `close` / `disconnect` over the front end's WebSocket session.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use ferricorn_server::websocket::{Handshake, WsIn, WsOut};
+use ferricorn_server::{error_page, ResponseHead};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use tokio::sync::mpsc;
+
+use super::cycle::{ready, resolve};
+use super::{Event, LoopCtx, Mailbox, Reply};
+
+/// Messages from the client, shared with the session task.
+#[derive(Default)]
+pub(crate) struct WsIo {
+    incoming: VecDeque<WsIn>,
+    closed: Option<u16>,
+    waiter: Option<Py<PyAny>>,
+}
+
+pub(crate) struct WsShared {
+    io: Mutex<WsIo>,
+}
+
+impl WsShared {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            io: Mutex::new(WsIo::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WsIo> {
+        self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+enum State {
+    /// `websocket.connect` not delivered yet.
+    New,
+    Connecting,
+    Open,
+    Closed,
+}
+
+#[pyclass(module = "ferricorn")]
+pub struct WsCycle {
+    ctx: Arc<LoopCtx>,
+    shared: Arc<WsShared>,
+    reply: Option<Reply>,
+    handshake: Option<Handshake>,
+    out: Option<mpsc::UnboundedSender<WsOut>>,
+    runtime: tokio::runtime::Handle,
+    state: State,
+}
+
+impl WsCycle {
+    pub(crate) fn new(
+        ctx: Arc<LoopCtx>,
+        shared: Arc<WsShared>,
+        reply: Reply,
+        handshake: Handshake,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            ctx,
+            shared,
+            reply: Some(reply),
+            handshake: Some(handshake),
+            out: None,
+            runtime,
+            state: State::New,
+        }
+    }
+
+    fn deny(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(error_page::response(403, "WebSocket connection denied", true));
+        }
+        self.state = State::Closed;
+    }
+
+    fn accept(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = message.py();
+        let (Some(reply), Some(handshake)) = (self.reply.take(), self.handshake.take()) else {
+            return Err(PyRuntimeError::new_err("websocket.accept sent twice"));
+        };
+        let subprotocol: Option<String> = match message.get_item(intern!(py, "subprotocol"))? {
+            Some(s) if !s.is_none() => Some(s.extract()?),
+            _ => None,
+        };
+        // Application headers go through the same policy as any response.
+        let mut head = ResponseHead::new(200, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if let Some(headers) = message.get_item(intern!(py, "headers"))? {
+            for pair in headers.try_iter()? {
+                let pair = pair?;
+                let name: Vec<u8> = pair.get_item(0)?.extract()?;
+                let value: Vec<u8> = pair.get_item(1)?.extract()?;
+                head.push(&name, &value)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            }
+        }
+        let extra = head
+            .into_response(ferricorn_server::ResponseBody::empty())
+            .headers()
+            .clone();
+        let extra = extra.into_iter().filter_map(|(k, v)| k.map(|k| (k, v))).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = self.shared.clone();
+        let mailbox = self.ctx.mailbox.clone();
+        let max = self.ctx.websocket_max_message;
+        let resp = handshake.accept(
+            subprotocol.as_deref(),
+            extra,
+            max,
+            rx,
+            move |msg| push_incoming(&shared, &mailbox, msg),
+            &self.runtime,
+        );
+        let _ = reply.send(resp);
+        self.out = Some(tx);
+        self.state = State::Open;
+        Ok(())
+    }
+}
+
+fn push_incoming(shared: &Arc<WsShared>, mailbox: &Mailbox, msg: WsIn) {
+    let wake = {
+        let mut io = shared.lock();
+        match msg {
+            WsIn::Closed(code) => io.closed = Some(code),
+            other => io.incoming.push_back(other),
+        }
+        io.waiter.is_some()
+    };
+    if wake {
+        mailbox.post(Event::WsWake(shared.clone()));
+    }
+}
+
+/// The next `receive()` message after `websocket.connect`, or `None` to wait.
+fn next_message(py: Python<'_>, io: &mut WsIo) -> PyResult<Option<Py<PyAny>>> {
+    let d = PyDict::new(py);
+    if let Some(msg) = io.incoming.pop_front() {
+        d.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
+        match msg {
+            WsIn::Text(t) => d.set_item(intern!(py, "text"), t)?,
+            WsIn::Binary(b) => d.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?,
+            WsIn::Closed(_) => {}
+        }
+        return Ok(Some(d.into_any().unbind()));
+    }
+    if let Some(code) = io.closed {
+        d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
+        d.set_item(intern!(py, "code"), code)?;
+        return Ok(Some(d.into_any().unbind()));
+    }
+    Ok(None)
+}
+
+/// On the loop thread: deliver what arrived to a waiting `receive()`.
+pub(crate) fn wake(py: Python<'_>, shared: &Arc<WsShared>) {
+    let mut io = shared.lock();
+    let Some(fut) = io.waiter.take() else { return };
+    match next_message(py, &mut io) {
+        Ok(Some(msg)) => {
+            drop(io);
+            resolve(py, fut, msg);
+        }
+        Ok(None) => io.waiter = Some(fut),
+        Err(e) => ferricorn_core::error!("ASGI websocket receive failed: {e}"),
+    }
+}
+
+#[pymethods]
+impl WsCycle {
+    fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let State::New = self.state {
+            self.state = State::Connecting;
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+            return ready(py, d.into_any().unbind());
+        }
+        let mut io = self.shared.lock();
+        if let Some(msg) = next_message(py, &mut io)? {
+            return ready(py, msg);
+        }
+        if !matches!(self.state, State::Open) {
+            // Denied or never accepted: nothing will ever arrive.
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
+            d.set_item(intern!(py, "code"), 1006)?;
+            return ready(py, d.into_any().unbind());
+        }
+        let fut = self.ctx.create_future.bind(py).call0()?.unbind();
+        io.waiter = Some(fut.clone_ref(py));
+        Ok(fut)
+    }
+
+    fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let message = message
+            .cast::<PyDict>()
+            .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
+        let kind: String = message
+            .get_item(intern!(py, "type"))?
+            .ok_or_else(|| PyValueError::new_err("an ASGI message needs a type"))?
+            .extract()?;
+        match (kind.as_str(), &self.state) {
+            ("websocket.accept", State::New | State::Connecting) => self.accept(message)?,
+            ("websocket.close", State::New | State::Connecting) => self.deny(),
+            ("websocket.send", State::Open) => {
+                let out = if let Some(text) = message.get_item(intern!(py, "text"))?.filter(|t| !t.is_none()) {
+                    WsOut::Text(text.extract()?)
+                } else if let Some(b) = message.get_item(intern!(py, "bytes"))?.filter(|b| !b.is_none()) {
+                    WsOut::Binary(Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes()).to_vec())
+                } else {
+                    return Err(PyValueError::new_err("websocket.send needs text or bytes"));
+                };
+                if self.out.as_ref().is_none_or(|tx| tx.send(out).is_err()) {
+                    return Err(pyo3::exceptions::PyOSError::new_err("websocket closed"));
+                }
+            }
+            ("websocket.close", State::Open) => {
+                let code: u16 = match message.get_item(intern!(py, "code"))? {
+                    Some(c) if !c.is_none() => c.extract()?,
+                    _ => 1000,
+                };
+                let reason: String = match message.get_item(intern!(py, "reason"))? {
+                    Some(r) if !r.is_none() => r.extract()?,
+                    _ => String::new(),
+                };
+                if let Some(tx) = self.out.take() {
+                    let _ = tx.send(WsOut::Close(code, reason));
+                }
+                self.state = State::Closed;
+            }
+            ("websocket.send" | "websocket.close", State::Closed) => {
+                return Err(pyo3::exceptions::PyOSError::new_err("websocket closed"));
+            }
+            (other, _) => {
+                return Err(PyValueError::new_err(format!(
+                    "unexpected ASGI message {other:?} in this state"
+                )))
+            }
+        }
+        ready(py, py.None())
+    }
+
+    fn app_failed(&mut self, traceback: &str) {
+        ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
+        self.finish(1011);
+    }
+
+    fn app_returned(&mut self) {
+        self.finish(1000);
+    }
+}
+
+impl WsCycle {
+    /// The app is done: deny a handshake it never answered, close an open socket.
+    fn finish(&mut self, code: u16) {
+        match self.state {
+            State::New | State::Connecting => self.deny(),
+            State::Open => {
+                if let Some(tx) = self.out.take() {
+                    let _ = tx.send(WsOut::Close(code, String::new()));
+                }
+                self.state = State::Closed;
+            }
+            State::Closed => {}
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! WebSockets (RFC 6455) for the bridges: the handshake answer and a session task that
+//! owns the upgraded connection. Framing, masking, ping/pong and close handshakes are
+//! tungstenite's; a bridge only sees whole messages in and out.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::ResponseBody;
+
+/// What the client sent.
+#[derive(Debug)]
+pub enum WsIn {
+    Text(String),
+    Binary(Bytes),
+    /// The session is over: the client's close code, 1006 when the connection dropped,
+    /// 1009 when a message was too big.
+    Closed(u16),
+}
+
+/// What the application sends.
+#[derive(Debug)]
+pub enum WsOut {
+    Text(String),
+    Binary(Vec<u8>),
+    Close(u16, String),
+}
+
+/// A WebSocket opening handshake found on a request (RFC 6455 §4.2.1).
+pub struct Handshake {
+    key: HeaderValue,
+    pub subprotocols: Vec<String>,
+    upgrade: OnUpgrade,
+}
+
+impl Handshake {
+    /// Takes the handshake out of a request head, if it is one.
+    pub fn take(head: &mut http::request::Parts) -> Option<Self> {
+        let h = &head.headers;
+        let has_token = |name: header::HeaderName, token: &str| {
+            h.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            })
+        };
+        if head.method != http::Method::GET
+            || !has_token(header::UPGRADE, "websocket")
+            || !has_token(header::CONNECTION, "upgrade")
+            || h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13")
+        {
+            return None;
+        }
+        let key = h.get(header::SEC_WEBSOCKET_KEY)?.clone();
+        let subprotocols = h
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let upgrade = head.extensions.remove::<OnUpgrade>()?;
+        Some(Self {
+            key,
+            subprotocols,
+            upgrade,
+        })
+    }
+
+    /// The 101 answer; `extra` are application headers (validated by the caller).
+    pub fn accept(
+        self,
+        subprotocol: Option<&str>,
+        extra: Vec<(http::HeaderName, HeaderValue)>,
+        max_message_size: Option<usize>,
+        out: mpsc::UnboundedReceiver<WsOut>,
+        on_in: impl Fn(WsIn) + Send + 'static,
+        runtime: &tokio::runtime::Handle,
+    ) -> Response<ResponseBody> {
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let mut resp = Response::new(ResponseBody::empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        for (k, v) in extra {
+            h.append(k, v);
+        }
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+        }
+        runtime.spawn(session(self.upgrade, max_message_size, out, on_in));
+        resp
+    }
+}
+
+async fn session(
+    upgrade: OnUpgrade,
+    max_message_size: Option<usize>,
+    mut out: mpsc::UnboundedReceiver<WsOut>,
+    on_in: impl Fn(WsIn),
+) {
+    let Ok(upgraded) = upgrade.await else {
+        on_in(WsIn::Closed(1006));
+        return;
+    };
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = max_message_size;
+    config.max_frame_size = max_message_size;
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let code = loop {
+        tokio::select! {
+            incoming = ws.next() => match incoming {
+                Some(Ok(Message::Text(t))) => on_in(WsIn::Text(t.as_str().to_string())),
+                Some(Ok(Message::Binary(b))) => on_in(WsIn::Binary(b)),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    // tungstenite queued the pong; push it out.
+                    let _ = ws.flush().await;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = ws.flush().await;
+                    break frame.map_or(1005, |f| u16::from(f.code));
+                }
+                Some(Err(WsError::Capacity(_))) => {
+                    let _ = ws.close(Some(close_frame(1009, "message too big"))).await;
+                    break 1009;
+                }
+                Some(Err(_)) | None => break 1006,
+            },
+            msg = out.recv() => match msg {
+                Some(WsOut::Text(t)) => {
+                    if ws.send(Message::text(t)).await.is_err() {
+                        break 1006;
+                    }
+                }
+                Some(WsOut::Binary(b)) => {
+                    if ws.send(Message::binary(b)).await.is_err() {
+                        break 1006;
+                    }
+                }
+                Some(WsOut::Close(code, reason)) => {
+                    let _ = ws.close(Some(close_frame(code, &reason))).await;
+                    // Wait briefly for the client's close frame, as RFC 6455 asks.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                        while let Some(Ok(m)) = ws.next().await {
+                            if matches!(m, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    break code;
+                }
+                // The application is done with the socket: a normal closure.
+                None => {
+                    let _ = ws.close(Some(close_frame(1000, ""))).await;
+                    break 1000;
+                }
+            },
+        }
+    };
+    on_in(WsIn::Closed(code));
+}
+
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_string().into(),
+    }
+}
