@@ -19,6 +19,8 @@ pub struct ArbiterConfig {
     pub timeout: Option<Duration>,
     /// Daemonized: WINCH stops the workers (Gunicorn ignores it otherwise).
     pub daemon: bool,
+    /// Retire a worker whose RSS exceeds this many bytes; `None` = never.
+    pub max_worker_memory: Option<u64>,
 }
 
 /// Heartbeat slots: more than any sane worker count, 64 bytes each.
@@ -68,6 +70,8 @@ struct Worker {
     slot: usize,
     spawned: Instant,
     aborted: Option<Instant>,
+    /// Sent SIGTERM for using too much memory (so it is asked once).
+    retiring: bool,
 }
 
 pub struct Arbiter<L: Launcher> {
@@ -178,6 +182,7 @@ impl<L: Launcher> Arbiter<L> {
                 return code;
             }
             self.murder_workers();
+            self.retire_large_workers();
             self.launcher.tick();
             if let Err(code) = self.manage_workers() {
                 return code;
@@ -229,6 +234,7 @@ impl<L: Launcher> Arbiter<L> {
                     slot: slot_index,
                     spawned: Instant::now(),
                     aborted: None,
+                    retiring: false,
                 };
                 self.workers.insert(pid.as_raw(), w);
                 Ok(())
@@ -287,6 +293,29 @@ impl<L: Launcher> Arbiter<L> {
                 ferricorn_core::critical!("WORKER TIMEOUT (pid:{pid})");
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGABRT);
                 w.aborted = Some(Instant::now());
+            }
+        }
+    }
+
+    /// `--max-worker-memory`: a worker past the limit finishes its requests and is
+    /// replaced, like a `--max-requests` restart.
+    fn retire_large_workers(&mut self) {
+        let Some(limit) = self.cfg.max_worker_memory else {
+            return;
+        };
+        for (pid, w) in self.workers.iter_mut() {
+            if w.retiring {
+                continue;
+            }
+            let Some(rss) = rss_bytes(*pid) else { continue };
+            if rss > limit {
+                ferricorn_core::warning!(
+                    "Worker (pid:{pid}) uses {} MiB, over --max-worker-memory {} MiB: retiring it",
+                    rss >> 20,
+                    limit >> 20
+                );
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+                w.retiring = true;
             }
         }
     }
@@ -392,6 +421,14 @@ impl<L: Launcher> Arbiter<L> {
             }
         }
     }
+}
+
+/// Resident set size of a process, from /proc.
+fn rss_bytes(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn signal_name(sig: i32) -> String {

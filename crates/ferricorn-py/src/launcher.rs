@@ -180,6 +180,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         graceful_timeout: Duration::from_secs(s.int("graceful_timeout").max(0) as u64),
         timeout: (s.int("timeout") > 0).then(|| Duration::from_secs(s.int("timeout") as u64)),
         daemon: s.bool("daemon"),
+        max_worker_memory: (s.int("max_worker_memory") > 0).then(|| (s.int("max_worker_memory") as u64) << 20),
     };
     let launcher = PyLauncher {
         boot,

@@ -36,6 +36,8 @@ pub static REGISTRY: &[Def] = defs![
         "Restart a worker after this many requests (0 = never).";
     "max_requests_jitter", ["--max-requests-jitter"], "INT", POS, "0", "Worker Processes",
         "A random amount, up to this, added to `max_requests` per worker.";
+    "max_worker_memory", ["--max-worker-memory"], "MIB", POS, "0", "Worker Processes",
+        "ferricorn: a worker whose resident memory exceeds this many MiB is retired gracefully and replaced (0 = never).";
     "timeout", ["-t", "--timeout"], "INT", POS, "30", "Worker Processes",
         "Seconds an application call may run before its worker is aborted and replaced (0 = never).";
     "graceful_timeout", ["--graceful-timeout"], "INT", POS, "30", "Worker Processes",
