@@ -140,10 +140,19 @@ async def ws_app(scope, receive, send):
         return await echo_loop(receive, send, "burst")
 
     if path == "/idle":
-        # Accept and wait for the client; records how the session ended.
-        RECORD["idle"] = "open"
+        # Accept and echo until the session ends; how it ended is also appended to the
+        # file named by $WS_IDLE_MARKER (readable after the worker has exited).
         await send({"type": "websocket.accept"})
-        return await echo_loop(receive, send, "idle")
+        await echo_loop(receive, send, "idle")
+        marker = os.environ.get("WS_IDLE_MARKER")
+        if marker:
+            with open(marker, "a") as f:
+                f.write(json.dumps(RECORD["idle"]) + "\n")
+        return
+
+    if path == "/accept-headers":
+        await send({"type": "websocket.accept", "headers": [(b"x-ws-app", b"hello"), (b"set-cookie", b"a=1")]})
+        return await echo_loop(receive, send, "accept_headers")
 
     await send({"type": "websocket.close"})
 

@@ -252,6 +252,15 @@ fn uri_len(uri: &Uri) -> usize {
     }
 }
 
+/// `SERVER_PROTOCOL` / the access log's `H`: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+pub fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 | Version::HTTP_09 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 /// WSGI "native strings" are latin-1: one char per byte.
 pub fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()

@@ -38,6 +38,7 @@ struct PyLauncher {
     preloaded: Option<Py<PyAny>>,
     identity: Identity,
     pidfile: Option<Pidfile>,
+    tls: Option<std::sync::Arc<ferricorn_server::tls::TlsConfig>>,
     /// Set in a master started by USR2 until the old master is gone.
     parent_master: Option<i32>,
     proc_name: String,
@@ -108,6 +109,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         }
         None => None,
     };
+    let tls = tls_config(&boot)?;
     ferricorn_core::info!("Starting ferricorn {}", ferricorn_core::VERSION);
     let mut listeners = inherited_listeners();
     let _ = py
@@ -190,6 +192,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         pidfile,
         parent_master,
         proc_name,
+        tls,
     };
     let mut arbiter = Arbiter::new(cfg, launcher).map_err(|e| fatal(format!("Error: {e}")))?;
     {
@@ -551,7 +554,54 @@ fn exit_now(py: Python<'_>, code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn server_config(py: Python<'_>, s: &Settings, hooks: &Hooks) -> ServerConfig {
+/// Built in the master, so a bad certificate or setting stops the start-up with one line.
+fn tls_config(boot: &Boot) -> Result<Option<std::sync::Arc<ferricorn_server::tls::TlsConfig>>, Fatal> {
+    let s = &boot.settings;
+    let alpn = ferricorn_server::tls::alpn_for(s.str("http_protocols").unwrap_or("h1"))
+        .map_err(|e| fatal(format!("Error: {e}")))?;
+    if boot.hooks.has("ssl_context") {
+        return Err(fatal(
+            "Error: the ssl_context hook returns a Python SSLContext, which cannot configure ferricorn's TLS (rustls); \
+             use certfile, keyfile, ca_certs and cert_reqs instead",
+        ));
+    }
+    let (cert, key) = (
+        s.str("certfile").filter(|c| !c.is_empty()),
+        s.str("keyfile").filter(|k| !k.is_empty()),
+    );
+    let (certfile, keyfile) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => (c, c),
+        (None, Some(_)) => {
+            return Err(fatal(
+                "Error: Invalid value for certfile: keyfile is set but certfile is not",
+            ))
+        }
+    };
+    if s.str("ciphers").is_some_and(|c| !c.is_empty()) {
+        ferricorn_core::warning!(
+            "--ciphers is ignored: ferricorn uses rustls' safe default cipher suites (TLS 1.2 and 1.3)"
+        );
+    }
+    let opts = ferricorn_server::tls::TlsOptions {
+        certfile,
+        keyfile,
+        ca_certs: s.str("ca_certs").filter(|c| !c.is_empty()),
+        cert_reqs: s.int("cert_reqs"),
+        alpn,
+    };
+    ferricorn_server::tls::server_config(&opts)
+        .map(Some)
+        .map_err(|e| fatal(format!("Error: {e}")))
+}
+
+fn server_config(
+    py: Python<'_>,
+    s: &Settings,
+    hooks: &Hooks,
+    tls: Option<std::sync::Arc<ferricorn_server::tls::TlsConfig>>,
+) -> ServerConfig {
     let keepalive = s.int("keepalive");
     let timeout = s.int("timeout");
     ServerConfig {
@@ -579,6 +629,13 @@ fn server_config(py: Python<'_>, s: &Settings, hooks: &Hooks) -> ServerConfig {
             std::sync::Arc::new(ferricorn_core::access_log::AccessFormat::compile(format))
         }),
         script_name: crate::wsgi::script_name(py, s),
+        tls,
+        http2: ferricorn_server::Http2Options {
+            max_concurrent_streams: s.int("http2_max_concurrent_streams").clamp(1, u32::MAX as i64) as u32,
+            initial_window_size: s.int("http2_initial_window_size").clamp(1, i32::MAX as i64) as u32,
+            max_frame_size: s.int("http2_max_frame_size").clamp(16384, 16_777_215) as u32,
+            max_header_list_size: s.int("http2_max_header_list_size").clamp(0, u32::MAX as i64) as u32,
+        },
     }
 }
 
@@ -718,7 +775,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         },
         Err(message) => (std::sync::Arc::new(ErrorApp(message)), None),
     };
-    let config = server_config(py, s, hooks);
+    let config = server_config(py, s, hooks, launcher.tls.clone());
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
     start_signal_thread(py, hooks, &worker, abort_target.clone());
     let outcome = py.detach(|| {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferricorn_core::access_log::{AccessFormat, AccessRecord};
-use http::{header, HeaderMap, Version};
+use http::{header, HeaderMap};
 
 use crate::ConnInfo;
 
@@ -64,11 +64,7 @@ impl Pending {
             start: Instant::now(),
             method: req.method().clone(),
             raw_uri,
-            protocol: if req.version() == Version::HTTP_10 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            },
+            protocol: ferricorn_core::request::protocol_name(req.version()),
             path_info: ferricorn_core::request::path_info(uri.path(), script_name).unwrap_or_default(),
             query: ferricorn_core::request::latin1(uri.query().unwrap_or("").as_bytes()),
             remote: info.peer.map(|p| p.ip().to_string()),

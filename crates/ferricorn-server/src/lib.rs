@@ -15,13 +15,14 @@ pub mod listener;
 pub mod pipe;
 pub mod response_head;
 mod serve;
+pub mod tls;
 pub mod websocket;
 
 pub use body::{BodyError, RequestBody, ResponseBody};
 pub use conn::ClientGone;
 pub use listener::Listener;
 pub use response_head::{HeadError, ResponseHead};
-pub use serve::{serve, ServeOutcome, ServerConfig, StopSignal};
+pub use serve::{serve, Http2Options, ServeOutcome, ServerConfig, StopSignal};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -42,6 +42,89 @@ pub struct ServerConfig {
     pub access_log: Option<Arc<AccessFormat>>,
     /// The mount prefix, removed from the path for the `U` atom.
     pub script_name: String,
+    /// TLS on TCP listeners (`--certfile`/`--keyfile`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub http2: Http2Options,
+}
+
+/// HTTP/2 (over TLS, negotiated with ALPN `h2`).
+#[derive(Debug, Clone)]
+pub struct Http2Options {
+    pub max_concurrent_streams: u32,
+    pub initial_window_size: u32,
+    pub max_frame_size: u32,
+    pub max_header_list_size: u32,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            initial_window_size: 65535,
+            max_frame_size: 16384,
+            max_header_list_size: 65536,
+        }
+    }
+}
+
+/// A TLS handshake that takes longer than this is dropped (slow or hostile client).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    mut info: ConnInfo,
+    shared: Arc<Shared>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        // Scanners and broken clients fail handshakes all the time: not a worker error.
+        Ok(Err(e)) => {
+            ferricorn_core::debug!("TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            ferricorn_core::debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    info.scheme = "https";
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(stream, info, shared).await;
+    } else {
+        serve_connection(stream, info, shared).await;
+    }
+}
+
+async fn serve_h2<S>(stream: S, info: ConnInfo, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &shared.config;
+    let state = Arc::new(ConnState::default());
+    let info = Arc::new(info);
+    let svc_shared = shared.clone();
+    let service = service_fn(move |req| crate::front::handle(req, svc_shared.clone(), info.clone(), state.clone()));
+    let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.http2.max_concurrent_streams)
+        .initial_stream_window_size(cfg.http2.initial_window_size)
+        .max_frame_size(cfg.http2.max_frame_size)
+        .max_header_list_size(cfg.http2.max_header_list_size);
+    if let Some(idle) = cfg.keepalive {
+        builder.keep_alive_interval(idle.max(Duration::from_secs(10)));
+    }
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stop_rx = shared.stop_rx.clone();
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop_rx.wait_for(Option::is_some) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 impl Default for ServerConfig {
@@ -61,6 +144,8 @@ impl Default for ServerConfig {
             secure_scheme_headers: ferricorn_core::proxy::default_secure_scheme_headers(),
             access_log: None,
             script_name: String::new(),
+            tls: None,
+            http2: Http2Options::default(),
         }
     }
 }
@@ -269,9 +354,10 @@ fn accept_loop(
                     shared.connections.fetch_add(1, Ordering::AcqRel);
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        match stream {
-                            Stream::Tcp(s) => serve_connection(s, info, shared.clone()).await,
-                            Stream::Unix(s) => serve_connection(s, info, shared.clone()).await,
+                        match (stream, shared.config.tls.clone()) {
+                            (Stream::Tcp(s), Some(tls)) => serve_tls(s, tls, info, shared.clone()).await,
+                            (Stream::Tcp(s), None) => serve_connection(s, info, shared.clone()).await,
+                            (Stream::Unix(s), _) => serve_connection(s, info, shared.clone()).await,
                         }
                         drop(permit);
                         if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -32,10 +32,10 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     scope.set_item(intern!(py, "asgi"), asgi)?;
     scope.set_item(
         intern!(py, "http_version"),
-        if head.version == Version::HTTP_10 {
-            intern!(py, "1.0")
-        } else {
-            intern!(py, "1.1")
+        match head.version {
+            Version::HTTP_10 => intern!(py, "1.0"),
+            Version::HTTP_2 => intern!(py, "2"),
+            _ => intern!(py, "1.1"),
         },
     )?;
     scope.set_item(intern!(py, "method"), head.method.as_str())?;
@@ -61,6 +61,17 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
             ],
         )?;
         headers.append(pair)?;
+    }
+    if head.version == Version::HTTP_2 && !head.headers.contains_key(http::header::HOST) {
+        if let Some(authority) = head.uri.authority() {
+            headers.append(PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, b"host"),
+                    PyBytes::new(py, authority.as_str().as_bytes()),
+                ],
+            )?)?;
+        }
     }
     scope.set_item(intern!(py, "headers"), headers)?;
     match req.conn.peer {

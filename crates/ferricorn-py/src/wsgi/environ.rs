@@ -51,12 +51,14 @@ pub fn build<'py>(
     env.set_item(intern!(py, "REQUEST_URI"), raw_uri.as_str())?;
     env.set_item(
         intern!(py, "SERVER_PROTOCOL"),
-        if head.version == Version::HTTP_10 {
-            intern!(py, "HTTP/1.0")
-        } else {
-            intern!(py, "HTTP/1.1")
-        },
+        PyString::intern(py, ferricorn_core::request::protocol_name(head.version)),
     )?;
+    if head.version == Version::HTTP_2 && !head.headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in the :authority pseudo-header.
+        if let Some(authority) = head.uri.authority() {
+            env.set_item(intern!(py, "HTTP_HOST"), authority.as_str())?;
+        }
+    }
     env.set_item(
         intern!(py, "SERVER_SOFTWARE"),
         intern!(py, ferricorn_core::SERVER_SOFTWARE),

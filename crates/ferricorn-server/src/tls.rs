@@ -1,0 +1,118 @@
+//! TLS with rustls: Gunicorn's `--certfile`, `--keyfile`, `--ca-certs`, `--cert-reqs`,
+//! and ALPN for `--http-protocols`. The configuration is built (and every file checked)
+//! in the master before any worker starts, so a bad certificate is a start-up error.
+
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("Invalid value for {setting}: {path:?}: {why}")]
+    File {
+        setting: &'static str,
+        path: String,
+        why: String,
+    },
+    #[error("Invalid value for cert_reqs: {0} (must be 0, 1 or 2)")]
+    CertReqs(i64),
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("Invalid value for ca_certs: {0}")]
+    Verifier(String),
+}
+
+/// The TLS configuration a worker serves with.
+pub type TlsConfig = ServerConfig;
+
+/// ALPN identifiers for `--http-protocols` (`h1,h2`), in the given order.
+pub fn alpn_for(http_protocols: &str) -> Result<Vec<Vec<u8>>, String> {
+    http_protocols
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p {
+            "h1" => Ok(b"http/1.1".to_vec()),
+            "h2" => Ok(b"h2".to_vec()),
+            other => Err(format!(
+                "Invalid value for http_protocols: {other:?} (supported: h1, h2)"
+            )),
+        })
+        .collect()
+}
+
+pub struct TlsOptions<'a> {
+    pub certfile: &'a str,
+    pub keyfile: &'a str,
+    pub ca_certs: Option<&'a str>,
+    /// 0: no client certificate, 1: optional, 2: required (Python's `ssl.CERT_*`).
+    pub cert_reqs: i64,
+    /// ALPN protocols in preference order (`h2`, `http/1.1`).
+    pub alpn: Vec<Vec<u8>>,
+}
+
+fn read(setting: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File {
+        setting,
+        path: path.into(),
+        why: e.to_string(),
+    })
+}
+
+pub fn server_config(opts: &TlsOptions<'_>) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_pem = read("certfile", opts.certfile)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::File {
+            setting: "certfile",
+            path: opts.certfile.into(),
+            why: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::File {
+            setting: "certfile",
+            path: opts.certfile.into(),
+            why: "no PEM certificate in the file".into(),
+        });
+    }
+    let key_pem = read("keyfile", opts.keyfile)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::File {
+        setting: "keyfile",
+        path: opts.keyfile.into(),
+        why: format!("no usable private key (PKCS#1, PKCS#8 or SEC1 PEM): {e}"),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match opts.cert_reqs {
+        0 => builder.with_no_client_auth(),
+        1 | 2 => {
+            let path = opts
+                .ca_certs
+                .ok_or_else(|| TlsError::Verifier("--cert-reqs 1 or 2 needs --ca-certs".into()))?;
+            let pem = read("ca_certs", path)?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| TlsError::File {
+                    setting: "ca_certs",
+                    path: path.into(),
+                    why: e.to_string(),
+                })?;
+                roots.add(cert)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if opts.cert_reqs == 1 {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?)
+        }
+        other => return Err(TlsError::CertReqs(other)),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = opts.alpn.clone();
+    Ok(Arc::new(config))
+}
