@@ -229,6 +229,24 @@ def tree_cpu_s(root):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpus_busy_s(cpus):
+    """user + nice + system seconds of these CPUs (/proc/stat; irq/softirq time left out)."""
+    total = 0
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *vals = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                total += int(vals[0]) + int(vals[1]) + int(vals[2])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class RssSampler(threading.Thread):
     """Peak process-tree RSS while the load runs."""
 
@@ -610,7 +628,8 @@ def main():
         pinning = "none (fewer than 2 usable CPUs or no taskset): server and wrk share the CPUs"
     load = {"wrk": bool(shutil.which("wrk")), "cpus": load_cpus if pinned else None,
             "threads": len(load_set) if pinned else 2, "ncpus": len(load_set)}
-    server_ncpus = len(parse_cpus(server_cpus)) if pinned else len(usable)
+    server_set = parse_cpus(server_cpus) if pinned else set(usable)
+    server_ncpus = len(server_set)
     loadavg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -677,15 +696,26 @@ def main():
                         sampler = RssSampler(proc.pid)
                         sampler.start()
                         cpu0, w0 = tree_cpu_s(proc.pid), time.monotonic()
+                        sbusy0, lbusy0, me0 = cpus_busy_s(server_set), cpus_busy_s(load_set), self_cpu_s()
                         try:
                             res = run_load(port, args.duration, conns(sc), load, script, payload)
                         finally:
-                            cpu_pct = 100 * (tree_cpu_s(proc.pid) - cpu0) / (time.monotonic() - w0) / server_ncpus
+                            wall, used = time.monotonic() - w0, tree_cpu_s(proc.pid) - cpu0
+                            sbusy, lbusy, me = cpus_busy_s(server_set), cpus_busy_s(load_set), self_cpu_s()
                             rss_load = sampler.stop()
+                        cpu_pct = 100 * used / wall / server_ncpus
+                        # CPU time other processes took on the pinned CPUs (other work on the machine).
+                        other_server = 100 * (sbusy - sbusy0 - used) / wall / server_ncpus
+                        wrk_s = res.get("wrk_cpu_pct", 0) * wall * load["ncpus"] / 100
+                        other_load = 100 * (lbusy - lbusy0 - (me - me0) - wrk_s) / wall / load["ncpus"]
                         if proc.poll() is not None:
                             notes.append(f"{name} ({sc}, round {rnd + 1}): exited during the load (status {proc.returncode})")
                         res.update(rss_idle_kib=rss_idle, rss_load_kib=rss_load, start_ms=start_ms, round=rnd + 1,
-                                   server_cpu_pct=cpu_pct)
+                                   server_cpu_pct=cpu_pct, other_on_server_cpu_pct=max(0.0, other_server),
+                                   other_on_load_cpus_pct=max(0.0, other_load))
+                        if pinned and max(other_server, other_load) >= 5:
+                            notes.append(f"{name} ({sc}, round {rnd + 1}): other processes used {max(0, other_server):.0f}% "
+                                         f"of the server's CPU and {max(0, other_load):.0f}% of wrk's during the run")
                         results[sc][name].append(res)
                         print(f"round {rnd + 1} {sc:9s} {name:9s} {res['rps']:9.0f} req/s  p50 {fmt(res['p50_ms'], '.2f')} ms"
                               f"  p99 {fmt(res['p99_ms'], '.2f')} ms  errors {res['errors']}  RSS {rss_idle / 1024:.1f}"

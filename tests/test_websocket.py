@@ -22,7 +22,6 @@ import time
 
 import pytest
 
-from conftest import TcpServer, base_env, free_port
 
 requests = pytest.importorskip("requests")
 websockets = pytest.importorskip("websockets")
@@ -154,17 +153,11 @@ def client_frame(opcode, payload):
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-@pytest.fixture(scope="module")
-def raw_srv(tmp_path_factory):
-    """One shared single-worker server running the raw websocket app."""
-    tmp = tmp_path_factory.mktemp("ws_raw")
-    port = free_port()
-    srv = TcpServer(["-b", f"127.0.0.1:{port}", RAW, "-w", "1"], tmp, base_env(), tmp / "server.log", port)
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
+@pytest.fixture
+def raw_srv(start_server):
+    """A single-worker server running the raw websocket app (one per test, so a wedged
+    worker fails only the test that wedged it)."""
+    return start_server(RAW, "-w", "1")
 
 
 # --------------------------------------------------------------------------- 1. handshake and scope
@@ -299,7 +292,7 @@ def test_pipelined_messages_in_both_directions(raw_srv):
     with connect(raw_srv, "/burst?n=1000") as ws:
         for i in range(1000):
             ws.send(f"cli-{i}")
-        got = [ws.recv(timeout=TIMEOUT) for _ in range(2000)]
+        got = [ws.recv(timeout=5) for _ in range(2000)]
     srv_msgs = [m for m in got if m.startswith("srv-")]
     cli_msgs = [m for m in got if m.startswith("cli-")]
     assert srv_msgs == [f"srv-{i}" for i in range(1000)]
@@ -531,6 +524,37 @@ def test_concurrent_websockets_one_worker(start_server):
     done = asyncio.run(main())
     assert sorted(done) == list(range(50))
     assert time.monotonic() - t0 < 30
+
+
+def test_concurrent_pipelined_websockets_keep_worker_alive(start_server):
+    """20 clients on one worker, each sending 10 bursts of 100 messages without waiting
+    and then reading the 100 echoes. Every message comes back in order, and afterwards
+    the worker still answers HTTP (a lost wake-up of the worker's event loop would leave
+    the whole worker, HTTP included, stuck)."""
+    srv = start_server(RAW, "-w", "1")
+
+    async def client(k):
+        async with aconnect_(srv, f"/echo?key=p{k}", max_queue=None) as ws:
+            for _ in range(10):
+                for i in range(100):
+                    await ws.send(f"{k}-{i}")
+                for i in range(100):
+                    assert await asyncio.wait_for(ws.recv(), 5) == f"{k}-{i}"
+        return k
+
+    async def main():
+        return await asyncio.gather(*(client(k) for k in range(20)))
+
+    try:
+        done, err = asyncio.run(main()), None
+    except (Exception, asyncio.CancelledError) as exc:
+        done, err = None, exc
+    try:
+        alive = requests.get(srv.url + "/plain", timeout=3).status_code
+    except requests.RequestException as exc:
+        alive = type(exc).__name__
+    assert err is None and alive == 200, f"echoes: {err!r}; plain HTTP afterwards: {alive}"
+    assert sorted(done) == list(range(20))
 
 
 # --------------------------------------------------------------------------- 6. HTTP alongside

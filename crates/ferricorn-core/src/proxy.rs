@@ -144,3 +144,223 @@ mod tests {
         assert_eq!(forwarded_scheme(&h, &secure).unwrap_err().status, 400);
     }
 }
+
+/// `--proxy-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    Off,
+    V1,
+    V2,
+    Auto,
+}
+
+impl ProxyMode {
+    pub fn parse(s: &str) -> ProxyMode {
+        match s {
+            "v1" => ProxyMode::V1,
+            "v2" => ProxyMode::V2,
+            "auto" => ProxyMode::Auto,
+            _ => ProxyMode::Off,
+        }
+    }
+}
+
+/// A parsed PROXY protocol header (HAProxy's v1 text or v2 binary form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// The client's address; `None` for `UNKNOWN` (v1) or `LOCAL`/unspecified (v2).
+    pub source: Option<std::net::SocketAddr>,
+    /// `TCP4`, `TCP6`, `UNKNOWN`, `LOCAL` or `UNSPEC`, as Gunicorn reports it.
+    pub protocol: &'static str,
+    /// Bytes the header took on the wire.
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyParse {
+    /// Not a PROXY header: the connection starts with the request itself.
+    Absent,
+    /// More bytes are needed to decide.
+    Incomplete,
+    Header(ProxyHeader),
+    Invalid(&'static str),
+}
+
+const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+/// v1 headers are at most 107 bytes including CRLF.
+const V1_MAX: usize = 107;
+
+/// Parses the start of a connection.
+pub fn parse_proxy_header(buf: &[u8], mode: ProxyMode) -> ProxyParse {
+    if mode == ProxyMode::Off {
+        return ProxyParse::Absent;
+    }
+    let v1_ok = matches!(mode, ProxyMode::V1 | ProxyMode::Auto);
+    let v2_ok = matches!(mode, ProxyMode::V2 | ProxyMode::Auto);
+    if v2_ok {
+        let n = buf.len().min(V2_SIGNATURE.len());
+        if buf[..n] == V2_SIGNATURE[..n] {
+            return if buf.len() < 16 {
+                ProxyParse::Incomplete
+            } else {
+                parse_v2(buf)
+            };
+        }
+    }
+    if v1_ok {
+        let n = buf.len().min(6);
+        if buf[..n] == b"PROXY "[..n] {
+            return if buf.len() < 6 {
+                ProxyParse::Incomplete
+            } else {
+                parse_v1(buf)
+            };
+        }
+    }
+    ProxyParse::Absent
+}
+
+fn parse_v1(buf: &[u8]) -> ProxyParse {
+    let Some(end) = buf.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
+        return if buf.len() >= V1_MAX {
+            ProxyParse::Invalid("PROXY v1 line too long")
+        } else {
+            ProxyParse::Incomplete
+        };
+    };
+    let Ok(line) = std::str::from_utf8(&buf[..end]) else {
+        return ProxyParse::Invalid("PROXY v1 line is not text");
+    };
+    let parts: Vec<&str> = line.split(' ').collect();
+    let len = end + 2;
+    match parts.as_slice() {
+        ["PROXY", "UNKNOWN", ..] => ProxyParse::Header(ProxyHeader {
+            source: None,
+            protocol: "UNKNOWN",
+            len,
+        }),
+        ["PROXY", proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+            let (Ok(src), Ok(_dst)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
+                return ProxyParse::Invalid("PROXY v1 address is invalid");
+            };
+            let (Ok(sport), Ok(_)) = (sport.parse::<u16>(), dport.parse::<u16>()) else {
+                return ProxyParse::Invalid("PROXY v1 port is invalid");
+            };
+            if (*proto == "TCP4") != src.is_ipv4() {
+                return ProxyParse::Invalid("PROXY v1 address does not match the protocol");
+            }
+            let protocol = if *proto == "TCP4" { "TCP4" } else { "TCP6" };
+            ProxyParse::Header(ProxyHeader {
+                source: Some(std::net::SocketAddr::new(src, sport)),
+                protocol,
+                len,
+            })
+        }
+        _ => ProxyParse::Invalid("malformed PROXY v1 line"),
+    }
+}
+
+fn parse_v2(buf: &[u8]) -> ProxyParse {
+    let ver_cmd = buf[12];
+    if ver_cmd >> 4 != 2 {
+        return ProxyParse::Invalid("PROXY v2 version is not 2");
+    }
+    let family = buf[13];
+    let len = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+    if buf.len() < len {
+        return ProxyParse::Incomplete;
+    }
+    let body = &buf[16..len];
+    match ver_cmd & 0x0f {
+        0 => {
+            return ProxyParse::Header(ProxyHeader {
+                source: None,
+                protocol: "LOCAL",
+                len,
+            })
+        }
+        1 => {}
+        _ => return ProxyParse::Invalid("PROXY v2 command is invalid"),
+    }
+    // TLVs after the addresses are skipped.
+    match family {
+        0x11 if body.len() >= 12 => {
+            let ip = std::net::Ipv4Addr::new(body[0], body[1], body[2], body[3]);
+            let port = u16::from_be_bytes([body[8], body[9]]);
+            ProxyParse::Header(ProxyHeader {
+                source: Some((ip, port).into()),
+                protocol: "TCP4",
+                len,
+            })
+        }
+        0x21 if body.len() >= 36 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&body[..16]);
+            let port = u16::from_be_bytes([body[32], body[33]]);
+            ProxyParse::Header(ProxyHeader {
+                source: Some((std::net::Ipv6Addr::from(octets), port).into()),
+                protocol: "TCP6",
+                len,
+            })
+        }
+        0x00 => ProxyParse::Header(ProxyHeader {
+            source: None,
+            protocol: "UNSPEC",
+            len,
+        }),
+        0x11 | 0x21 => ProxyParse::Invalid("PROXY v2 address block too short"),
+        _ => ProxyParse::Invalid("PROXY v2 transport is not supported"),
+    }
+}
+
+#[cfg(test)]
+mod proxy_protocol_tests {
+    use super::*;
+
+    #[test]
+    fn v1() {
+        let h = b"PROXY TCP4 10.1.2.3 10.0.0.1 5555 80\r\nGET / HTTP/1.1\r\n";
+        match parse_proxy_header(h, ProxyMode::Auto) {
+            ProxyParse::Header(p) => {
+                assert_eq!(p.source, Some("10.1.2.3:5555".parse().unwrap()));
+                assert_eq!(p.len, 38);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_proxy_header(b"PROX", ProxyMode::V1), ProxyParse::Incomplete);
+        assert_eq!(
+            parse_proxy_header(b"GET / HTTP/1.1\r\n", ProxyMode::Auto),
+            ProxyParse::Absent
+        );
+        assert!(matches!(
+            parse_proxy_header(b"PROXY TCP4 1.2.3 1.2.3.4 1 2\r\n", ProxyMode::Auto),
+            ProxyParse::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_proxy_header(b"PROXY UNKNOWN\r\n", ProxyMode::V1),
+            ProxyParse::Header(ProxyHeader { source: None, .. })
+        ));
+        assert_eq!(parse_proxy_header(h, ProxyMode::V2), ProxyParse::Absent);
+    }
+
+    #[test]
+    fn v2() {
+        let mut h = V2_SIGNATURE.to_vec();
+        h.extend([0x21, 0x11, 0, 12, 192, 168, 0, 9, 10, 0, 0, 1, 0x30, 0x39, 0, 80]);
+        h.extend(b"GET /");
+        match parse_proxy_header(&h, ProxyMode::Auto) {
+            ProxyParse::Header(p) => {
+                assert_eq!(p.source, Some("192.168.0.9:12345".parse().unwrap()));
+                assert_eq!(p.len, 28);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_proxy_header(&h[..20], ProxyMode::V2), ProxyParse::Incomplete);
+        let mut local = V2_SIGNATURE.to_vec();
+        local.extend([0x20, 0x00, 0, 0]);
+        assert!(matches!(
+            parse_proxy_header(&local, ProxyMode::V2),
+            ProxyParse::Header(ProxyHeader { protocol: "LOCAL", .. })
+        ));
+    }
+}

@@ -343,6 +343,11 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
     for b in settings.list("bind") {
         BindAddr::parse(&b).map_err(|e| Fatal::usage(format!("Error: Invalid value for bind: {e}")))?;
     }
+    for name in ["forwarded_allow_ips", "proxy_allow_ips"] {
+        if let Err(why) = ferricorn_core::proxy::AllowList::parse(settings.str(name).unwrap_or("")) {
+            return Err(Fatal::usage(format!("Error: Invalid value for {name}: {why}")));
+        }
+    }
     let wc = settings.str("worker_class").unwrap_or("sync");
     if crate::launcher::worker_interface(wc).is_none() && !matches!(settings.get("worker_class"), Value::Python(_)) {
         return Err(Fatal::usage(format!(

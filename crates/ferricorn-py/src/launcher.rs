@@ -630,6 +630,8 @@ fn server_config(
         }),
         script_name: crate::wsgi::script_name(py, s),
         tls,
+        proxy_protocol: ferricorn_core::proxy::ProxyMode::parse(s.str("proxy_protocol").unwrap_or("off")),
+        proxy_allow: AllowList::parse(s.str("proxy_allow_ips").unwrap_or("")).unwrap_or_default(),
         http2: ferricorn_server::Http2Options {
             max_concurrent_streams: s.int("http2_max_concurrent_streams").clamp(1, u32::MAX as i64) as u32,
             initial_window_size: s.int("http2_initial_window_size").clamp(1, i32::MAX as i64) as u32,

@@ -13,6 +13,7 @@ mod framing;
 mod front;
 pub mod listener;
 pub mod pipe;
+mod proxy_io;
 pub mod response_head;
 mod serve;
 pub mod tls;
@@ -40,6 +41,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The connection's socket, for last-resort writes when the I/O loop is stuck.
     pub fd: std::os::fd::RawFd,
+    /// From a PROXY header: its protocol (`TCP4`...) and the proxy's own address.
+    pub proxy: Option<(&'static str, Option<SocketAddr>)>,
 }
 
 /// A request that passed every check of the front end.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferricorn_core::access_log::AccessFormat;
-use ferricorn_core::proxy::AllowList;
+use ferricorn_core::proxy::{AllowList, ProxyMode};
 use ferricorn_core::request::Limits;
 use http::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// TLS on TCP listeners (`--certfile`/`--keyfile`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub http2: Http2Options,
+    /// `--proxy-protocol` and the peers allowed to send it (`--proxy-allow-from`).
+    pub proxy_protocol: ProxyMode,
+    pub proxy_allow: AllowList,
 }
 
 /// HTTP/2 (over TLS, negotiated with ALPN `h2`).
@@ -67,15 +70,33 @@ impl Default for Http2Options {
     }
 }
 
+/// A TCP connection: PROXY header (when enabled), then TLS (when configured), then HTTP.
+async fn serve_tcp(stream: tokio::net::TcpStream, mut info: ConnInfo, shared: Arc<Shared>) {
+    let cfg = &shared.config;
+    if cfg.proxy_protocol != ProxyMode::Off {
+        let Some(stream) = crate::proxy_io::accept(stream, cfg.proxy_protocol, &cfg.proxy_allow, &mut info).await
+        else {
+            return;
+        };
+        match cfg.tls.clone() {
+            Some(tls) => serve_tls(stream, tls, info, shared.clone()).await,
+            None => serve_connection(stream, info, shared.clone()).await,
+        }
+        return;
+    }
+    match cfg.tls.clone() {
+        Some(tls) => serve_tls(stream, tls, info, shared.clone()).await,
+        None => serve_connection(stream, info, shared.clone()).await,
+    }
+}
+
 /// A TLS handshake that takes longer than this is dropped (slow or hostile client).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn serve_tls(
-    stream: tokio::net::TcpStream,
-    tls: Arc<rustls::ServerConfig>,
-    mut info: ConnInfo,
-    shared: Arc<Shared>,
-) {
+async fn serve_tls<S>(stream: S, tls: Arc<rustls::ServerConfig>, mut info: ConnInfo, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
@@ -90,6 +111,8 @@ async fn serve_tls(
         }
     };
     info.scheme = "https";
+    // Raw writes on the socket (a last-resort 500) would break the TLS stream.
+    info.fd = -1;
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(stream, info, shared).await;
     } else {
@@ -146,6 +169,8 @@ impl Default for ServerConfig {
             script_name: String::new(),
             tls: None,
             http2: Http2Options::default(),
+            proxy_protocol: ProxyMode::Off,
+            proxy_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
         }
     }
 }
@@ -335,6 +360,7 @@ fn accept_loop(
                         local,
                         scheme: "http",
                         fd: std::os::fd::AsRawFd::as_raw_fd(&s),
+                        proxy: None,
                     };
                     (Stream::Tcp(s), info)
                 }),
@@ -345,6 +371,7 @@ fn accept_loop(
                         local: None,
                         scheme: "http",
                         fd,
+                        proxy: None,
                     };
                     (Stream::Unix(s), info)
                 }),
@@ -354,10 +381,9 @@ fn accept_loop(
                     shared.connections.fetch_add(1, Ordering::AcqRel);
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        match (stream, shared.config.tls.clone()) {
-                            (Stream::Tcp(s), Some(tls)) => serve_tls(s, tls, info, shared.clone()).await,
-                            (Stream::Tcp(s), None) => serve_connection(s, info, shared.clone()).await,
-                            (Stream::Unix(s), _) => serve_connection(s, info, shared.clone()).await,
+                        match stream {
+                            Stream::Tcp(s) => serve_tcp(s, info, shared.clone()).await,
+                            Stream::Unix(s) => serve_connection(s, info, shared.clone()).await,
                         }
                         drop(permit);
                         if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -93,6 +93,14 @@ pub fn build<'py>(
         }
     }
 
+    if let Some((protocol, proxy)) = conn.proxy {
+        env.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;
+        if let Some(p) = proxy {
+            env.set_item(intern!(py, "PROXY_ADDR"), p.ip().to_string())?;
+            env.set_item(intern!(py, "PROXY_PORT"), p.port().to_string())?;
+        }
+    }
+
     let mut key = String::with_capacity(64);
     for name in head.headers.keys() {
         let n = name.as_str();
