@@ -448,6 +448,8 @@ def summarize(runs):
         "start_ms": med(r["start_ms"] for r in runs),
         "server_cpu_pct": med(r["server_cpu_pct"] for r in runs),
         "wrk_cpu_pct": med(r.get("wrk_cpu_pct") for r in runs),
+        "other_server_pct": med(r["other_on_server_cpu_pct"] for r in runs),
+        "other_load_pct": med(r["other_on_load_cpus_pct"] for r in runs),
         "runs": len(runs),
     }
 
@@ -462,7 +464,7 @@ def ratio(a, b):
 
 def table(summary, scenarios, names):
     head = ["scenario", "server", "req/s", "vs gunicorn", "vs granian", "vs Rust ref", "p50 ms", "p99 ms",
-            "errors", "RSS idle MiB", "RSS load MiB", "start ms", "CPU % server/wrk"]
+            "errors", "RSS idle MiB", "RSS load MiB", "start ms", "CPU % server/wrk", "other CPU %"]
     rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "--:" for i in range(len(head))) + "|"]
     for sc in scenarios:
         got = summary.get(sc, {})
@@ -478,6 +480,7 @@ def table(summary, scenarios, names):
                 fmt(s["rss_idle_kib"] and s["rss_idle_kib"] / 1024, ".1f"),
                 fmt(s["rss_load_kib"] and s["rss_load_kib"] / 1024, ".1f"), fmt(s["start_ms"], ".0f"),
                 f"{fmt(s['server_cpu_pct'], '.0f')}/{fmt(s['wrk_cpu_pct'], '.0f')}",
+                f"{fmt(s['other_server_pct'], '.0f')}/{fmt(s['other_load_pct'], '.0f')}",
             ]) + " |")
     return "\n".join(rows)
 
@@ -518,8 +521,9 @@ def markdown(report, tbl):
         "VmRSS over the server's whole process tree: idle = after the first response, load = peak during the "
         "measured run. start = from spawning the server to its first 200 response. CPU % = share of its "
         "pinned CPU(s) the server's process tree and wrk used during the measured run: wrk near 100% means "
-        "the load generator, not the server, was the limit. Ratios compare req/s medians within a scenario; "
-        "the pure-Rust reference serves only `hello`.",
+        "the load generator, not the server, was the limit. other CPU % = share of the server's / wrk's CPU "
+        "that other processes on the machine took meanwhile (should be 0). Ratios compare req/s medians "
+        "within a scenario; the pure-Rust reference serves only `hello`.",
     ]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
@@ -713,9 +717,6 @@ def main():
                         res.update(rss_idle_kib=rss_idle, rss_load_kib=rss_load, start_ms=start_ms, round=rnd + 1,
                                    server_cpu_pct=cpu_pct, other_on_server_cpu_pct=max(0.0, other_server),
                                    other_on_load_cpus_pct=max(0.0, other_load))
-                        if pinned and max(other_server, other_load) >= 5:
-                            notes.append(f"{name} ({sc}, round {rnd + 1}): other processes used {max(0, other_server):.0f}% "
-                                         f"of the server's CPU and {max(0, other_load):.0f}% of wrk's during the run")
                         results[sc][name].append(res)
                         print(f"round {rnd + 1} {sc:9s} {name:9s} {res['rps']:9.0f} req/s  p50 {fmt(res['p50_ms'], '.2f')} ms"
                               f"  p99 {fmt(res['p99_ms'], '.2f')} ms  errors {res['errors']}  RSS {rss_idle / 1024:.1f}"
@@ -742,6 +743,11 @@ def main():
         notes.append("bjoern runs one request at a time (no threads): sleep10ms is capped near 100 req/s")
     if "uvicorn" in summary.get("sleep10ms", {}):
         notes.append("uvicorn runs WSGI apps on its fixed 10-thread pool (no flag for 32): sleep10ms is capped near 1,000 req/s")
+    runs_all = [r for per in results.values() for runs in per.values() for r in runs]
+    disturbed = [r for r in runs_all if max(r["other_on_server_cpu_pct"], r["other_on_load_cpus_pct"]) >= 5]
+    if pinned and disturbed:
+        notes.append(f"in {len(disturbed)} of {len(runs_all)} runs other processes took >= 5% of the server's or wrk's "
+                     "CPU (column `other CPU %`): those numbers are disturbed; rerun on a quiet machine")
     if loadavg and float(loadavg[0]) >= 0.5:
         notes.append(f"the machine was not idle at the start (load average {' '.join(loadavg)}): other work may "
                      "have competed for the CPUs")

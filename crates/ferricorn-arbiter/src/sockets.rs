@@ -27,12 +27,17 @@ impl BoundListener {
 
     /// The address as Gunicorn prints it in "Listening at:" (the real port when 0 was asked).
     pub fn display(&self) -> String {
+        self.display_with_scheme("http")
+    }
+
+    /// As `display`, with `https` when the listener serves TLS.
+    pub fn display_with_scheme(&self, scheme: &str) -> String {
         if let BindAddr::Unix(_) = self.addr {
             return self.addr.to_string();
         }
         match local_addr(self.raw_fd()) {
-            Some(SocketAddr::V6(a)) => format!("http://[{}]:{}", a.ip(), a.port()),
-            Some(a) => format!("http://{a}"),
+            Some(SocketAddr::V6(a)) => format!("{scheme}://[{}]:{}", a.ip(), a.port()),
+            Some(a) => format!("{scheme}://{a}"),
             None => self.addr.to_string(),
         }
     }

@@ -84,14 +84,20 @@ fn is_http10(v: Version) -> bool {
     v == Version::HTTP_10 || v == Version::HTTP_09
 }
 
-/// The request target exactly as it was on the request line.
-pub fn raw_target(uri: &Uri) -> &str {
-    if let Some(pq) = uri.path_and_query() {
-        if uri.scheme().is_none() {
-            return pq.as_str();
-        }
+/// The request target as the client wrote it (`RAW_URI`, the access log's request line):
+/// origin form, authority form (CONNECT) or absolute form on HTTP/1.x; on HTTP/2, where
+/// hyper rebuilds an absolute URI from the pseudo-headers, the `:path`.
+pub fn raw_target(uri: &Uri, version: Version) -> String {
+    let path_and_query = || {
+        uri.path_and_query()
+            .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string())
+    };
+    match (uri.scheme(), uri.authority()) {
+        _ if version == Version::HTTP_2 => path_and_query(),
+        (None, None) => path_and_query(),
+        (None, Some(a)) => a.as_str().to_string(),
+        _ => uri.to_string(),
     }
-    ""
 }
 
 /// Checks the request line and headers; `Err` carries the status to answer with.

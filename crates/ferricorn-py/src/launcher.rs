@@ -139,7 +139,12 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         }
     }
     for l in &listeners {
-        ferricorn_core::info!("Listening at: {} ({})", l.display(), std::process::id());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        ferricorn_core::info!(
+            "Listening at: {} ({})",
+            l.display_with_scheme(scheme),
+            std::process::id()
+        );
     }
     let threads = s.int("threads");
     let asgi_forced = s.str("interface") == Some("asgi")

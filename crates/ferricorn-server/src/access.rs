@@ -52,13 +52,7 @@ impl Pending {
             h
         };
         let uri = req.uri();
-        let raw_uri = match (uri.scheme(), uri.authority()) {
-            (None, None) => uri
-                .path_and_query()
-                .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
-            (None, Some(a)) => a.as_str().to_string(),
-            _ => uri.to_string(),
-        };
+        let raw_uri = ferricorn_core::request::raw_target(uri, req.version());
         Box::new(Self {
             format,
             start: Instant::now(),

@@ -112,7 +112,11 @@ pub fn server_config(opts: &TlsOptions<'_>) -> Result<Arc<ServerConfig>, TlsErro
         }
         other => return Err(TlsError::CertReqs(other)),
     };
-    let mut config = builder.with_single_cert(certs, key)?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| TlsError::File {
+        setting: "keyfile",
+        path: opts.keyfile.into(),
+        why: format!("does not match the certificate in {:?} ({e})", opts.certfile),
+    })?;
     config.alpn_protocols = opts.alpn.clone();
     Ok(Arc::new(config))
 }

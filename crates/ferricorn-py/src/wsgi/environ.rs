@@ -27,11 +27,7 @@ pub fn build<'py>(
     let env = PyDict::new(py);
 
     let path = head.uri.path();
-    let raw_uri = match (head.uri.scheme(), head.uri.authority()) {
-        (None, None) => head.uri.path_and_query().map_or(path, |pq| pq.as_str()).to_string(),
-        (None, Some(a)) => a.as_str().to_string(),
-        _ => head.uri.to_string(),
-    };
+    let raw_uri = ferricorn_core::request::raw_target(&head.uri, head.version);
     let script_name = &cfg.script_name;
     let Some(path_info) = ferricorn_core::request::path_info(path, script_name) else {
         return Ok(Err(EnvironError {
