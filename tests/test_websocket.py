@@ -11,6 +11,7 @@ HTTP alongside websockets, and a graceful stop with an open websocket."""
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -46,9 +47,8 @@ def ws_url(srv, path):
 
 def connect(srv, path, **kw):
     """A sync `websockets` client: no proxy, no client keepalive pings (so idleness is
-    real), no size limit on what the server sends. `legacy=True`: returns the connection
-    directly, so a test may also hold it open without a `with`."""
-    opts = dict(legacy=True, proxy=None, open_timeout=TIMEOUT, close_timeout=5, ping_interval=None, max_size=None)
+    real), no size limit on what the server sends. Use it with `with`."""
+    opts = dict(proxy=None, open_timeout=TIMEOUT, close_timeout=5, ping_interval=None, max_size=None)
     opts.update(kw)
     return sconnect(ws_url(srv, path), **opts)
 
@@ -359,11 +359,12 @@ def test_client_close_without_code_is_1005(raw_srv):
 
 
 def test_client_drops_connection_is_1006(raw_srv):
-    ws = connect(raw_srv, "/echo?key=dropped")
-    ws.send("x")
-    ws.recv(timeout=TIMEOUT)
-    ws.socket.shutdown(socket.SHUT_RDWR)
-    ws.socket.close()
+    with connect(raw_srv, "/echo?key=dropped") as ws:
+        ws.send("x")
+        ws.recv(timeout=TIMEOUT)
+        # Gone without a close frame.
+        ws.socket.shutdown(socket.SHUT_RDWR)
+        ws.socket.close()
     msg = wait_until(lambda: record(raw_srv).get("dropped"))
     assert msg["type"] == "websocket.disconnect" and msg["code"] == 1006, msg
 
@@ -561,8 +562,8 @@ def test_concurrent_pipelined_websockets_keep_worker_alive(start_server):
 
 
 def test_http_works_while_websockets_open(raw_srv):
-    socks = [connect(raw_srv, f"/echo?key=side{n}") for n in range(5)]
-    try:
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(connect(raw_srv, f"/echo?key=side{n}")) for n in range(5)]
         for ws in socks:
             ws.send("open")
             assert ws.recv(timeout=TIMEOUT) == "open"
@@ -574,9 +575,6 @@ def test_http_works_while_websockets_open(raw_srv):
         for n, ws in enumerate(socks):
             ws.send(f"still {n}")
             assert ws.recv(timeout=TIMEOUT) == f"still {n}"
-    finally:
-        for ws in socks:
-            ws.close()
 
 
 def test_upgrade_without_key_is_plain_http(raw_srv):
@@ -624,14 +622,14 @@ def test_graceful_stop_with_open_websocket(start_server):
     """The master exits within the graceful timeout and the client sees the connection end
     (any close code, or none; the one seen is written to stderr)."""
     srv = start_server(RAW, "-w", "1", "--graceful-timeout", "3")
-    ws = connect(srv, "/idle", close_timeout=2)
-    ws.send("hello")
-    assert ws.recv(timeout=TIMEOUT) == "hello"
-    t0 = time.monotonic()
-    srv.send_signal(signal.SIGTERM)
-    with pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=10)
-    seen_closed = time.monotonic() - t0
+    with connect(srv, "/idle", close_timeout=2) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT) == "hello"
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        seen_closed = time.monotonic() - t0
     try:
         srv.proc.wait(10)
     except Exception:
@@ -643,7 +641,6 @@ def test_graceful_stop_with_open_websocket(start_server):
     assert srv.proc.returncode is not None, "master did not exit"
     assert exited < 3 + 2.5, exited
     assert seen_closed < 3 + 2.5, seen_closed
-    ws.close()
 
 
 def test_graceful_stop_closes_websocket_properly(start_server, tmp_path):

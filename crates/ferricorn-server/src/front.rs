@@ -50,7 +50,7 @@ pub(crate) async fn handle(
 
 async fn respond(
     req: hyper::Request<Incoming>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     info: Arc<ConnInfo>,
     state: &Arc<ConnState>,
 ) -> Response<ResponseBody> {
@@ -99,6 +99,10 @@ async fn respond(
     } else {
         RequestBody::empty()
     };
+    let mut head = head;
+    // A WebSocket session outlives hyper's connection: it registers with the drain.
+    head.extensions
+        .insert(crate::serve::SessionGuardFactory(shared.clone()));
     let call = shared.app.call(Request {
         head,
         client_gone: ClientGone(state.clone()),

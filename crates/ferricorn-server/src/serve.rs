@@ -220,6 +220,37 @@ pub(crate) struct Shared {
     abort_rx: watch::Receiver<bool>,
 }
 
+/// Put in a request's extensions so that a WebSocket handshake can register its session.
+#[derive(Clone)]
+pub(crate) struct SessionGuardFactory(pub Arc<Shared>);
+
+/// Keeps a worker's graceful drain waiting while a connection that left hyper (an
+/// upgraded WebSocket) is still open, and tells it when the worker stops.
+pub struct SessionGuard {
+    shared: Arc<Shared>,
+}
+
+impl SessionGuard {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        Self { shared }
+    }
+
+    /// Resolves when the worker starts stopping.
+    pub async fn stopping(&self) {
+        let mut rx = self.shared.stop_rx.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.drained.notify_waiters();
+        }
+    }
+}
+
 impl Shared {
     pub fn aborting(&self) -> watch::Receiver<bool> {
         self.abort_rx.clone()

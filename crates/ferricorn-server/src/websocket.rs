@@ -38,6 +38,7 @@ pub struct Handshake {
     key: HeaderValue,
     pub subprotocols: Vec<String>,
     upgrade: OnUpgrade,
+    guard: Option<crate::serve::SessionGuardFactory>,
 }
 
 impl Handshake {
@@ -67,10 +68,12 @@ impl Handshake {
             .filter(|p| !p.is_empty())
             .collect();
         let upgrade = head.extensions.remove::<OnUpgrade>()?;
+        let guard = head.extensions.remove::<crate::serve::SessionGuardFactory>();
         Some(Self {
             key,
             subprotocols,
             upgrade,
+            guard,
         })
     }
 
@@ -99,7 +102,8 @@ impl Handshake {
         if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(p).ok()) {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }
-        runtime.spawn(session(self.upgrade, max_message_size, out, on_in));
+        let guard = self.guard.map(|f| crate::serve::SessionGuard::new(f.0));
+        runtime.spawn(session(self.upgrade, max_message_size, out, on_in, guard));
         resp
     }
 }
@@ -109,7 +113,15 @@ async fn session(
     max_message_size: Option<usize>,
     mut out: mpsc::UnboundedReceiver<WsOut>,
     on_in: impl Fn(WsIn),
+    guard: Option<crate::serve::SessionGuard>,
 ) {
+    let stopping = async {
+        match &guard {
+            Some(g) => g.stopping().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopping);
     let Ok(upgraded) = upgrade.await else {
         on_in(WsIn::Closed(1006));
         return;
@@ -137,6 +149,21 @@ async fn session(
                 }
                 Some(Err(_)) | None => break 1006,
             },
+            // The worker is stopping: "going away" (RFC 6455 §7.4.1), and the app hears
+            // about it; the drain waits for this session (up to the graceful timeout).
+            _ = &mut stopping => {
+                let _ = ws.close(Some(close_frame(1001, "server shutting down"))).await;
+                on_in(WsIn::Closed(1001));
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    while let Some(Ok(m)) = ws.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
             msg = out.recv() => match msg {
                 Some(WsOut::Text(t)) => {
                     if ws.send(Message::text(t)).await.is_err() {

@@ -75,11 +75,15 @@ impl Mailbox {
         }
     }
 
+    /// Called by the loop before it drains the channel. The eventfd is read *before*
+    /// `pending` is cleared: a post landing in between then either finds `pending` still
+    /// set (its event is drained right after) or writes the eventfd again (next wake-up).
+    /// The other order could swallow a post's write and leave `pending` set for good.
     fn reset(&self) {
-        self.pending.store(false, std::sync::atomic::Ordering::Release);
         let mut n: u64 = 0;
         // SAFETY: an 8-byte read from our own non-blocking eventfd.
         unsafe { libc::read(self.efd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+        self.pending.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
