@@ -528,7 +528,8 @@ def markdown(report, tbl):
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     lines += ["", "## Commands", "",
-              "Run from the repository root with `PYTHONPATH=<repo root>`; `PORT` is a free loopback port.", ""]
+              "Run from the repository root with `PYTHONPATH=<repo root>`; `PORT` is a free loopback port. "
+              f"Each measured wrk run follows a warm-up with the same command and `-d {p['warmup']}s`.", ""]
     for sc, cmds in report["commands"].items():
         lines += [f"`{sc}`: {SCENARIOS[sc]['what'] if sc in SCENARIOS else 'custom app'}", "", "```"]
         lines += [f"{name}: {c}" for name, c in cmds.items()]

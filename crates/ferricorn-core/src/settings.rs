@@ -235,6 +235,16 @@ impl Settings {
             self.values
                 .insert("forwarded_allow_ips", (Value::Str(ips), Source::Default));
         }
+        // Gunicorn's dynamic defaults: the current user and group, and the start directory.
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        self.values
+            .insert("user", (Value::Str(uid.to_string()), Source::Default));
+        self.values
+            .insert("group", (Value::Str(gid.to_string()), Source::Default));
+        if let Some(cwd) = start_dir(env("PWD")) {
+            self.values.insert("chdir", (Value::Str(cwd), Source::Default));
+        }
         if let Some(s) = env("SENDFILE") {
             let on = matches!(s.to_ascii_lowercase().as_str(), "y" | "1" | "yes" | "true");
             self.values.insert("sendfile", (Value::Bool(on), Source::Default));
@@ -317,7 +327,8 @@ impl Settings {
         let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
         let mut out = String::new();
         for n in names {
-            out.push_str(&format!("{:width$} = {}\n", n, self.get(n)));
+            let shown = lookup(n).map_or_else(|| self.get(n).to_string(), |d| python_display(d, self.get(n)));
+            out.push_str(&format!("{:width$} = {}\n", n, shown));
         }
         out
     }
@@ -370,6 +381,48 @@ impl Settings {
             self.app_uri = Some(app.clone());
         }
         Ok(ArgsOutcome::Run)
+    }
+}
+
+/// The working directory as Gunicorn reports it: `$PWD` when it names the same directory
+/// as `getcwd()` (so symlinked deploy directories keep their name), else `getcwd()`.
+fn start_dir(pwd: Option<String>) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let cwd = std::env::current_dir().ok()?;
+    if let (Some(pwd), Ok(a)) = (pwd, std::fs::metadata(&cwd)) {
+        if let Ok(b) = std::fs::metadata(&pwd) {
+            if a.dev() == b.dev() && a.ino() == b.ino() {
+                return Some(pwd);
+            }
+        }
+    }
+    Some(cwd.display().to_string())
+}
+
+/// A value as Gunicorn's `--print-config` shows it (Python's `str()` of the setting).
+pub fn python_display(def: &Def, value: &Value) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    match value {
+        Value::List(items) => format!("[{}]", items.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")),
+        Value::None if def.section.ends_with("Hooks") => {
+            // Gunicorn shows its default hook objects as `<OnStarting.on_starting()>`.
+            let camel: String = def
+                .name
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            format!("<{camel}.{}()>", def.name)
+        }
+        Value::None if def.name == "logconfig_dict" => "{}".into(),
+        Value::None if def.name == "secure_scheme_headers" => {
+            "{'X-FORWARDED-PROTOCOL': 'ssl', 'X-FORWARDED-PROTO': 'https', 'X-FORWARDED-SSL': 'on'}".into()
+        }
+        other => other.to_string(),
     }
 }
 

@@ -110,6 +110,8 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
         cli_only.str("config").map(str::to_string)
     } else if env_only.source("config") == Source::EnvArgs {
         env_only.str("config").map(str::to_string)
+    } else if std::path::Path::new("ferricorn.conf.py").exists() {
+        Some("ferricorn.conf.py".to_string())
     } else if std::path::Path::new("gunicorn.conf.py").exists() {
         Some("gunicorn.conf.py".to_string())
     } else {
@@ -163,7 +165,9 @@ fn load_config_file(
                     .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
             {
                 if let Some(s) = settings::suggest(&name) {
-                    ferricorn_core::warning!("Unknown setting {name:?} in {path} (did you mean {s:?}?)");
+                    return Err(Fatal::usage(format!(
+                        "Error: Unknown setting {name:?} in {path} (did you mean {s:?}?)"
+                    )));
                 }
             }
             continue;
@@ -306,6 +310,10 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
     if settings.app_uri.is_none() {
         settings.app_uri = settings.str("wsgi_app").map(str::to_string);
     }
+    if let Some(uri) = settings.app_uri.clone() {
+        let _ = settings.set("default_proc_name", Value::Str(uri), Source::Default);
+    }
+    warn_unimplemented(&settings);
     if settings.bool("print_config") {
         print!("{}", settings.render());
     }
@@ -336,6 +344,58 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
             argv,
         },
     )
+}
+
+/// Settings ferricorn accepts (a Gunicorn config keeps working) but does not act on yet:
+/// each one that is set gets one start-up warning naming it.
+const NOT_IMPLEMENTED: &[&str] = &[
+    "spew",
+    "paste",
+    "raw_paste_global_conf",
+    "logconfig",
+    "logconfig_dict",
+    "logconfig_json",
+    "logger_class",
+    "syslog",
+    "syslog_addr",
+    "syslog_prefix",
+    "syslog_facility",
+    "disable_redirect_access_to_syslog",
+    "statsd_host",
+    "statsd_prefix",
+    "dogstatsd_tags",
+    "enable_backlog_metric",
+    "protocol",
+    "uwsgi_allow_ips",
+    "http2_cleartext",
+    "forwarder_headers",
+    "strip_header_spaces",
+    "permit_obsolete_folding",
+    "permit_unconventional_http_version",
+    "casefold_http_method",
+    "asgi_disconnect_grace_period",
+    "dirty_apps",
+    "dirty_workers",
+    "dirty_timeout",
+    "dirty_threads",
+    "dirty_graceful_timeout",
+    "on_dirty_starting",
+    "dirty_post_fork",
+    "dirty_worker_init",
+    "dirty_worker_exit",
+    "control_socket",
+    "control_socket_mode",
+    "pre_request",
+    "post_request",
+    "tmp_upload_dir",
+];
+
+fn warn_unimplemented(settings: &Settings) {
+    for name in NOT_IMPLEMENTED {
+        if settings.source(name) != Source::Default {
+            ferricorn_core::warning!("Setting {name} is accepted but has no effect in ferricorn yet");
+        }
+    }
 }
 
 /// Cross-setting checks that must fail at start-up with one line naming the setting.
