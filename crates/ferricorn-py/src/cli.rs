@@ -385,8 +385,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "dirty_worker_exit",
     "control_socket",
     "control_socket_mode",
-    "pre_request",
-    "post_request",
     "tmp_upload_dir",
 ];
 

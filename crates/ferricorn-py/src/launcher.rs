@@ -746,7 +746,13 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         }
     }
     let s = &boot.settings;
-    let wsgi_cfg = WsgiConfig::from_settings(py, s);
+    let mut wsgi_cfg = WsgiConfig::from_settings(py, s);
+    wsgi_cfg.hooks = crate::wsgi::RequestHooks::new(
+        py,
+        &worker,
+        hooks.object(py, "pre_request"),
+        hooks.object(py, "post_request"),
+    );
     let threads = s.int("threads").max(1) as usize;
     let mut asgi_runtime = None;
     let (bridge, clock): (std::sync::Arc<dyn ferricorn_server::App>, _) = match app {

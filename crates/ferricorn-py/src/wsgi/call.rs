@@ -19,6 +19,8 @@ pub(crate) struct Continuation {
     responder: Py<StartResponse>,
     input: Py<InputStream>,
     uri: http::Uri,
+    /// For `post_request`: the hook's request object and the environ.
+    hook_args: Option<(Py<PyAny>, Py<PyAny>)>,
 }
 
 /// Runs one request. `inline` (on the I/O thread) stops after the app call unless the
@@ -50,10 +52,14 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
         responder,
         input,
         uri,
+        hook_args,
     } = cont;
     if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input.bind(py), &uri) {
         ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
         responder.bind(py).borrow_mut().send_error(500, "Internal Server Error");
+    }
+    if let (Some(hooks), Some((req, environ))) = (&shared.cfg.hooks, hook_args) {
+        hooks.post_request(py, req.bind(py), environ.bind(py), responder.bind(py));
     }
 }
 
@@ -75,32 +81,52 @@ fn serve(
             return Ok(None);
         }
     };
+    let hook_req = match &shared.cfg.hooks {
+        Some(hooks) => {
+            let r = hooks.request_object(py, &req)?;
+            hooks.pre_request(py, &r);
+            Some(r)
+        }
+        None => None,
+    };
     drop(req);
-    let result = match shared.app.bind(py).call1((environ, responder)) {
+    let post = |py: Python<'_>| {
+        if let (Some(hooks), Some(r)) = (&shared.cfg.hooks, &hook_req) {
+            hooks.post_request(py, r, &environ, responder);
+        }
+    };
+    let result = match shared.app.bind(py).call1((environ.clone(), responder)) {
         Ok(r) => r,
         Err(e) => {
             fail(py, &e, responder, &input, uri);
+            post(py);
             return Ok(None);
         }
     };
     if inline {
         match send_list(&result, responder) {
-            Ok(true) => return Ok(None),
+            Ok(true) => {
+                post(py);
+                return Ok(None);
+            }
             Ok(false) => {
                 return Ok(Some(Continuation {
                     result: result.unbind(),
                     responder: responder.clone().unbind(),
                     input: input.unbind(),
                     uri: uri.clone(),
+                    hook_args: hook_req.map(|r| (r.unbind(), environ.clone().into_any().unbind())),
                 }))
             }
             Err(e) => {
                 fail(py, &e, responder, &input, uri);
+                post(py);
                 return Ok(None);
             }
         }
     }
     finish(py, shared, &result, responder, &input, uri)?;
+    post(py);
     Ok(None)
 }
 

@@ -9,11 +9,13 @@ mod call;
 mod environ;
 mod errors;
 mod file;
+mod hooks;
 mod input;
 mod response;
 
 pub use errors::ErrorStream;
 pub use file::FileWrapper;
+pub use hooks::RequestHooks;
 pub use input::InputStream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,8 @@ pub struct WsgiConfig {
     pub sendfile: bool,
     /// Queued response bytes before an app thread waits for the client.
     pub high_water: usize,
+    /// `pre_request` / `post_request`, when the config file defines them.
+    pub hooks: Option<RequestHooks>,
 }
 
 /// The mount prefix: `--root-path`, else the `SCRIPT_NAME` environment variable.
@@ -53,6 +57,7 @@ impl WsgiConfig {
             map_underscore_headers: s.str("header_map") == Some("dangerous"),
             sendfile: s.bool("sendfile"),
             high_water: 1 << 20,
+            hooks: None,
         }
     }
 }

@@ -17,6 +17,10 @@ pub struct StartResponse {
     reply: Option<Reply>,
     pipe: Option<pipe::Sender>,
     high_water: usize,
+    /// What `post_request` hooks see: the status line, the app's header list, bytes sent.
+    pub status: Option<String>,
+    pub headers: Option<Py<PyAny>>,
+    pub sent: u64,
 }
 
 impl StartResponse {
@@ -26,6 +30,9 @@ impl StartResponse {
             reply: Some(reply),
             pipe: None,
             high_water,
+            status: None,
+            headers: None,
+            sent: 0,
         }
     }
 
@@ -59,12 +66,14 @@ impl StartResponse {
                 "the application returned without calling start_response",
             ));
         }
+        self.sent += data.len() as u64;
         self.send(ResponseBody::full(data));
         Ok(())
     }
 
     /// Queues a body chunk; the headers go out with the first non-empty one.
     pub fn write_chunk(&mut self, py: Python<'_>, data: Bytes) -> PyResult<Result<(), Disconnected>> {
+        self.sent += data.len() as u64;
         if !self.headers_sent() {
             if !self.started() {
                 return Err(PyAssertionError::new_err("write() called before start_response()"));
@@ -152,6 +161,8 @@ impl StartResponse {
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
         }
         self.head = Some(head);
+        self.status = Some(status_str.to_string());
+        self.headers = Some(headers.clone().unbind());
         Ok(())
     }
 }

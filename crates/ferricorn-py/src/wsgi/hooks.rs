@@ -1,0 +1,140 @@
+//! `pre_request(worker, req)` and `post_request(worker, req, environ, resp)`, with request
+//! and response objects carrying the attributes hooks use in practice. Nothing here runs
+//! unless the config file defines one of the two hooks.
+
+use ferricorn_server::Request;
+use http::Version;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use super::response::StartResponse;
+use crate::pyhelpers::{format_exception, new_namespace};
+
+pub struct RequestHooks {
+    pub worker: Py<PyAny>,
+    pub pre: Option<Py<PyAny>>,
+    /// The hook and how many arguments it takes (Gunicorn accepts 2, 3 or 4).
+    pub post: Option<(Py<PyAny>, usize)>,
+}
+
+impl RequestHooks {
+    pub fn new(
+        py: Python<'_>,
+        worker: &Bound<'_, PyAny>,
+        pre: Option<Bound<'_, PyAny>>,
+        post: Option<Bound<'_, PyAny>>,
+    ) -> Option<Self> {
+        if pre.is_none() && post.is_none() {
+            return None;
+        }
+        let post = post.map(|p| {
+            let arity = py
+                .import("inspect")
+                .and_then(|i| i.getattr("signature")?.call1((&p,))?.getattr("parameters")?.len())
+                .unwrap_or(4);
+            (p.unbind(), arity.clamp(2, 4))
+        });
+        Some(Self {
+            worker: worker.clone().unbind(),
+            pre: pre.map(Bound::unbind),
+            post,
+        })
+    }
+
+    /// The `req` object: `method`, `path`, `uri`, `query`, `headers`, `version`, `scheme`.
+    pub fn request_object<'py>(&self, py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyAny>> {
+        let head = &req.head;
+        let headers = PyList::empty(py);
+        for (name, value) in &head.headers {
+            let value = ferricorn_core::request::latin1(value.as_bytes());
+            headers.append((name.as_str().to_ascii_uppercase(), value))?;
+        }
+        let version = match head.version {
+            Version::HTTP_10 => (1, 0),
+            Version::HTTP_2 => (2, 0),
+            _ => (1, 1),
+        };
+        new_namespace(
+            py,
+            &[
+                ("method", head.method.as_str().into_pyobject(py)?.into_any()),
+                ("path", head.uri.path().into_pyobject(py)?.into_any()),
+                (
+                    "uri",
+                    ferricorn_core::request::raw_target(&head.uri, head.version)
+                        .into_pyobject(py)?
+                        .into_any(),
+                ),
+                ("query", head.uri.query().unwrap_or("").into_pyobject(py)?.into_any()),
+                ("headers", headers.into_any()),
+                ("version", PyTuple::new(py, [version.0, version.1])?.into_any()),
+                ("scheme", req.scheme.into_pyobject(py)?.into_any()),
+                (
+                    "remote_addr",
+                    req.conn.peer.map(|p| p.ip().to_string()).into_pyobject(py)?.into_any(),
+                ),
+            ],
+        )
+    }
+
+    pub fn pre_request(&self, py: Python<'_>, req: &Bound<'_, PyAny>) {
+        if let Some(hook) = &self.pre {
+            if let Err(e) = hook.bind(py).call1((self.worker.bind(py), req)) {
+                ferricorn_core::error!("Exception in pre_request hook:\n{}", format_exception(py, &e));
+            }
+        }
+    }
+
+    pub fn post_request(
+        &self,
+        py: Python<'_>,
+        req: &Bound<'_, PyAny>,
+        environ: &Bound<'_, PyAny>,
+        resp: &Bound<'_, StartResponse>,
+    ) {
+        let Some((hook, arity)) = &self.post else { return };
+        let r = resp.borrow();
+        let status = r.status.clone().unwrap_or_else(|| "500 Internal Server Error".into());
+        let code: u16 = status.get(..3).and_then(|c| c.parse().ok()).unwrap_or(500);
+        let headers = r
+            .headers
+            .as_ref()
+            .map_or_else(|| PyList::empty(py).into_any(), |h| h.bind(py).clone());
+        let sent = r.sent;
+        drop(r);
+        let resp_obj = new_namespace(
+            py,
+            &[
+                (
+                    "status",
+                    status
+                        .into_pyobject(py)
+                        .map(|s| s.into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
+                    "status_code",
+                    code.into_pyobject(py)
+                        .map(|c| c.into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                ("headers", headers),
+                (
+                    "sent",
+                    sent.into_pyobject(py)
+                        .map(|s| s.into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+            ],
+        );
+        let worker = self.worker.bind(py);
+        let result = resp_obj.and_then(|resp_obj| match arity {
+            2 => hook.bind(py).call1((worker, req)),
+            3 => hook.bind(py).call1((worker, req, environ)),
+            _ => hook.bind(py).call1((worker, req, environ, resp_obj)),
+        });
+        if let Err(e) = result {
+            ferricorn_core::error!("Exception in post_request hook:\n{}", format_exception(py, &e));
+        }
+    }
+}

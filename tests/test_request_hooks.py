@@ -1,0 +1,65 @@
+"""pre_request / post_request hooks from the config file (WSGI)."""
+
+import json
+import time
+import urllib.request
+
+CONF = '''
+import json
+
+def pre_request(worker, req):
+    with open({log!r}, "a") as f:
+        f.write(json.dumps({{"hook": "pre", "method": req.method, "path": req.path, "query": req.query,
+                            "uri": req.uri, "version": list(req.version),
+                            "ua": dict(req.headers).get("USER-AGENT"), "pid": worker.pid}}) + "\\n")
+
+def post_request(worker, req, environ, resp):
+    with open({log!r}, "a") as f:
+        f.write(json.dumps({{"hook": "post", "path": req.path, "status": resp.status, "code": resp.status_code,
+                            "sent": resp.sent, "path_info": environ["PATH_INFO"]}}) + "\\n")
+'''
+
+
+def read_events(path, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+            if len(lines) >= n:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"hooks wrote {path.read_text() if path.exists() else 'nothing'}")
+
+
+def test_pre_and_post_request(start_server, tmp_path):
+    log = tmp_path / "hooks.log"
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(CONF.format(log=str(log)))
+    srv = start_server("-c", str(conf), "testapp:app")
+    req = urllib.request.Request(srv.url + "/environ?a=1", headers={"User-Agent": "hook-test"})
+    urllib.request.urlopen(req, timeout=5).read()
+    urllib.request.urlopen(srv.url + "/stream?3", timeout=5).read()
+    events = read_events(log, 4)
+    pre, post = events[0], events[1]
+    assert pre == {**pre, "hook": "pre", "method": "GET", "path": "/environ", "query": "a=1", "uri": "/environ?a=1", "version": [1, 1], "ua": "hook-test"}
+    assert post["hook"] == "post" and post["code"] == 200 and post["status"] == "200 OK"
+    assert post["sent"] > 0 and post["path_info"] == "/environ"
+    stream_post = events[3]
+    assert stream_post["path"] == "/stream" and stream_post["sent"] == len(b"chunk 0\nchunk 1\nchunk 2\n")
+
+
+def test_post_request_with_two_arguments_and_a_failing_hook(start_server, tmp_path):
+    conf = tmp_path / "h.conf.py"
+    marker = tmp_path / "marker"
+    conf.write_text(
+        f"def post_request(worker, req):\n    open({str(marker)!r}, 'a').write(req.path + '\\n')\n"
+        "def pre_request(worker, req):\n    raise ValueError('hook bug')\n"
+    )
+    srv = start_server("-c", str(conf), "testapp:app")
+    with urllib.request.urlopen(srv.url + "/", timeout=5) as r:
+        assert r.status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not marker.exists():
+        time.sleep(0.05)
+    assert marker.read_text() == "/\n"
+    assert "Exception in pre_request hook" in srv.log() and "hook bug" in srv.log()
