@@ -22,59 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TcpServer, base_env, ferricorn_cmd, free_port, recv_all
+from conftest import TcpServer, alive, base_env, children, ferricorn_cmd, free_port, proc_stat, recv_all, wait_until, wait_workers
 
 APP = "arb_app:app"
 
 # --------------------------------------------------------------------------------------
-# helpers (process-table helpers copied from test_cli.py)
-
-
-def wait_until(pred, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
-
-
-def proc_stat(pid):
-    """(state, ppid) of a process from /proc, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data.rsplit(")", 1)[1].split()
-    return rest[0], int(rest[1])
-
-
-def children(pid):
-    """Live (non-zombie) children of `pid`, from the process table."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        st = proc_stat(int(d))
-        if st and st[1] == pid and st[0] != "Z":
-            out.append(int(d))
-    return sorted(out)
-
-
-def alive(pid):
-    st = proc_stat(pid)
-    return st is not None and st[0] != "Z"
-
-
-def wait_workers(srv, n, timeout=15.0):
-    """Waits until the master has exactly `n` live children; returns them."""
-    wait_until(lambda: len(children(srv.pid)) == n, timeout)
-    kids = children(srv.pid)
-    assert len(kids) == n, f"expected {n} workers, have {kids}\n{srv.log()}"
-    return kids
+# helpers (the process-table helpers live in conftest.py)
 
 
 def wait_new_workers(master, n, old, timeout=15.0):

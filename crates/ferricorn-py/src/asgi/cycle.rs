@@ -371,7 +371,20 @@ impl HttpCycle {
     }
 }
 
-fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+/// An ASGI message sent by the app: the dict and its `type`.
+pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyDict>, String)> {
+    let py = message.py();
+    let message = message
+        .cast::<PyDict>()
+        .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
+    let kind: String = message
+        .get_item(intern!(py, "type"))?
+        .ok_or_else(|| PyValueError::new_err("an ASGI message needs a type"))?
+        .extract()?;
+    Ok((message.clone(), kind))
+}
+
+pub(crate) fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = v.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }
@@ -401,13 +414,8 @@ impl HttpCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let message = message
-            .cast::<PyDict>()
-            .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
-        let kind: String = message
-            .get_item(intern!(py, "type"))?
-            .ok_or_else(|| PyValueError::new_err("an ASGI message needs a type"))?
-            .extract()?;
+        let (message, kind) = message_type(message)?;
+        let message = &message;
         match kind.as_str() {
             "http.response.start" => self.start(message)?,
             "http.response.body" => {

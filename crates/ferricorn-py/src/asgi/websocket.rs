@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use ferricorn_server::websocket::{Handshake, WsIn, WsOut};
 use ferricorn_server::{error_page, ResponseHead};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio::sync::mpsc;
 
-use super::cycle::{ready, resolve};
+use super::cycle::{header_bytes, message_type, ready, resolve};
 use super::{Event, LoopCtx, Mailbox, Reply};
 
 /// Messages from the client, shared with the session task.
@@ -99,8 +99,8 @@ impl WsCycle {
         if let Some(headers) = message.get_item(intern!(py, "headers"))? {
             for pair in headers.try_iter()? {
                 let pair = pair?;
-                let name: Vec<u8> = pair.get_item(0)?.extract()?;
-                let value: Vec<u8> = pair.get_item(1)?.extract()?;
+                let name = header_bytes(&pair.get_item(0)?)?;
+                let value = header_bytes(&pair.get_item(1)?)?;
                 head.push(&name, &value)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
             }
@@ -203,13 +203,8 @@ impl WsCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let message = message
-            .cast::<PyDict>()
-            .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
-        let kind: String = message
-            .get_item(intern!(py, "type"))?
-            .ok_or_else(|| PyValueError::new_err("an ASGI message needs a type"))?
-            .extract()?;
+        let (message, kind) = message_type(message)?;
+        let message = &message;
         match (kind.as_str(), &self.state) {
             ("websocket.accept", State::New | State::Connecting) => self.accept(message)?,
             ("websocket.close", State::New | State::Connecting) => self.deny(),
