@@ -314,6 +314,7 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         let _ = settings.set("default_proc_name", Value::Str(uri), Source::Default);
     }
     warn_unimplemented(&settings);
+    validate(&settings)?;
     if settings.bool("print_config") {
         print!("{}", settings.render());
     }
@@ -332,7 +333,6 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
     let Some(uri) = settings.app_uri.clone() else {
         return Err(Fatal::usage("Error: No application module specified."));
     };
-    validate(&settings)?;
 
     let hooks = Hooks::new(py, &settings, objects).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     launcher::start(
@@ -407,7 +407,21 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
         }
     }
     let wc = settings.str("worker_class").unwrap_or("sync");
-    if crate::launcher::worker_interface(wc).is_none() && !matches!(settings.get("worker_class"), Value::Python(_)) {
+    if let Value::Python(repr) = settings.get("worker_class") {
+        return Err(Fatal::usage(format!(
+            "Error: Invalid value for worker_class: {repr}: custom worker classes cannot run on ferricorn's Rust workers; use sync, gthread or asgi"
+        )));
+    }
+    let green = ["gevent", "eventlet", "tornado", "gevent_wsgi", "gevent_pywsgi"];
+    if green
+        .iter()
+        .any(|g| wc == *g || wc.contains(&format!(".{g}")) || wc.starts_with(&format!("{g}.")))
+    {
+        return Err(Fatal::usage(format!(
+            "Error: Invalid value for worker_class: {wc:?}: ferricorn does not run greenlet or tornado workers; its Rust I/O loop already keeps slow clients off your threads (use gthread with --threads N), and async code runs with -k asgi"
+        )));
+    }
+    if crate::launcher::worker_interface(wc).is_none() {
         return Err(Fatal::usage(format!(
             "Error: Invalid value for worker_class: {wc:?}: supported worker classes are sync, gthread, asgi and uvicorn.workers.UvicornWorker"
         )));
