@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
 need_apt=()
-for tool in curl wrk nginx; do
-    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$tool")
+for pair in curl:curl wrk:wrk nginx:nginx ss:iproute2 openssl:openssl; do
+    tool=${pair%%:*} pkg=${pair##*:}
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

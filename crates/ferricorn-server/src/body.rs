@@ -71,16 +71,6 @@ impl RequestBody {
         }
     }
 
-    /// A body already in memory (tests, and bridges that synthesize requests).
-    pub fn from_bytes(data: Bytes) -> Self {
-        let mut b = Self::empty();
-        b.received = data.len() as u64;
-        if !data.is_empty() {
-            b.ready.push_back(data);
-        }
-        b
-    }
-
     /// True once everything the client sent is in memory.
     pub fn is_complete(&self) -> bool {
         self.incoming.is_none()
@@ -89,11 +79,6 @@ impl RequestBody {
     /// Bytes received so far.
     pub fn received(&self) -> u64 {
         self.received
-    }
-
-    /// The first error the body hit, if any (sticky).
-    pub fn error(&self) -> Option<&BodyError> {
-        self.error.as_ref()
     }
 
     /// Reads from the socket (on the runtime) until `max` bytes are queued or the body ends.

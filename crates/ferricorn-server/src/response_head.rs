@@ -58,10 +58,6 @@ impl ResponseHead {
         })
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeadError> {
         let text = || String::from_utf8_lossy(name).into_owned();
         let hname = HeaderName::from_bytes(name).map_err(|_| HeadError::Name(text()))?;
