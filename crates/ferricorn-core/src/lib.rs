@@ -10,6 +10,7 @@ pub mod log;
 pub mod proxy;
 pub mod request;
 pub mod settings;
+pub mod static_files;
 
 /// The version reported by `--version`, `Server:` and `SERVER_SOFTWARE`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

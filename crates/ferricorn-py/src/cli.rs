@@ -406,6 +406,8 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
             return Err(Fatal::usage(format!("Error: Invalid value for {name}: {why}")));
         }
     }
+    ferricorn_core::static_files::StaticConfig::from_settings(settings)
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     let wc = settings.str("worker_class").unwrap_or("sync");
     if let Value::Python(repr) = settings.get("worker_class") {
         return Err(Fatal::usage(format!(

@@ -643,6 +643,25 @@ fn server_config(
             max_frame_size: s.int("http2_max_frame_size").clamp(16384, 16_777_215) as u32,
             max_header_list_size: s.int("http2_max_header_list_size").clamp(0, u32::MAX as i64) as u32,
         },
+        static_files: static_files(s),
+    }
+}
+
+/// The `--static-map` directories, opened in the worker (validated by the master).
+fn static_files(s: &Settings) -> Option<std::sync::Arc<ferricorn_server::static_files::StaticFiles>> {
+    let cfg = match ferricorn_core::static_files::StaticConfig::from_settings(s) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            ferricorn_core::error!("{e}");
+            return None;
+        }
+    };
+    match ferricorn_server::static_files::StaticFiles::open(cfg) {
+        Ok(files) => files.map(std::sync::Arc::new),
+        Err(e) => {
+            ferricorn_core::error!("static_map: cannot open a mapped directory: {e}");
+            None
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use crate::access::Pending;
 use crate::conn::ConnState;
 use crate::pipe::{Receiver, Recv};
+use crate::static_files::chunks::FileChunks;
 
 /// Why a request body could not be read; `status` is what the client should be told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +194,7 @@ impl RequestBody {
 enum Kind {
     Full(Option<Bytes>),
     Stream(Receiver),
+    File(FileChunks),
 }
 
 /// A response body: bytes in memory, or a stream fed by an application thread.
@@ -228,6 +230,18 @@ impl ResponseBody {
     pub fn stream(rx: Receiver) -> Self {
         Self {
             kind: Kind::Stream(rx),
+            remaining: None,
+            conn: None,
+            abort_delay: 2,
+            sent: 0,
+            access: None,
+        }
+    }
+
+    /// A static file (or ranges of it), read as hyper asks for more.
+    pub(crate) fn file(chunks: FileChunks) -> Self {
+        Self {
+            kind: Kind::File(chunks),
             remaining: None,
             conn: None,
             abort_delay: 2,
@@ -312,13 +326,21 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(Recv::Chunk(c)) => c,
                 },
+                Kind::File(f) => match f.next_chunk() {
+                    None => return Poll::Ready(None),
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        ferricorn_core::warning!("static file read failed: {e}");
+                        return Poll::Ready(Some(Err(Aborted)));
+                    }
+                },
             };
             match this.cap(chunk) {
                 Some(c) => {
                     this.sent += c.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(c))));
                 }
-                None if matches!(this.kind, Kind::Full(_)) => return Poll::Ready(None),
+                None if !matches!(this.kind, Kind::Stream(_)) => return Poll::Ready(None),
                 // Past Content-Length: keep draining the stream so the producer finishes.
                 None => continue,
             }
@@ -326,13 +348,19 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(&self.kind, Kind::Full(None)) || matches!(&self.kind, Kind::Full(Some(b)) if b.is_empty())
+        match &self.kind {
+            Kind::Full(None) => true,
+            Kind::Full(Some(b)) => b.is_empty(),
+            Kind::File(f) => f.remaining() == 0,
+            Kind::Stream(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::File(f) => SizeHint::with_exact(f.remaining()),
             Kind::Stream(_) => match self.remaining {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

@@ -72,6 +72,11 @@ async fn respond(
             return reject(&info, 400, &format!("invalid header name {name}"));
         }
     }
+    if let Some(files) = &cfg.static_files {
+        if let Some(resp) = files.serve(&head) {
+            return resp;
+        }
+    }
     let mut scheme = info.scheme;
     if cfg.forwarded_allow.allows(info.peer.map(|p| p.ip())) {
         match ferricorn_core::proxy::forwarded_scheme(&head.headers, &cfg.secure_scheme_headers) {

@@ -54,6 +54,7 @@ pub mod pipe;
 mod proxy_io;
 pub mod response_head;
 mod serve;
+pub mod static_files;
 pub mod tls;
 pub mod websocket;
 

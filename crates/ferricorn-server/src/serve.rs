@@ -48,6 +48,8 @@ pub struct ServerConfig {
     /// `--proxy-protocol` and the peers allowed to send it (`--proxy-allow-from`).
     pub proxy_protocol: ProxyMode,
     pub proxy_allow: AllowList,
+    /// `--static-map`: directories served before the app is called.
+    pub static_files: Option<Arc<crate::static_files::StaticFiles>>,
 }
 
 /// HTTP/2 (over TLS, negotiated with ALPN `h2`).
@@ -171,6 +173,7 @@ impl Default for ServerConfig {
             http2: Http2Options::default(),
             proxy_protocol: ProxyMode::Off,
             proxy_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
+            static_files: None,
         }
     }
 }

@@ -52,6 +52,20 @@ pub static REGISTRY: &[Def] = defs![
         "The maximum size of one header line in bytes (0 means 8190, as in Gunicorn). Larger get 431.";
     "limit_request_body", ["--limit-request-body"], "INT", POS, "0", "Security",
         "ferricorn: the maximum request body in bytes (0 = unlimited). Larger bodies get 413.";
+    "static_map", ["--static-map"], "PREFIX=DIR", Kind::List, "", "Static Files",
+        "ferricorn: serve the files under `DIR` at the URL prefix `PREFIX` from Rust, before the application is called (e.g. `/static=./staticfiles`); repeatable, the longest matching prefix wins.";
+    "static_max_age", ["--static-max-age"], "[PREFIX=]SECONDS", Kind::List, "60", "Static Files",
+        "ferricorn: `Cache-Control: public, max-age=SECONDS` for static files; `PREFIX=SECONDS` sets it for one prefix. Repeatable.";
+    "static_immutable", ["--static-immutable"], "", Kind::Flag, "", "Static Files",
+        "ferricorn: files whose name carries a content hash (`app.3f2a9b1c4d5e.css`, as Django's `ManifestStaticFilesStorage` writes them: 12 or more hex digits between dots) are cached for a year with `immutable`.";
+    "static_fallthrough", ["--static-fallthrough"], "", Kind::Flag, "", "Static Files",
+        "ferricorn: a file missing under a static prefix is passed to the application instead of answered with 404.";
+    "static_follow_symlinks", ["--static-follow-symlinks"], "", Kind::Flag, "", "Static Files",
+        "ferricorn: serve symbolic links that lead outside the static directory (links that stay inside are always followed).";
+    "static_dotfiles", ["--static-dotfiles"], "", Kind::Flag, "", "Static Files",
+        "ferricorn: serve files and directories whose name starts with `.` (refused with 404 by default).";
+    "static_index", ["--static-index"], "FILE", Kind::Str, "", "Static Files",
+        "ferricorn: the file served for a directory (e.g. `index.html`); directories are never listed.";
     "reload", ["--reload"], "", Kind::Flag, "", "Debugging",
         "Restart workers when application code changes.";
     "reload_engine", ["--reload-engine"], "STRING", Kind::Choice(&["auto", "poll", "inotify"]), "auto", "Debugging",
