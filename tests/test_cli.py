@@ -596,6 +596,59 @@ def test_hooks_are_called(launch, tmp_path):
     assert names[-1] == "on_exit", entries
 
 
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ("def on_starting(server, extra):\n    pass\n", "must take 1 positional argument, it takes 2"),
+        ("def post_fork(server):\n    pass\n", "must take 2 positional arguments, it takes 1"),
+        ("def post_request(worker):\n    pass\n", "must take 2 or 3 or 4 positional arguments, it takes 1"),
+        ("when_ready = 42\n", "not callable"),
+        ("on_exit = 'os.path.no_such_function'\n", "can not load 'no_such_function' from 'os.path'"),
+        ("on_exit = 'no_dots'\n", "is not an import string"),
+    ],
+)
+def test_bad_hooks_fail_at_start_up(run_cli, tmp_path, body, why):
+    conf = write(tmp_path / "bad_hook.py", body)
+    res = run_cli("-c", str(conf), "--check-config", "testapp:app")
+    assert res.returncode != 0
+    err = res.stderr.strip().splitlines()
+    assert err and err[-1].startswith("Error: Invalid value for "), res.stderr
+    assert why in err[-1], res.stderr
+
+
+def test_hook_as_dotted_path_and_post_request_arities(launch, tmp_path):
+    port = free_port()
+    hooklog = tmp_path / "hooks.log"
+    write(
+        tmp_path / "myhooks.py",
+        f"""
+        def _w(line):
+            with open({str(hooklog)!r}, "a") as f:
+                f.write(line + "\\n")
+
+        def started(server):
+            _w("on_starting")
+
+        def post2(worker, req):
+            _w("post_request " + req.path)
+        """,
+    )
+    conf = write(
+        tmp_path / "dotted_conf.py",
+        f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        bind = '127.0.0.1:{port}'
+        on_starting = "myhooks.started"
+        post_request = "myhooks.post2"
+        """,
+    )
+    srv = launch("-c", str(conf), "testapp:app", port=port)
+    assert get(srv.url + "/x")[0] in (200, 404)
+    assert wait_until(lambda: hooklog.exists() and "post_request /x" in hooklog.read_text(), 10)
+    assert hooklog.read_text().splitlines()[0] == "on_starting"
+
+
 # --------------------------------------------------------------------------------------
 # processes and signals
 

@@ -131,3 +131,49 @@ def syntax_error(path):
     except OSError:
         return None
     return None
+
+
+# Positional parameters each hook must take, as Gunicorn's ``validate_callable`` checks
+# them (``post_request`` may take 2, 3 or 4: the call is fitted to it).
+HOOK_ARITY = {
+    "on_starting": (1,), "on_reload": (1,), "when_ready": (1,), "pre_fork": (2,), "post_fork": (2,),
+    "post_worker_init": (1,), "worker_int": (1,), "worker_abort": (1,), "pre_exec": (1,),
+    "pre_request": (2,), "post_request": (2, 3, 4), "child_exit": (2,), "worker_exit": (2,),
+    "nworkers_changed": (3,), "on_exit": (1,), "ssl_context": (2,), "on_dirty_starting": (1,),
+    "dirty_post_fork": (2,), "dirty_worker_init": (1,), "dirty_worker_exit": (2,),
+}
+
+
+def _arity(f):
+    import inspect
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in inspect.signature(f).parameters.values() if p.kind in positional)
+
+
+def resolve_hook(name, value):
+    """A hook from the config file: a callable, or a ``"module.func"`` string to import;
+    raises ``TypeError`` with Gunicorn's reasons when it cannot be used."""
+    if isinstance(value, str):
+        if "." not in value:
+            raise TypeError(f"{value!r} is not an import string (module[.submodules...].object)")
+        mod_name, obj_name = value.rsplit(".", 1)
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise TypeError(str(e)) from None
+        try:
+            value = getattr(mod, obj_name)
+        except AttributeError:
+            raise TypeError(f"can not load {obj_name!r} from {mod_name!r}") from None
+    if not callable(value):
+        raise TypeError("not callable")
+    allowed = HOOK_ARITY.get(name)
+    try:
+        arity = _arity(value)
+    except (TypeError, ValueError):
+        return value  # a builtin without a signature: Gunicorn cannot check it either
+    if allowed and arity not in allowed:
+        want = " or ".join(str(a) for a in allowed)
+        raise TypeError(f"must take {want} positional argument{'s' if allowed != (1,) else ''}, it takes {arity}")
+    return value

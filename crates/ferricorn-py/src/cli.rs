@@ -172,6 +172,11 @@ fn load_config_file(
             }
             continue;
         };
+        let v = if def.section.ends_with("Hooks") && !v.is_none() {
+            resolve_hook(py, def.name, &v)?
+        } else {
+            v
+        };
         let value = py_to_value(def, &v).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
         if matches!(def.kind, Kind::Python) {
             objects.insert(name.clone(), v.clone().unbind());
@@ -181,6 +186,17 @@ fn load_config_file(
             .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     }
     Ok(())
+}
+
+/// A hook's callable (imported when given as `"module.func"`), its arity checked.
+fn resolve_hook<'py>(py: Python<'py>, name: &str, v: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>, Fatal> {
+    helpers(py)
+        .and_then(|h| h.getattr("resolve_hook")?.call1((name, v)))
+        .map_err(|e| {
+            let repr = v.repr().map(|r| r.to_string()).unwrap_or_default();
+            let why = e.value(py).str().map(|s| s.to_string()).unwrap_or_default();
+            Fatal::usage(format!("Error: Invalid value for {name}: {repr}: {why}"))
+        })
 }
 
 /// Converts a config-file value to a setting value, validating it as the CLI would.

@@ -1,5 +1,8 @@
-"""Minimal Django settings for the framework compatibility tests (no database, no apps)."""
+"""Minimal Django settings for the framework compatibility tests (no database). The admin
+and staticfiles apps are installed only so that `collectstatic` has files to collect
+(tests/test_static.py); no URL or middleware uses them."""
 
+import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -8,7 +11,12 @@ SECRET_KEY = "ferricorn-test-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
-INSTALLED_APPS = []
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.staticfiles",
+]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -28,6 +36,9 @@ TEMPLATES = [
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+STATIC_URL = "/static/"
+# Where `collectstatic` writes; the tests set it to a temporary directory.
+STATIC_ROOT = os.environ.get("STATIC_ROOT")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -175,7 +175,7 @@ fn accepts(accept: &str, coding: &str) -> bool {
     star.unwrap_or(false)
 }
 
-/// `text/javascript` per RFC 9239, and a charset on every text type.
+/// `text/javascript` per RFC 9239, and a charset on `text/*` types.
 fn content_type(name: &str) -> HeaderValue {
     let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     let mime = match ext.to_ascii_lowercase().as_str() {
@@ -185,12 +185,8 @@ fn content_type(name: &str) -> HeaderValue {
             .first_raw()
             .unwrap_or("application/octet-stream"),
     };
-    let texty = mime.starts_with("text/")
-        || matches!(
-            mime,
-            "application/json" | "application/xml" | "image/svg+xml" | "application/manifest+json"
-        );
-    if texty {
+    // JSON has no charset parameter (RFC 8259); nginx's types agree.
+    if mime.starts_with("text/") {
         HeaderValue::from_str(&format!("{mime}; charset=utf-8")).unwrap_or(HeaderValue::from_static("text/plain"))
     } else {
         HeaderValue::from_static(mime)
@@ -375,7 +371,7 @@ mod tests {
         assert_eq!(content_type("a.css"), "text/css; charset=utf-8");
         assert_eq!(content_type("a.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("a.png"), "image/png");
-        assert_eq!(content_type("a.json"), "application/json; charset=utf-8");
+        assert_eq!(content_type("a.json"), "application/json");
         assert_eq!(content_type("README"), "application/octet-stream");
         assert_eq!(content_type("x.woff2"), "font/woff2");
     }

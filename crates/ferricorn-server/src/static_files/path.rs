@@ -16,7 +16,7 @@ pub enum Refused {
 pub struct RelPath {
     /// Segments joined with `/`; `"."` for the directory itself.
     pub rel: String,
-    /// The URL ended with `/` (or named the mount itself).
+    /// The URL ended with `/` (the mount itself without one gets a redirect).
     pub dir_request: bool,
     /// The last segment (the file name the client asked for).
     pub name_start: usize,
@@ -56,7 +56,7 @@ pub fn decode(rest: &str, dotfiles: bool) -> Result<RelPath, Refused> {
     if hidden {
         return Err(Refused::Hidden);
     }
-    let dir_request = rel.is_empty() || text.ends_with('/');
+    let dir_request = text.ends_with('/');
     if rel.is_empty() {
         rel.push('.');
     }
@@ -83,7 +83,7 @@ mod tests {
         let d = decode("/sub/", false).unwrap();
         assert!(d.dir_request);
         let root = decode("", false).unwrap();
-        assert_eq!((root.rel.as_str(), root.dir_request), (".", true));
+        assert_eq!((root.rel.as_str(), root.dir_request), (".", false));
     }
 
     #[test]
