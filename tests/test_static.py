@@ -1151,3 +1151,26 @@ def test_django_manifest_storage_immutable(start_server, tmp_path):
     r = get(srv, "/static/admin/css/base.css")
     check_full(r, (static_root / "admin/css/base.css").read_bytes(), CT_CSS)
     assert r.headers["cache-control"] == "public, max-age=60"
+
+
+def test_changed_file_is_never_served_stale(spawn, tmp_path):
+    """Small files are kept in memory per worker: a rewrite (same size, new mtime) and a
+    replacement by rename (new inode, same mtime) must both be seen at once."""
+    root = tmp_path / "changing"
+    root.mkdir()
+    f = root / "v.txt"
+    f.write_bytes(b"version-1")
+    os.utime(f, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    srv = spawn("--static-map", f"/static={root}", "testapp:app")
+    assert get(srv, "/static/v.txt").body == b"version-1"
+    assert get(srv, "/static/v.txt").body == b"version-1"
+    f.write_bytes(b"version-2")
+    os.utime(f, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_001))
+    r = get(srv, "/static/v.txt")
+    assert r.body == b"version-2"
+    tmp = root / "v.tmp"
+    tmp.write_bytes(b"version-3")
+    os.utime(tmp, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_001))
+    os.rename(tmp, f)
+    assert get(srv, "/static/v.txt").body == b"version-3"
+    assert get(srv, "/static/v.txt", range="bytes=8-").body == b"3"

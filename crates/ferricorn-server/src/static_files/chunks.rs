@@ -7,6 +7,13 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
+/// Reads all of a small file (for the cache); `None` if it changed size under us.
+pub fn read_whole(file: &File, len: u64) -> Option<Bytes> {
+    let mut buf = BytesMut::zeroed(len as usize);
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf.freeze())
+}
+
 /// Bytes read per frame: one read for typical assets, bounded memory for large ones.
 const CHUNK: u64 = 128 * 1024;
 
@@ -27,18 +34,26 @@ impl Piece {
     }
 }
 
+/// Where `Piece::File` bytes come from.
+#[derive(Debug)]
+pub enum Source {
+    File(File),
+    /// The whole file, already in memory (small files, see `cache`).
+    Memory(Bytes),
+}
+
 #[derive(Debug)]
 pub struct FileChunks {
-    file: File,
+    source: Source,
     pieces: VecDeque<Piece>,
     remaining: u64,
 }
 
 impl FileChunks {
-    pub fn new(file: File, pieces: Vec<Piece>) -> Self {
+    pub fn new(source: Source, pieces: Vec<Piece>) -> Self {
         let remaining = pieces.iter().map(Piece::len).sum();
         Self {
-            file,
+            source,
             pieces: pieces.into(),
             remaining,
         }
@@ -58,11 +73,22 @@ impl FileChunks {
         let chunk = match piece {
             Piece::Bytes(b) => b,
             Piece::File { offset, len } => {
+                let file = match &self.source {
+                    Source::Memory(all) => {
+                        let (start, end) = (offset as usize, (offset + len) as usize);
+                        if end > all.len() {
+                            return Some(Err(io::ErrorKind::UnexpectedEof.into()));
+                        }
+                        self.remaining -= len;
+                        return Some(Ok(all.slice(start..end)));
+                    }
+                    Source::File(f) => f,
+                };
                 let n = len.min(CHUNK);
                 let mut buf = BytesMut::zeroed(n as usize);
                 let mut filled = 0;
                 while filled < buf.len() {
-                    match self.file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
                         Ok(0) => return Some(Err(io::ErrorKind::UnexpectedEof.into())),
                         Ok(k) => filled += k,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

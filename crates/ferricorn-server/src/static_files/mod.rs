@@ -4,6 +4,7 @@
 //! conditional requests, byte ranges and pre-compressed variants. Everything else (and,
 //! with `--static-fallthrough`, files that are missing) goes on to the application.
 
+mod cache;
 pub(crate) mod chunks;
 mod conditional;
 mod open;
@@ -20,7 +21,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::body::ResponseBody;
-use chunks::{FileChunks, Piece};
+use chunks::{FileChunks, Piece, Source};
 use conditional::{Precondition, Ranges, Validators};
 use path::{Refused, RelPath};
 
@@ -35,6 +36,7 @@ pub struct StaticFiles {
     cfg: StaticConfig,
     roots: Vec<open::Root>,
     cache_control: Vec<HeaderValue>,
+    small: cache::SmallFiles,
 }
 
 impl StaticFiles {
@@ -58,6 +60,7 @@ impl StaticFiles {
             cfg,
             roots,
             cache_control,
+            small: cache::SmallFiles::default(),
         }))
     }
 
@@ -123,7 +126,15 @@ impl StaticFiles {
         } else {
             self.cache_control[index].clone()
         };
-        Some(respond(head, file, &meta, content_type, coding, cache_control))
+        Some(respond(
+            head,
+            file,
+            &meta,
+            content_type,
+            coding,
+            cache_control,
+            &self.small,
+        ))
     }
 
     /// A pre-compressed sibling the client accepts (`app.js.br` for `app.js`).
@@ -203,6 +214,7 @@ fn respond(
     content_type: HeaderValue,
     coding: Option<&'static str>,
     cache_control: HeaderValue,
+    small: &cache::SmallFiles,
 ) -> Response<ResponseBody> {
     let len = meta.len();
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
@@ -280,8 +292,24 @@ fn respond(
             }
         }
     };
-    let body = (head.method != Method::HEAD).then(|| FileChunks::new(file, pieces));
+    let body = (head.method != Method::HEAD).then(|| FileChunks::new(source(file, meta, small), pieces));
     finish(builder.status(status), Some(body_len), body)
+}
+
+fn source(file: File, meta: &std::fs::Metadata, small: &cache::SmallFiles) -> Source {
+    if meta.len() > cache::MAX_FILE {
+        return Source::File(file);
+    }
+    if let Some(data) = small.get(meta) {
+        return Source::Memory(data);
+    }
+    match chunks::read_whole(&file, meta.len()) {
+        Some(data) => {
+            small.insert(meta, data.clone());
+            Source::Memory(data)
+        }
+        None => Source::File(file),
+    }
 }
 
 /// The parts of a `multipart/byteranges` body and its total length.
