@@ -2,6 +2,7 @@
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 CONF = '''
@@ -63,3 +64,43 @@ def test_post_request_with_two_arguments_and_a_failing_hook(start_server, tmp_pa
         time.sleep(0.05)
     assert marker.read_text() == "/\n"
     assert "Exception in pre_request hook" in srv.log() and "hook bug" in srv.log()
+
+
+def test_pre_and_post_request_on_asgi(start_server, tmp_path):
+    """Gunicorn's ASGI worker runs the same hooks; `environ` is the reduced one."""
+    log = tmp_path / "hooks.log"
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(CONF.format(log=str(log)))
+    srv = start_server("-c", str(conf), "asgi_raw:app")
+    req = urllib.request.Request(srv.url + "/cl?a=1", headers={"User-Agent": "hook-test"})
+    body = urllib.request.urlopen(req, timeout=5).read()
+    try:
+        urllib.request.urlopen(srv.url + "/status/404", timeout=5).read()
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
+    try:
+        urllib.request.urlopen(srv.url + "/raise-before", timeout=5).read()
+    except urllib.error.HTTPError as e:
+        assert e.code == 500
+    events = read_events(log, 6)
+    pre, post = events[0], events[1]
+    assert pre == {**pre, "hook": "pre", "method": "GET", "path": "/cl", "query": "a=1", "uri": "/cl?a=1",
+                   "version": [1, 1], "ua": "hook-test"}
+    assert post["hook"] == "post" and post["code"] == 200 and post["status"] == "200 OK"
+    assert post["sent"] == len(body) and post["path_info"] == "/cl"
+    assert events[3]["code"] == 404 and events[3]["status"] == "404 Not Found"
+    assert events[4]["path"] == "/raise-before" and events[5]["code"] == 500
+
+
+def test_failing_asgi_hooks_do_not_fail_requests(start_server, tmp_path):
+    conf = tmp_path / "h.conf.py"
+    conf.write_text(
+        "def pre_request(worker, req):\n    raise ValueError('pre bug')\n"
+        "def post_request(worker, req):\n    raise ValueError('post bug')\n"
+    )
+    srv = start_server("-c", str(conf), "asgi_raw:app")
+    with urllib.request.urlopen(srv.url + "/cl", timeout=5) as r:
+        assert r.status == 200
+    srv.wait_for("post bug")
+    assert "Exception in pre_request hook" in srv.log() and "pre bug" in srv.log()
+    assert "Exception in post_request hook" in srv.log()

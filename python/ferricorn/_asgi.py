@@ -54,6 +54,130 @@ async def run_http(app, scope, cycle):
         cycle.app_returned()
 
 
+def hooked_run_http(worker, pre_request, post_request):
+    """``run_http`` with Gunicorn's ``pre_request(worker, req)`` and
+    ``post_request(worker, req[, environ[, resp]])`` around each HTTP request. Used only
+    when the config file defines one of them, so the plain path pays nothing."""
+    post_arity = 0
+    if post_request is not None:
+        import inspect
+
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        try:
+            params = inspect.signature(post_request).parameters.values()
+            post_arity = min(4, max(2, sum(1 for p in params if p.kind in positional)))
+        except (TypeError, ValueError):
+            post_arity = 4
+
+    def report(name):
+        worker.log.error(f"Exception in {name} hook:\n" + traceback.format_exc().rstrip())
+
+    async def run(app, scope, cycle):
+        if scope.get("type") != "http":
+            return await run_http(app, scope, cycle)
+        req = RequestInfo(scope)
+        if pre_request is not None:
+            try:
+                pre_request(worker, req)
+            except Exception:  # noqa: BLE001 - a broken hook must not fail the request
+                report("pre_request")
+        resp = ResponseInfo(cycle.send)
+        try:
+            await run_http(app, scope, _Cycle(cycle, resp.send))
+        finally:
+            if post_request is not None:
+                if resp.status_code is None:
+                    resp.set_status(500, [])
+                args = (worker, req, req.environ(), resp)[:post_arity]
+                try:
+                    post_request(*args)
+                except Exception:  # noqa: BLE001
+                    report("post_request")
+
+    return run
+
+
+class _Cycle:
+    """The cycle with ``send`` observed (status, headers, bytes sent)."""
+
+    __slots__ = ("_cycle", "send")
+
+    def __init__(self, cycle, send):
+        self._cycle = cycle
+        self.send = send
+
+    def __getattr__(self, name):
+        return getattr(self._cycle, name)
+
+
+class RequestInfo:
+    """What Gunicorn's ``Request`` offers hooks: method, uri, path, query, version,
+    scheme, headers (UPPERCASE names), remote_addr."""
+
+    def __init__(self, scope):
+        self.scope = scope
+        self.method = scope["method"]
+        self.path = scope.get("root_path", "") + scope["path"]
+        self.query = scope.get("query_string", b"").decode("latin-1")
+        self.uri = scope.get("raw_path", self.path.encode()).decode("latin-1") + (f"?{self.query}" if self.query else "")
+        major, _, minor = scope.get("http_version", "1.1").partition(".")
+        self.version = (int(major), int(minor or 0))
+        self.scheme = scope.get("scheme", "http")
+        self.headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+        client = scope.get("client")
+        self.remote_addr = client[0] if client else None
+        self.peer_addr = tuple(client) if client else None
+
+    def environ(self):
+        """The reduced environ Gunicorn's ASGI worker hands to ``post_request``."""
+        env = {
+            "REQUEST_METHOD": self.method,
+            "PATH_INFO": self.scope["path"],
+            "SCRIPT_NAME": self.scope.get("root_path", ""),
+            "QUERY_STRING": self.query,
+            "RAW_URI": self.uri,
+            "SERVER_PROTOCOL": "HTTP/%d.%d" % self.version,
+            "REMOTE_ADDR": self.remote_addr or "",
+            "wsgi.url_scheme": self.scheme,
+        }
+        for name, value in self.headers:
+            env["HTTP_" + name.replace("-", "_")] = value
+        return env
+
+
+class ResponseInfo:
+    """What ``post_request`` reads of the response: status, status_code, headers, sent."""
+
+    def __init__(self, send):
+        self._send = send
+        self.status = None
+        self.status_code = None
+        self.headers = []
+        self.sent = 0
+
+    def set_status(self, code, headers):
+        from http import HTTPStatus
+
+        try:
+            reason = HTTPStatus(code).phrase
+        except ValueError:
+            reason = ""
+        self.status_code = code
+        self.status = f"{code} {reason}".rstrip()
+        self.headers = [
+            (k.decode("latin-1") if isinstance(k, bytes) else k, v.decode("latin-1") if isinstance(v, bytes) else v)
+            for k, v in headers
+        ]
+
+    def send(self, message):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "http.response.start":
+            self.set_status(int(message.get("status", 500)), message.get("headers", ()))
+        elif kind == "http.response.body":
+            self.sent += len(message.get("body", b"") or b"")
+        return self._send(message)
+
+
 class LoopThread(threading.Thread):
     """Runs the worker's event loop; requests arrive through ``drain`` on an eventfd."""
 

@@ -601,6 +601,22 @@ fn tls_config(boot: &Boot) -> Result<Option<std::sync::Arc<ferricorn_server::tls
         .map_err(|e| fatal(format!("Error: {e}")))
 }
 
+/// `(worker, pre_request, post_request)` for the ASGI bridge, when either hook is set.
+fn asgi_request_hooks(py: Python<'_>, worker: &Bound<'_, PyAny>, hooks: &Hooks) -> Option<Py<PyAny>> {
+    let pre = hooks.object(py, "pre_request");
+    let post = hooks.object(py, "post_request");
+    if pre.is_none() && post.is_none() {
+        return None;
+    }
+    let none = || py.None().into_bound(py);
+    pyo3::types::PyTuple::new(
+        py,
+        [worker.clone(), pre.unwrap_or_else(none), post.unwrap_or_else(none)],
+    )
+    .ok()
+    .map(|t| t.into_any().unbind())
+}
+
 fn server_config(
     py: Python<'_>,
     s: &Settings,
@@ -783,6 +799,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 high_water: 1 << 20,
                 websocket_max_message: (s.int("websocket_max_message_size") > 0)
                     .then(|| s.int("websocket_max_message_size") as usize),
+                request_hooks: asgi_request_hooks(py, &worker, &hooks),
             };
             match crate::asgi::start(py, app, cfg) {
                 Ok((bridge, runtime)) => {

@@ -95,6 +95,8 @@ pub struct AsgiConfig {
     pub high_water: usize,
     /// `--websocket-max-message-size` (None = unlimited).
     pub websocket_max_message: Option<usize>,
+    /// `(worker, pre_request, post_request)` when the config file defines either hook.
+    pub request_hooks: Option<Py<PyAny>>,
 }
 
 /// What the loop thread needs to start a request.
@@ -231,7 +233,14 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
     let state = PyDict::new(py);
     let ctx = LoopCtx {
         app: app.clone().unbind(),
-        run_http: helpers.getattr("run_http").map_err(err)?.unbind(),
+        run_http: match &cfg.request_hooks {
+            Some(h) => helpers
+                .getattr("hooked_run_http")
+                .and_then(|f| f.call1(h.bind(py).cast::<pyo3::types::PyTuple>()?.clone()))
+                .map_err(err)?
+                .unbind(),
+            None => helpers.getattr("run_http").map_err(err)?.unbind(),
+        },
         create_task: event_loop.getattr("create_task").map_err(err)?.unbind(),
         create_future: event_loop.getattr("create_future").map_err(err)?.unbind(),
         state: state.clone().unbind(),
