@@ -799,7 +799,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 high_water: 1 << 20,
                 websocket_max_message: (s.int("websocket_max_message_size") > 0)
                     .then(|| s.int("websocket_max_message_size") as usize),
-                request_hooks: asgi_request_hooks(py, &worker, &hooks),
+                request_hooks: asgi_request_hooks(py, &worker, hooks),
             };
             match crate::asgi::start(py, app, cfg) {
                 Ok((bridge, runtime)) => {
