@@ -1,6 +1,7 @@
 """WSGI apps for the benchmark scenarios (bench/run.py); `hello` is examples.hello:app.
 
-Every app answers any path; a GET on `/` is what the harness uses as its readiness probe.
+Every app answers any path; a GET on `/` is what the harness uses as its readiness probe
+(in `static50k` it polls `/static/50k.bin`, a file the server serves itself, without the app).
 Bodies are built once at import, so the scenarios measure the server, not the app.
 
     python bench/apps.py bjoern MODULE:APP HOST PORT   # the launcher bjoern needs (no CLI)

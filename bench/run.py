@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Side-by-side load benchmark: ferricorn vs Gunicorn, Granian, uvicorn, bjoern and a
-pure-Rust reference, over several WSGI scenarios (bench/apps.py).
+pure-Rust reference, over several WSGI scenarios (bench/apps.py), plus a static-file
+scenario (static50k) where ferricorn and Granian serve a file themselves, next to nginx.
 
 Every server runs exactly one worker, pinned to one CPU; wrk runs on the other CPU(s).
 For each round, scenario and server a fresh server is started on a free loopback port,
 timed to its first successful response, checked for a correct answer, measured idle
 (RSS of its whole process tree), warmed up and loaded with wrk while its RSS is sampled.
 Rounds are interleaved (A B C A B C ...); the table reports medians and ratios against
-Gunicorn, Granian and the pure-Rust reference. Servers that are not installed are
-skipped with a note. See bench/README.md.
+Gunicorn, Granian and the pure-Rust reference (and nginx in static50k). Servers that are
+not installed are skipped with a note. See bench/README.md.
 
     python bench/run.py --setup              # bench/.venv with the peers + a release build, then run
     python bench/run.py                      # full run with whatever is installed here
@@ -42,10 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_VENV = ROOT / "bench" / ".venv"
 RUST_HELLO = ROOT / "target" / "release" / "examples" / "hello"
 RUST_BUILD = ["cargo", "build", "--release", "--example", "hello", "-p", "ferricorn-server"]
-ALL_SERVERS = ["ferricorn", "gunicorn", "granian", "uvicorn", "bjoern", "rust"]
+ALL_SERVERS = ["ferricorn", "gunicorn", "granian", "uvicorn", "bjoern", "rust", "nginx"]
 ECHO_BYTES = 10240
+STATIC_BYTES = 51200
+STATIC_FILE = "50k.bin"
+# Servers that serve a static file themselves (static scenarios take only these; nginx takes only those).
+STATIC_SERVERS = ["ferricorn", "granian", "nginx"]
 
-# name -> app, request, expected response body length, default threads/connections.
+# name -> app, request (path: "/" unless given), expected response body length, default threads/connections.
+# "static": the server serves the file STATIC_FILE from a temp directory under /static/ itself.
 SCENARIOS = {
     "hello": {"app": "examples.hello:app", "body": 14, "threads": 1, "connections": 64,
               "what": 'GET, the 14-byte "Hello, World!\\n" of examples/hello.py'},
@@ -57,6 +63,11 @@ SCENARIOS = {
            "what": "GET, a 1 MiB response body"},
     "sleep10ms": {"app": "bench.apps:sleep10ms", "body": 12, "threads": 32, "connections": 256,
                   "what": "GET, the app sleeps 10 ms (I/O-bound); 32 app threads, 256 connections"},
+    "static50k": {"app": "examples.hello:app", "path": f"/static/{STATIC_FILE}", "static": True,
+                  "body": STATIC_BYTES, "threads": 1, "connections": 64,
+                  "what": f"GET /static/{STATIC_FILE}, a {STATIC_BYTES:,}-byte file of random bytes that the server "
+                          "serves itself as a static file (the app is not called); `DIR` is the temp directory "
+                          "holding it"},
 }
 ECHO_LUA = f"""-- wrk script for the echo scenario: POST a {ECHO_BYTES}-byte body
 wrk.method = "POST"
@@ -77,13 +88,54 @@ def tool(name):
     return shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
 
-def server_cmd(name, app, port, workers, threads):
-    """The command line for one server, or a string saying why it cannot run."""
+def nginx_exe():
+    """nginx on PATH, else in the usual sbin directories (often not on a user's PATH); None if missing."""
+    found = shutil.which("nginx")
+    return found or next((p for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx"] if os.access(p, os.X_OK)), None)
+
+
+def nginx_conf(port, static_dir, tmp, workers):
+    """nginx.conf for static scenarios: `workers` workers (1: master + one worker), no daemon, files under tmp."""
+    return f"""# nginx.conf for the static-file scenarios of bench/run.py
+worker_processes {workers};
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    types {{ application/octet-stream bin; }}
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /static/ {{
+            alias {static_dir}/;
+        }}
+    }}
+}}
+"""
+
+
+def server_cmd(name, app, port, workers, threads, static=None):
+    """The command line for one server, or a string saying why it cannot run.
+
+    static: for a static scenario, {"dir": directory served at /static/, "tmp": nginx's directory}."""
     bind = f"127.0.0.1:{port}"
     if name == "ferricorn":
         exe = tool("ferricorn")
         base = [exe] if exe else [sys.executable, "-m", "ferricorn"]
-        return base + ["-w", str(workers), "--threads", str(threads), "-b", bind, "--log-level", "warning", app]
+        extra = ["--static-map", f"/static={static['dir']}"] if static else []
+        return base + ["-w", str(workers), "--threads", str(threads), "-b", bind, "--log-level", "warning"] + extra + [app]
     if name == "gunicorn":
         exe = tool("gunicorn")
         if not exe:
@@ -95,9 +147,10 @@ def server_cmd(name, app, port, workers, threads):
         exe = tool("granian")
         if not exe:
             return "not installed (python bench/run.py --setup)"
+        extra = ["--static-path-route", "/static", "--static-path-mount", static["dir"]] if static else []
         return [exe, "--interface", "wsgi", "--workers", str(workers), "--runtime-threads", "1",
                 "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", app]
+                "--log-level", "warning"] + extra + [app]
     if name == "uvicorn":
         exe = tool("uvicorn")
         if not exe:
@@ -114,11 +167,22 @@ def server_cmd(name, app, port, workers, threads):
         if not RUST_HELLO.exists():
             return f"not built ({' '.join(RUST_BUILD)})"
         return [str(RUST_HELLO), bind]
+    if name == "nginx":
+        exe = nginx_exe()
+        if not exe:
+            return "not installed (Debian: apt-get install nginx)"
+        # The config (nginx_conf) is written to {tmp}/nginx.conf before each start, with the run's port.
+        return [exe, "-c", f"{static['tmp']}/nginx.conf"]
     raise ValueError(name)
 
 
 def applies(name, scenario):
-    """The pure-Rust reference serves one fixed body: it only takes part in `hello`."""
+    """The pure-Rust reference serves one fixed body: it only takes part in `hello`. Static scenarios
+    take only the servers that serve files themselves (STATIC_SERVERS); nginx takes part only in those."""
+    if SCENARIOS.get(scenario, {}).get("static"):
+        return name in STATIC_SERVERS
+    if name == "nginx":
+        return False
     return name != "rust" or scenario == "hello"
 
 
@@ -128,27 +192,27 @@ def pin(cmd, cpus):
     return cmd
 
 
-def request(port, method="GET", body=None, timeout=2.0):
+def request(port, method="GET", body=None, timeout=2.0, path="/"):
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
-        conn.request(method, "/", body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         r = conn.getresponse()
         return r.status, r.read()
     finally:
         conn.close()
 
 
-def wait_ready(port, proc, timeout=30):
-    """Poll (every 5 ms) until the server answers 200; False if it died or never answered."""
+def wait_ready(port, proc, timeout=30, path="/"):
+    """Poll `path` (every 5 ms) until the server answers 200; False if it died or never answered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            status, _ = request(port, timeout=1)
+            status, _ = request(port, timeout=1, path=path)
             if status == 200:
                 return True
         except OSError:
@@ -157,17 +221,20 @@ def wait_ready(port, proc, timeout=30):
     return False
 
 
-def check_response(port, sc):
-    """One request as the load will send it; returns a problem or None."""
+def check_response(port, sc, expect=None):
+    """One request as the load will send it; returns a problem or None. expect: the exact body, if known."""
     payload = b"x" * sc["post"] if sc.get("post") else None
+    expect = payload if payload is not None else expect
     try:
-        status, body = request(port, "POST" if payload else "GET", payload, timeout=5)
+        status, body = request(port, "POST" if payload else "GET", payload, timeout=5, path=sc.get("path", "/"))
     except OSError as e:
         return f"check request failed: {e}"
     if status != 200:
         return f"check request: status {status}"
-    if len(body) != sc["body"] or (payload is not None and body != payload):
+    if len(body) != sc["body"]:
         return f"check request: {len(body)}-byte body, expected {sc['body']}"
+    if expect is not None and body != expect:
+        return "check request: the body's bytes differ from the expected ones"
     return None
 
 
@@ -300,7 +367,7 @@ def parse_wrk(out):
             "non2xx": non2xx, "socket_errors": socket_errors, "requests": int(m.group(1)) if m else None}
 
 
-def python_load(port, duration, connections, payload):
+def python_load(port, duration, connections, payload, path="/"):
     """Fallback when wrk is missing: keep-alive clients on threads (much slower than wrk)."""
     import http.client
 
@@ -312,7 +379,7 @@ def python_load(port, duration, connections, payload):
         while time.monotonic() < stop_at:
             t = time.perf_counter()
             try:
-                conn.request("POST" if payload else "GET", "/", body=payload)
+                conn.request("POST" if payload else "GET", path, body=payload)
                 r = conn.getresponse()
                 r.read()
                 if r.status >= 400:
@@ -337,9 +404,9 @@ def python_load(port, duration, connections, payload):
             "non2xx": None, "socket_errors": None, "requests": len(all_lat)}
 
 
-def run_load(port, duration, connections, load, script, payload):
+def run_load(port, duration, connections, load, script, payload, path="/"):
     if load["wrk"]:
-        cmd = pin(wrk_cmd(f"http://127.0.0.1:{port}/", duration, connections, load["threads"], script), load["cpus"])
+        cmd = pin(wrk_cmd(f"http://127.0.0.1:{port}{path}", duration, connections, load["threads"], script), load["cpus"])
         r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
         r1, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - t0
@@ -350,7 +417,7 @@ def run_load(port, duration, connections, load, script, payload):
         used = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
         res["wrk_cpu_pct"] = 100 * used / wall / load["ncpus"]
         return res
-    return python_load(port, duration, connections, payload)
+    return python_load(port, duration, connections, payload, path)
 
 
 # ---------------------------------------------------------------------------- machine
@@ -403,7 +470,8 @@ def elf_has_debug_info(path):
         return None
 
 
-def versions():
+def versions(nginx=False):
+    """Versions of Python, ferricorn (build kind, git revision), the peers, wrk; nginx's when it took part."""
     v = {"python": platform.python_version()}
     for pkg in ["ferricorn", "gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern"]:
         try:
@@ -427,6 +495,11 @@ def versions():
         out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
         m = re.match(r"wrk (\S+)", (out.stdout + out.stderr).strip())
         v["wrk"] = m.group(1) if m else "?"
+    exe = nginx_exe() if nginx else None
+    if exe:
+        out = subprocess.run([exe, "-v"], capture_output=True, text=True)
+        m = re.search(r"nginx/(\S+)", out.stdout + out.stderr)
+        v["nginx"] = m.group(1) if m else "?"
     return v
 
 
@@ -450,6 +523,8 @@ def summarize(runs):
         "wrk_cpu_pct": med(r.get("wrk_cpu_pct") for r in runs),
         "other_server_pct": med(r["other_on_server_cpu_pct"] for r in runs),
         "other_load_pct": med(r["other_on_load_cpus_pct"] for r in runs),
+        # req/s per second of server CPU time (per core): what the server would do if its CPU were the limit.
+        "rps_per_cpu_s": med(r["rps"] * 100 / r["server_cpu_pct"] for r in runs if r.get("server_cpu_pct")),
         "runs": len(runs),
     }
 
@@ -485,6 +560,37 @@ def table(summary, scenarios, names):
     return "\n".join(rows)
 
 
+NGINX_TARGET = 0.8  # static scenarios: ferricorn >= 0.8x nginx per core, and faster than Granian
+
+
+def vs_nginx(summary, scenarios):
+    """For static scenarios with an nginx result: one line each, every server's req/s (and req/s per server
+    CPU-second) against nginx's, and whether ferricorn meets the target."""
+    lines = []
+    for sc in scenarios:
+        got = summary.get(sc, {})
+        base = got.get("nginx")
+        if not SCENARIOS.get(sc, {}).get("static") or not base:
+            continue
+        parts = [f"{'pure-Rust ref' if n == 'rust' else n} {ratio(s['rps'], base['rps'])} "
+                 f"({ratio(s.get('rps_per_cpu_s'), base.get('rps_per_cpu_s'))} per CPU-s)"
+                 for n, s in got.items() if n != "nginx"]
+        line = (f"`{sc}` vs nginx (req/s; in parentheses req/s per second of server CPU time): "
+                + (", ".join(parts) or "no other server") + ".")
+        f, g = got.get("ferricorn"), got.get("granian")
+        if f:
+            checks = []
+            for what, key in [("req/s", "rps"), ("per CPU-s", "rps_per_cpu_s")]:
+                ok = bool(f.get(key) and base.get(key) and f[key] >= NGINX_TARGET * base[key])
+                if g:
+                    ok = ok and bool(f.get(key) and g.get(key) and f[key] > g[key])
+                checks.append(f"{what} {'met' if ok else 'NOT met'}")
+            line += (f" Target (ferricorn >= {NGINX_TARGET:.1f}x nginx" + (", faster than Granian" if g else "")
+                     + "): " + "; ".join(checks) + ".")
+        lines.append(line)
+    return lines
+
+
 def rel(path):
     try:
         return str(Path(os.path.abspath(path)).relative_to(ROOT))
@@ -498,7 +604,9 @@ def show(cmd):
 
 def markdown(report, tbl):
     m, p, v = report["machine"], report["params"], report["versions"]
-    peers = ", ".join(f"{k} {v[k]}" for k in ["gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern"] if k in v)
+    peers = ", ".join(f"{k} {v[k]}" for k in ["gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern", "nginx"]
+                      if k in v)
+    static = [sc for sc in p["scenarios"] if SCENARIOS.get(sc, {}).get("static")]
     lines = [
         f"# ferricorn benchmark, {report['date']}",
         "",
@@ -516,6 +624,10 @@ def markdown(report, tbl):
         "",
         tbl,
         "",
+    ]
+    if report.get("vs_nginx"):
+        lines += report["vs_nginx"] + [""]
+    lines += [
         "req/s, p50/p99 (wrk's latency distribution) and RSS are medians over rounds; errors are non-2xx "
         "responses plus socket errors (connect/read/write/timeout), summed over rounds. RSS is the sum of "
         "VmRSS over the server's whole process tree: idle = after the first response, load = peak during the "
@@ -523,7 +635,10 @@ def markdown(report, tbl):
         "pinned CPU(s) the server's process tree and wrk used during the measured run: wrk near 100% means "
         "the load generator, not the server, was the limit. other CPU % = share of the server's / wrk's CPU "
         "that other processes on the machine took meanwhile (should be 0). Ratios compare req/s medians "
-        "within a scenario; the pure-Rust reference serves only `hello`.",
+        "within a scenario; the pure-Rust reference serves only `hello`."
+        + (" Static scenarios (" + ", ".join(f"`{sc}`" for sc in static) + ") take only ferricorn, Granian and "
+           "nginx, and nginx only those; `per CPU-s` = req/s divided by the server's CPU share (req/s per core "
+           "of server CPU time)." if static else ""),
     ]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
@@ -536,6 +651,9 @@ def markdown(report, tbl):
         lines += ["```", ""]
     if "echo" in report["commands"] and report["loader"] == "wrk":
         lines += ["`echo.lua`:", "", "```lua", ECHO_LUA.rstrip(), "```", ""]
+    if any("nginx" in report["commands"].get(sc, {}) for sc in static):
+        lines += ["`TMP/nginx.conf` (`TMP`: a temp directory; written before each start with the run's port):", "",
+                  "```nginx", nginx_conf("PORT", "DIR", "TMP", p["workers"]).rstrip(), "```", ""]
     return "\n".join(lines)
 
 
@@ -588,7 +706,8 @@ def main():
     ap.add_argument("--dry-run", action="store_true", help="with --setup: print the setup commands only")
     ap.add_argument("--smoke", action="store_true", help="a few seconds (hello only), to check the harness works")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of: {', '.join(SCENARIOS)}")
-    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated (rust = pure-Rust reference)")
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma-separated, of: " + ", ".join(ALL_SERVERS) + " (rust = pure-Rust reference, hello only; "
+                         "nginx: static scenarios only)")
     ap.add_argument("--app", help="benchmark this app (MODULE:CALLABLE, GET /) as scenario `custom` instead")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, help="override every scenario's thread count (default: 1, sleep10ms 32)")
@@ -652,43 +771,72 @@ def main():
     def threads(sc):
         return args.threads or SCENARIOS[sc]["threads"]
 
+    def path(sc):
+        return SCENARIOS[sc].get("path", "/")
+
     for sc in scenarios:
         commands[sc] = {}
+        static_shown = {"dir": "DIR", "tmp": "TMP"} if SCENARIOS[sc].get("static") else None
         for name in results[sc]:
-            cmd = server_cmd(name, SCENARIOS[sc]["app"], "PORT", args.workers, threads(sc))
+            cmd = server_cmd(name, SCENARIOS[sc]["app"], "PORT", args.workers, threads(sc), static_shown)
             if isinstance(cmd, str):
                 skipped[name] = cmd
             else:
                 commands[sc][name] = show(pin(cmd, server_cpus if pinned else None))
         if load["wrk"]:
-            commands[sc]["wrk"] = show(pin(wrk_cmd("http://127.0.0.1:PORT/", args.duration, conns(sc), load["threads"],
-                                                   "echo.lua" if sc == "echo" else None), load["cpus"]))
+            commands[sc]["wrk"] = show(pin(wrk_cmd(f"http://127.0.0.1:PORT{path(sc)}", args.duration, conns(sc),
+                                                   load["threads"], "echo.lua" if sc == "echo" else None), load["cpus"]))
+
+    # Static scenarios: one file of random bytes, created once, in DIR = <temp>/static (served at /static/),
+    # and nginx's config, pid, logs and temp paths in TMP = <temp>/nginx. All removed at the end.
+    static_root = static = static_data = None
+    if any(SCENARIOS[sc].get("static") for sc in scenarios):
+        static_root = tempfile.mkdtemp(prefix="ferricorn-bench-static-")
+        static = {"dir": os.path.join(static_root, "static"), "tmp": os.path.join(static_root, "nginx")}
+        static_data = os.urandom(STATIC_BYTES)
+        os.mkdir(static["dir"])
+        os.mkdir(static["tmp"])
+        Path(static["dir"], STATIC_FILE).write_bytes(static_data)
+        # nginx started as root runs its worker as `nobody`: it must be able to read the file (mkdtemp gives 0700).
+        for d in [static_root, static["dir"], static["tmp"]]:
+            os.chmod(d, 0o755)
+        os.chmod(os.path.join(static["dir"], STATIC_FILE), 0o644)
 
     try:
         for rnd in range(args.rounds):
             for sc in scenarios:
                 spec = SCENARIOS[sc]
                 payload = b"x" * spec["post"] if spec.get("post") else None
+                sc_static = static if spec.get("static") else None
                 for name in results[sc]:
                     if name in skipped:
                         continue
                     port = free_port()
-                    cmd = server_cmd(name, spec["app"], port, args.workers, threads(sc))
+                    cmd = server_cmd(name, spec["app"], port, args.workers, threads(sc), sc_static)
+                    if name == "nginx":
+                        Path(sc_static["tmp"], "nginx.conf").write_text(
+                            nginx_conf(port, sc_static["dir"], sc_static["tmp"], args.workers))
                     t0 = time.monotonic()
                     proc = subprocess.Popen(pin(cmd, server_cpus if pinned else None), cwd=ROOT, env=env,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
                     errlog = []
                     threading.Thread(target=lambda p=proc, e=errlog: e.extend(p.stderr), daemon=True).start()
                     try:
-                        if not wait_ready(port, proc):
+                        if not wait_ready(port, proc, path=path(sc)):
                             time.sleep(0.2)
                             tail = b"".join(errlog).decode(errors="replace").strip().splitlines()[-3:]
+                            if name == "nginx" and not tail:
+                                try:
+                                    tail = Path(sc_static["tmp"], "error.log").read_text().strip().splitlines()[-3:]
+                                except OSError:
+                                    pass
                             msg = f"{name} ({sc}, round {rnd + 1}): did not start" + (f": {' / '.join(tail)}" if tail else "")
                             print(msg, file=sys.stderr, flush=True)
                             notes.append(msg)
                             continue
                         start_ms = (time.monotonic() - t0) * 1000
-                        problem = spec["body"] is not None and check_response(port, spec)
+                        problem = spec["body"] is not None and check_response(
+                            port, spec, static_data if spec.get("static") else None)
                         if problem:
                             msg = f"{name} ({sc}, round {rnd + 1}): {problem}"
                             print(msg, file=sys.stderr, flush=True)
@@ -697,13 +845,13 @@ def main():
                         time.sleep(0.2)
                         rss_idle = tree_rss_kib(proc.pid)
                         if args.warmup:
-                            run_load(port, args.warmup, conns(sc), load, script, payload)
+                            run_load(port, args.warmup, conns(sc), load, script, payload, path(sc))
                         sampler = RssSampler(proc.pid)
                         sampler.start()
                         cpu0, w0 = tree_cpu_s(proc.pid), time.monotonic()
                         sbusy0, lbusy0, me0 = cpus_busy_s(server_set), cpus_busy_s(load_set), self_cpu_s()
                         try:
-                            res = run_load(port, args.duration, conns(sc), load, script, payload)
+                            res = run_load(port, args.duration, conns(sc), load, script, payload, path(sc))
                         finally:
                             wall, used = time.monotonic() - w0, tree_cpu_s(proc.pid) - cpu0
                             sbusy, lbusy, me = cpus_busy_s(server_set), cpus_busy_s(load_set), self_cpu_s()
@@ -732,11 +880,13 @@ def main():
     finally:
         if script:
             os.unlink(script)
+        if static_root:
+            shutil.rmtree(static_root, ignore_errors=True)
 
     summary = {sc: {n: summarize(runs) for n, runs in per.items() if runs} for sc, per in results.items()}
     for name, why in skipped.items():
         notes.insert(0, f"{name}: skipped, {why}")
-    v = versions()
+    v = versions(nginx=any("nginx" in results[sc] for sc in scenarios))
     if v.get("ferricorn_build", "").startswith("dev"):
         notes.insert(0, "ferricorn here is a dev (debug) build of the extension: its numbers are not representative; "
                         "`python bench/run.py --setup` benchmarks a release build")
@@ -771,11 +921,14 @@ def main():
         "command": shlex.join(["python", "bench/run.py"] + sys.argv[1:]),
         "commands": commands,
         "notes": notes,
+        "vs_nginx": vs_nginx(summary, scenarios),
         "summary": summary,
         "runs": results,
     }
     tbl = table(summary, scenarios, names)
     print("\n" + tbl)
+    for line in report["vs_nginx"]:
+        print(line)
     for n in notes:
         print(f"note: {n}")
     if args.out:
