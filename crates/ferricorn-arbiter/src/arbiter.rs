@@ -7,7 +7,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use ferricorn_core::metrics::prometheus::{self, MasterState, RestartReason};
+use ferricorn_core::metrics::{StatsRegion, Totals, WorkerStats};
+
 use crate::heartbeat::{self, Heartbeats, Slot};
+use crate::metrics_http::MetricsServer;
 use crate::signals::SelfPipe;
 use crate::{ArbiterError, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 
@@ -21,6 +25,10 @@ pub struct ArbiterConfig {
     pub daemon: bool,
     /// Retire a worker whose RSS exceeds this many bytes; `None` = never.
     pub max_worker_memory: Option<u64>,
+    /// `--metrics-bind`: where the master serves Prometheus metrics.
+    pub metrics_bind: Option<std::net::SocketAddr>,
+    /// `--enable-backlog-metric`: send `gunicorn.backlog` to StatsD every loop.
+    pub backlog_metric: bool,
 }
 
 /// Heartbeat slots: more than any sane worker count, 64 bytes each.
@@ -42,7 +50,12 @@ pub struct WorkerExit {
 pub trait Launcher {
     /// Forks worker number `age`, which publishes its heartbeat in `slot`. Returns the
     /// child's pid in the master; in the child it runs the worker and exits, never returning.
-    fn spawn(&mut self, age: u64, slot: &'static Slot) -> Result<Pid, ArbiterError>;
+    fn spawn(
+        &mut self,
+        age: u64,
+        slot: &'static Slot,
+        stats: Option<&'static WorkerStats>,
+    ) -> Result<Pid, ArbiterError>;
     /// A worker was reaped (`child_exit` hook).
     fn worker_exited(&mut self, _exit: &WorkerExit) {}
     /// The target number of workers changed (`nworkers_changed` hook).
@@ -59,6 +72,10 @@ pub trait Launcher {
     }
     /// Once per loop (USR2 promotion checks).
     fn tick(&mut self) {}
+    /// Connections waiting in the listen queues, where the OS tells.
+    fn listen_backlog(&self) -> Option<u64> {
+        None
+    }
     /// Whether this master was itself started by USR2 and its parent is still there.
     fn is_reexec_child(&self) -> bool {
         false
@@ -72,6 +89,17 @@ struct Worker {
     aborted: Option<Instant>,
     /// Sent SIGTERM for using too much memory (so it is asked once).
     retiring: bool,
+    /// Sent SIGTERM by the master (reload, fewer workers): not a restart to count.
+    stopping: bool,
+}
+
+/// The master's side of the Prometheus endpoint.
+struct Metrics {
+    server: MetricsServer,
+    region: StatsRegion,
+    /// Counters of workers that have exited, so totals never go backwards.
+    retired: Totals,
+    restarts: [u64; 4],
 }
 
 pub struct Arbiter<L: Launcher> {
@@ -83,6 +111,9 @@ pub struct Arbiter<L: Launcher> {
     heartbeats: Heartbeats,
     /// The new master started by USR2, while it runs.
     reexec_pid: Option<i32>,
+    metrics: Option<Metrics>,
+    /// The worker count last sent to StatsD (`gunicorn.workers` is sent on change).
+    reported_workers: Option<usize>,
 }
 
 enum Stop {
@@ -94,6 +125,20 @@ impl<L: Launcher> Arbiter<L> {
     pub fn new(cfg: ArbiterConfig, launcher: L) -> Result<Self, ArbiterError> {
         let heartbeats = Heartbeats::new(SLOTS).map_err(ArbiterError::Signals)?;
         let pipe = SelfPipe::install().map_err(ArbiterError::Signals)?;
+        let metrics = match cfg.metrics_bind {
+            Some(addr) => {
+                let server = MetricsServer::bind(addr)
+                    .map_err(|e| ArbiterError::Bind(format!("Error: can't serve metrics on {addr}: {e}")))?;
+                ferricorn_core::info!("Metrics at: http://{}/metrics", server.local_addr().unwrap_or(addr));
+                Some(Metrics {
+                    server,
+                    region: StatsRegion::new(SLOTS)?,
+                    retired: Totals::default(),
+                    restarts: [0; 4],
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             cfg,
             launcher,
@@ -102,6 +147,8 @@ impl<L: Launcher> Arbiter<L> {
             next_age: 0,
             heartbeats,
             reexec_pid: None,
+            metrics,
+            reported_workers: None,
         })
     }
 
@@ -120,7 +167,11 @@ impl<L: Launcher> Arbiter<L> {
             return code;
         }
         loop {
-            for sig in self.pipe.wait(1000) {
+            let (signals, scrape) = self.pipe.wait_also(1000, self.metrics.as_ref().map(|m| m.server.fd()));
+            if scrape {
+                self.serve_metrics();
+            }
+            for sig in signals {
                 match sig {
                     Signal::SIGCHLD => {}
                     Signal::SIGTERM => {
@@ -184,9 +235,53 @@ impl<L: Launcher> Arbiter<L> {
             self.murder_workers();
             self.retire_large_workers();
             self.launcher.tick();
+            if self.cfg.backlog_metric {
+                if let (Some(c), Some(n)) = (ferricorn_core::metrics::statsd(), self.launcher.listen_backlog()) {
+                    c.histogram("gunicorn.backlog", n);
+                }
+            }
             if let Err(code) = self.manage_workers() {
                 return code;
             }
+        }
+    }
+
+    fn serve_metrics(&mut self) {
+        let Some(m) = &self.metrics else { return };
+        let mut totals = m.retired.clone();
+        for w in self.workers.values() {
+            if let Some(s) = m.region.slot(w.slot) {
+                totals.add(s, true);
+            }
+        }
+        let state = MasterState {
+            workers: self.workers.len() as u64,
+            restarts: m.restarts,
+            backlog: self.launcher.listen_backlog(),
+        };
+        m.server.serve_pending(&|| prometheus::render(&totals, &state));
+    }
+
+    /// Folds an exited worker's counters into the totals and counts why it went.
+    fn account_exit(&mut self, worker: &Worker, code: Option<i32>) {
+        let Some(m) = &mut self.metrics else { return };
+        if let Some(s) = m.region.slot(worker.slot) {
+            m.retired.add(s, false);
+        }
+        m.region.clear(worker.slot);
+        let reason = if worker.aborted.is_some() {
+            Some(RestartReason::Timeout)
+        } else if worker.retiring {
+            Some(RestartReason::Memory)
+        } else if worker.stopping {
+            None
+        } else if code == Some(0) {
+            Some(RestartReason::MaxRequests)
+        } else {
+            Some(RestartReason::Crash)
+        };
+        if let Some(r) = reason {
+            m.restarts[r as usize] += 1;
         }
     }
 
@@ -210,6 +305,9 @@ impl<L: Launcher> Arbiter<L> {
             }
         }
         for pid in old {
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.stopping = true;
+            }
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     }
@@ -225,7 +323,11 @@ impl<L: Launcher> Arbiter<L> {
         self.heartbeats.reset(slot_index, 0);
         self.next_age += 1;
         let age = self.next_age;
-        match self.launcher.spawn(age, slot) {
+        let stats = self.metrics.as_ref().and_then(|m| {
+            m.region.clear(slot_index);
+            m.region.slot(slot_index)
+        });
+        match self.launcher.spawn(age, slot, stats) {
             Ok(pid) => {
                 slot.pid
                     .store(pid.as_raw() as u32, std::sync::atomic::Ordering::Release);
@@ -235,6 +337,7 @@ impl<L: Launcher> Arbiter<L> {
                     spawned: Instant::now(),
                     aborted: None,
                     retiring: false,
+                    stopping: false,
                 };
                 self.workers.insert(pid.as_raw(), w);
                 Ok(())
@@ -258,7 +361,17 @@ impl<L: Launcher> Arbiter<L> {
             by_age.sort();
             let extra = self.workers.len() - self.cfg.workers;
             for (_, pid) in by_age.into_iter().take(extra) {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.stopping = true;
+                }
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        let active = self.workers.len();
+        if self.reported_workers != Some(active) {
+            self.reported_workers = Some(active);
+            if let Some(c) = ferricorn_core::metrics::statsd() {
+                c.gauge("gunicorn.workers", active as u64);
             }
         }
         Ok(())
@@ -347,6 +460,7 @@ impl<L: Launcher> Arbiter<L> {
                 code,
                 signal,
             };
+            self.account_exit(&worker, code);
             match (code, signal) {
                 (Some(WORKER_BOOT_ERROR), _) => {
                     ferricorn_core::error!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}");
@@ -386,6 +500,9 @@ impl<L: Launcher> Arbiter<L> {
     /// Stops every worker: TERM (graceful) or QUIT (quick), then KILL after
     /// `graceful_timeout`.
     fn stop(&mut self, how: Stop) {
+        for w in self.workers.values_mut() {
+            w.stopping = true;
+        }
         self.signal_all(match how {
             Stop::Graceful => Signal::SIGTERM,
             Stop::Quick => Signal::SIGQUIT,
@@ -412,6 +529,7 @@ impl<L: Launcher> Arbiter<L> {
                 _ => break,
             };
             if let Some(w) = self.workers.remove(&pid.as_raw()) {
+                self.account_exit(&w, code);
                 self.launcher.worker_exited(&WorkerExit {
                     pid: pid.as_raw(),
                     age: w.age,

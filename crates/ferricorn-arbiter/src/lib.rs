@@ -7,6 +7,7 @@
 
 pub mod arbiter;
 pub mod heartbeat;
+pub mod metrics_http;
 pub mod process;
 pub mod signals;
 pub mod sockets;

@@ -63,13 +63,26 @@ impl SelfPipe {
 
     /// Waits up to `timeout_ms` for signals and returns those received, in order.
     pub fn wait(&self, timeout_ms: i32) -> Vec<Signal> {
-        let mut pfd = libc::pollfd {
-            fd: self.read.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; EINTR simply returns early.
-        unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        self.wait_also(timeout_ms, None).0
+    }
+
+    /// Like `wait`, also watching `extra` for input; the flag says whether it has some.
+    pub fn wait_also(&self, timeout_ms: i32, extra: Option<RawFd>) -> (Vec<Signal>, bool) {
+        let mut pfds = [
+            libc::pollfd {
+                fd: self.read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: extra.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: valid pollfds (a negative fd is ignored by poll); EINTR returns early.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
+        let extra_ready = pfds[1].revents & libc::POLLIN != 0;
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
         loop {
@@ -84,7 +97,7 @@ impl SelfPipe {
                     .filter_map(|b| Signal::try_from(i32::from(*b)).ok()),
             );
         }
-        out
+        (out, extra_ready)
     }
 }
 
@@ -94,6 +107,7 @@ pub fn reset_in_child() {
     for fd in [
         WRITE_FD.swap(-1, Ordering::Relaxed),
         READ_FD.swap(-1, Ordering::Relaxed),
+        crate::metrics_http::LISTENER_FD.swap(-1, Ordering::Relaxed),
     ] {
         if fd >= 0 {
             // SAFETY: the master's pipe ends are never used again in the child.

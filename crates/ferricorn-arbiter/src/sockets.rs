@@ -172,3 +172,23 @@ pub fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
     let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
     Ok(s.try_clone()?.into_raw_fd()).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Connections waiting to be accepted on a TCP listener (`tcpi_unacked` of a socket in
+/// LISTEN state); `None` for other sockets.
+pub fn accept_queue_len(fd: std::os::fd::RawFd) -> Option<u64> {
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // 10 is TCP_LISTEN.
+    (rc == 0 && info.tcpi_state == 10).then_some(u64::from(info.tcpi_unacked))
+}

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod bind;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod request;
 pub mod settings;

@@ -163,6 +163,17 @@ pub fn timestamp(fmt: &[u8]) -> String {
     }
 }
 
+/// StatsD's `gunicorn.log.<level>` counters count every warning and worse, whatever
+/// `loglevel` lets through (as Gunicorn's Statsd logger does).
+pub fn count(level: Level) {
+    match level {
+        Level::Warning => crate::metrics::log_line("warning"),
+        Level::Error => crate::metrics::log_line("error"),
+        Level::Critical => crate::metrics::log_line("critical"),
+        _ => {}
+    }
+}
+
 pub fn write(level: Level, msg: &str) {
     if !enabled(level) {
         return;
@@ -185,7 +196,11 @@ pub fn write_raw(bytes: &[u8]) {
 #[macro_export]
 macro_rules! log_at {
     ($lvl:expr, $($arg:tt)*) => {
-        if $crate::log::enabled($lvl) { $crate::log::write($lvl, &format!($($arg)*)) }
+        {
+            let lvl = $lvl;
+            $crate::log::count(lvl);
+            if $crate::log::enabled(lvl) { $crate::log::write(lvl, &format!($($arg)*)) }
+        }
     };
 }
 #[macro_export]

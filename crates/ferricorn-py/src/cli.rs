@@ -331,6 +331,15 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
     }
     warn_unimplemented(&settings);
     validate(&settings)?;
+    if let Some(host) = settings.str("statsd_host").filter(|h| !h.is_empty()) {
+        let client = ferricorn_core::metrics::Statsd::connect(
+            host,
+            settings.str("statsd_prefix").unwrap_or(""),
+            settings.str("dogstatsd_tags").unwrap_or(""),
+        )
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+        ferricorn_core::metrics::set_statsd(client);
+    }
     if settings.bool("print_config") {
         print!("{}", settings.render());
     }
@@ -377,10 +386,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "syslog_prefix",
     "syslog_facility",
     "disable_redirect_access_to_syslog",
-    "statsd_host",
-    "statsd_prefix",
-    "dogstatsd_tags",
-    "enable_backlog_metric",
     "protocol",
     "uwsgi_allow_ips",
     "http2_cleartext",
@@ -412,6 +417,15 @@ fn warn_unimplemented(settings: &Settings) {
     }
 }
 
+/// `--metrics-bind HOST:PORT` (a name is resolved once, at start-up).
+pub fn metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| "the host does not resolve".to_string())
+}
+
 /// Cross-setting checks that must fail at start-up with one line naming the setting.
 fn validate(settings: &Settings) -> Result<(), Fatal> {
     for b in settings.list("bind") {
@@ -421,6 +435,10 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
         if let Err(why) = ferricorn_core::proxy::AllowList::parse(settings.str(name).unwrap_or("")) {
             return Err(Fatal::usage(format!("Error: Invalid value for {name}: {why}")));
         }
+    }
+    if let Some(addr) = settings.str("metrics_bind").filter(|a| !a.is_empty()) {
+        metrics_addr(addr)
+            .map_err(|why| Fatal::usage(format!("Error: Invalid value for metrics_bind: {addr:?}: {why}")))?;
     }
     ferricorn_core::static_files::StaticConfig::from_settings(settings)
         .map_err(|e| Fatal::usage(format!("Error: {e}")))?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ferricorn_core::settings::{Settings, Value, REGISTRY};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::pyhelpers::{format_exception, new_namespace};
 
@@ -27,41 +27,88 @@ fn fmt_msg(msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> String {
     formatted.and_then(|f| f.str().map(|s| s.to_string())).unwrap_or(text)
 }
 
+/// Gunicorn's Statsd logger turns `log.info(msg, extra={"metric": name, "value": v,
+/// "mtype": "gauge"|"counter"|"histogram"|"timer"})` into a metric.
+fn emit_metric(kw: Option<&Bound<'_, PyDict>>) {
+    let Some(client) = ferricorn_core::metrics::statsd() else {
+        return;
+    };
+    let Some(extra) = kw.and_then(|k| k.get_item("extra").ok().flatten()) else {
+        return;
+    };
+    let get = |key: &str| extra.get_item(key).ok().filter(|v| !v.is_none());
+    let (Some(metric), Some(value), Some(kind)) = (get("metric"), get("value"), get("mtype")) else {
+        return;
+    };
+    let (Ok(metric), Ok(kind)) = (metric.extract::<String>(), kind.extract::<String>()) else {
+        return;
+    };
+    let Ok(value) = value.extract::<f64>() else { return };
+    match kind.as_str() {
+        "gauge" => client.gauge(&metric, value as u64),
+        "counter" => client.incr(&metric, value as u64),
+        "histogram" => client.histogram(&metric, value as u64),
+        "timer" => client.timing_ms(&metric, value),
+        _ => {}
+    }
+}
+
 #[pymethods]
 impl Log {
-    #[pyo3(signature = (msg, *args, **_kw))]
-    fn debug(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
-        ferricorn_core::debug!("{}", fmt_msg(msg, args));
+    #[pyo3(signature = (msg, *args, **kw))]
+    fn debug(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
+        emit_metric(kw);
+        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
+            ferricorn_core::debug!("{}", fmt_msg(msg, args));
+        }
     }
-    #[pyo3(signature = (msg, *args, **_kw))]
-    fn info(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
-        ferricorn_core::info!("{}", fmt_msg(msg, args));
+    #[pyo3(signature = (msg, *args, **kw))]
+    fn info(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
+        emit_metric(kw);
+        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
+            ferricorn_core::info!("{}", fmt_msg(msg, args));
+        }
     }
-    #[pyo3(signature = (msg, *args, **_kw))]
-    fn warning(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
-        ferricorn_core::warning!("{}", fmt_msg(msg, args));
+    #[pyo3(signature = (msg, *args, **kw))]
+    fn warning(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
+        emit_metric(kw);
+        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
+            ferricorn_core::warning!("{}", fmt_msg(msg, args));
+        }
     }
-    #[pyo3(signature = (msg, *args, **_kw))]
-    fn error(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
-        ferricorn_core::error!("{}", fmt_msg(msg, args));
+    #[pyo3(signature = (msg, *args, **kw))]
+    fn error(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
+        emit_metric(kw);
+        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
+            ferricorn_core::error!("{}", fmt_msg(msg, args));
+        }
     }
-    #[pyo3(signature = (msg, *args, **_kw))]
-    fn critical(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, _kw: Option<&Bound<'_, PyAny>>) {
-        ferricorn_core::critical!("{}", fmt_msg(msg, args));
+    #[pyo3(signature = (msg, *args, **kw))]
+    fn critical(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
+        emit_metric(kw);
+        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
+            ferricorn_core::critical!("{}", fmt_msg(msg, args));
+        }
     }
-    #[pyo3(signature = (msg, *args, **_kw))]
+    #[pyo3(signature = (msg, *args, **kw))]
     fn exception(
         &self,
         py: Python<'_>,
         msg: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        _kw: Option<&Bound<'_, PyAny>>,
+        kw: Option<&Bound<'_, PyDict>>,
     ) {
+        emit_metric(kw);
         let tb = py
             .import("traceback")
             .and_then(|t| t.getattr("format_exc")?.call0()?.extract::<String>())
             .unwrap_or_default();
-        ferricorn_core::error!("{}\n{}", fmt_msg(msg, args), tb.trim_end());
+        // Gunicorn counts `gunicorn.log.exception` here, not `.error`.
+        ferricorn_core::metrics::log_line("exception");
+        ferricorn_core::log::write(
+            ferricorn_core::log::Level::Error,
+            &format!("{}\n{}", fmt_msg(msg, args), tb.trim_end()),
+        );
     }
     fn reopen_files(&self) {
         let _ = ferricorn_core::log::reopen();

@@ -188,6 +188,8 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         timeout: (s.int("timeout") > 0).then(|| Duration::from_secs(s.int("timeout") as u64)),
         daemon: s.bool("daemon"),
         max_worker_memory: (s.int("max_worker_memory") > 0).then(|| (s.int("max_worker_memory") as u64) << 20),
+        metrics_bind: s.str("metrics_bind").and_then(|a| crate::cli::metrics_addr(a).ok()),
+        backlog_metric: s.bool("enable_backlog_metric"),
     };
     let launcher = PyLauncher {
         boot,
@@ -255,7 +257,12 @@ fn set_proc_title(py: Python<'_>, title: &str) {
 }
 
 impl Launcher for PyLauncher {
-    fn spawn(&mut self, age: u64, slot: &'static Slot) -> Result<Pid, ArbiterError> {
+    fn spawn(
+        &mut self,
+        age: u64,
+        slot: &'static Slot,
+        stats: Option<&'static ferricorn_core::metrics::WorkerStats>,
+    ) -> Result<Pid, ArbiterError> {
         Python::attach(|py| {
             let hooks = &self.boot.hooks;
             if hooks.has("pre_fork") {
@@ -269,6 +276,9 @@ impl Launcher for PyLauncher {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
+                if let Some(stats) = stats {
+                    ferricorn_core::metrics::set_worker_stats(stats);
+                }
                 let code = run_worker(py, self, age, slot);
                 exit_now(py, code);
             }
@@ -278,6 +288,16 @@ impl Launcher for PyLauncher {
             }
             Ok(Pid::from_raw(pid))
         })
+    }
+
+    fn listen_backlog(&self) -> Option<u64> {
+        let mut total = None;
+        for l in &self.listeners {
+            if let Some(n) = ferricorn_arbiter::sockets::accept_queue_len(l.raw_fd()) {
+                *total.get_or_insert(0) += n;
+            }
+        }
+        total
     }
 
     fn worker_exited(&mut self, exit: &WorkerExit) {

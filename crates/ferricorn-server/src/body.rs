@@ -64,11 +64,13 @@ impl RequestBody {
 
     pub(crate) fn streaming(incoming: Incoming, limit: u64, read_timeout: Option<Duration>) -> Self {
         Self {
+            ready: VecDeque::new(),
             incoming: Some(incoming),
+            received: 0,
             limit,
+            error: None,
             runtime: tokio::runtime::Handle::try_current().ok(),
             read_timeout,
-            ..Self::empty()
         }
     }
 
@@ -191,6 +193,21 @@ impl RequestBody {
     }
 }
 
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if self.received > 0 {
+            ferricorn_core::metrics::bytes_in(self.received);
+        }
+    }
+}
+
+/// A request being measured for the metrics (see `ferricorn_core::metrics`).
+pub(crate) struct Meter {
+    pub start: std::time::Instant,
+    pub method: http::Method,
+    pub status: u16,
+}
+
 enum Kind {
     Full(Option<Bytes>),
     Stream(Receiver),
@@ -209,6 +226,7 @@ pub struct ResponseBody {
     /// Body bytes handed to hyper, for the access log.
     sent: u64,
     access: Option<Box<Pending>>,
+    meter: Option<Meter>,
 }
 
 impl ResponseBody {
@@ -224,6 +242,7 @@ impl ResponseBody {
             abort_delay: 2,
             sent: 0,
             access: None,
+            meter: None,
         }
     }
 
@@ -235,6 +254,7 @@ impl ResponseBody {
             abort_delay: 2,
             sent: 0,
             access: None,
+            meter: None,
         }
     }
 
@@ -247,6 +267,7 @@ impl ResponseBody {
             abort_delay: 2,
             sent: 0,
             access: None,
+            meter: None,
         }
     }
 
@@ -268,6 +289,10 @@ impl ResponseBody {
         self.access = Some(access);
     }
 
+    pub(crate) fn measure(&mut self, meter: Meter) {
+        self.meter = Some(meter);
+    }
+
     fn cap(&mut self, mut chunk: Bytes) -> Option<Bytes> {
         if let Some(rem) = self.remaining.as_mut() {
             if *rem == 0 {
@@ -286,6 +311,10 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(access) = self.access.take() {
             access.finish(self.sent);
+        }
+        if let Some(m) = self.meter.take() {
+            ferricorn_core::metrics::request_finished(m.method.as_str(), m.status, m.start.elapsed());
+            ferricorn_core::metrics::bytes_out(self.sent);
         }
         if let Some(conn) = self.conn.take() {
             conn.response_done();

@@ -21,6 +21,10 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     state.request_started();
+    let meter = ferricorn_core::metrics::enabled().then(|| {
+        ferricorn_core::metrics::request_started();
+        (std::time::Instant::now(), req.method().clone())
+    });
     let cfg = &shared.config;
     let access = cfg
         .access_log
@@ -42,6 +46,10 @@ pub(crate) async fn handle(
     if let Some(mut access) = access {
         access.response(&resp);
         resp.body_mut().log_on_finish(access);
+    }
+    if let Some((start, method)) = meter {
+        let status = resp.status().as_u16();
+        resp.body_mut().measure(crate::body::Meter { start, method, status });
     }
     resp.body_mut().attach(state);
     shared.request_done();

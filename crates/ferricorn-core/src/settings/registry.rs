@@ -139,13 +139,15 @@ pub static REGISTRY: &[Def] = defs![
     "enable_stdio_inheritance", ["-R", "--enable-stdio-inheritance"], "", Kind::Flag, "", "Logging",
         "Keep stdio open when daemonized.";
     "statsd_host", ["--statsd-host"], "STATSD_ADDR", Kind::Str, "", "Logging",
-        "The StatsD server (`HOST:PORT` or `unix://PATH`).";
+        "The StatsD server (`HOST:PORT`, `HOST` for port 8125, `[IPv6]:PORT` or `unix://PATH`); turns on Gunicorn's StatsD metrics.";
     "dogstatsd_tags", ["--dogstatsd-tags"], "DOGSTATSD_TAGS", Kind::Str, "", "Logging",
         "Comma-separated DogStatsD tags.";
     "statsd_prefix", ["--statsd-prefix"], "STATSD_PREFIX", Kind::Str, "", "Logging",
         "A prefix for StatsD metric names.";
     "enable_backlog_metric", ["--enable-backlog-metric"], "", Kind::Flag, "", "Logging",
-        "Emit the listen backlog as a metric.";
+        "Send the number of connections waiting in the listen queues to StatsD (`gunicorn.backlog`, a histogram) every second.";
+    "metrics_bind", ["--metrics-bind"], "ADDRESS", Kind::Str, "", "Logging",
+        "ferricorn: serve Prometheus metrics, summed over all workers by the master, at `http://ADDRESS/metrics` (e.g. `127.0.0.1:9100`).";
     "proc_name", ["-n", "--name"], "STRING", Kind::Str, "", "Process Naming",
         "The base of the process titles.";
     "default_proc_name", [], "", Kind::Str, "ferricorn", "Process Naming",

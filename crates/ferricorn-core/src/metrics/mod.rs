@@ -1,0 +1,85 @@
+//! Metrics: Gunicorn's StatsD metrics, and request counters in shared memory that the
+//! master serves in Prometheus' text format (`--metrics-bind`).
+//!
+//! Everything here is process-global and lock-free on the request path: the StatsD
+//! client is set once in the master (workers inherit it across `fork`), the shared
+//! counters slot once in each worker after `fork`.
+
+pub mod prometheus;
+pub mod shm;
+pub mod statsd;
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub use shm::{StatsRegion, Totals, WorkerStats};
+pub use statsd::{Statsd, StatsdError};
+
+static STATSD: OnceLock<Statsd> = OnceLock::new();
+static STATS: AtomicPtr<WorkerStats> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Turns StatsD on for this process and the workers it forks.
+pub fn set_statsd(client: Statsd) {
+    let _ = STATSD.set(client);
+}
+
+pub fn statsd() -> Option<&'static Statsd> {
+    STATSD.get()
+}
+
+/// In a worker: where its request counters go.
+pub fn set_worker_stats(stats: &'static WorkerStats) {
+    STATS.store((stats as *const WorkerStats).cast_mut(), Ordering::Release);
+}
+
+fn stats() -> Option<&'static WorkerStats> {
+    let p = STATS.load(Ordering::Acquire);
+    // SAFETY: only ever set from a `&'static WorkerStats`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Whether requests need to be measured at all (cheap check on the request path).
+pub fn enabled() -> bool {
+    STATSD.get().is_some() || !STATS.load(Ordering::Relaxed).is_null()
+}
+
+pub fn request_started() {
+    if let Some(s) = stats() {
+        s.request_started();
+    }
+}
+
+/// One finished response: Gunicorn's three StatsD metrics (in its order) and the
+/// shared counters.
+pub fn request_finished(method: &str, status: u16, duration: Duration) {
+    if let Some(s) = stats() {
+        s.request_finished(shm::method_index(method), status, duration.as_secs_f64());
+    }
+    if let Some(c) = STATSD.get() {
+        // Gunicorn's arithmetic: whole milliseconds plus microseconds / 1000.
+        let ms = (duration.as_secs() * 1000) as f64 + f64::from(duration.subsec_micros()) / 1000.0;
+        c.timing_ms("gunicorn.request.duration", ms);
+        c.incr("gunicorn.requests", 1);
+        c.incr(&format!("gunicorn.request.status.{status}"), 1);
+    }
+}
+
+pub fn bytes_in(n: u64) {
+    if let Some(s) = stats() {
+        s.add_io(n, 0);
+    }
+}
+
+pub fn bytes_out(n: u64) {
+    if let Some(s) = stats() {
+        s.add_io(0, n);
+    }
+}
+
+/// `gunicorn.log.<level>` for warning, error, critical and exception lines.
+pub fn log_line(level: &str) {
+    if let Some(c) = STATSD.get() {
+        c.incr(&format!("gunicorn.log.{level}"), 1);
+    }
+}
