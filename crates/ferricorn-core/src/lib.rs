@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod request;
 pub mod settings;
 pub mod static_files;
+pub mod syslog;
 
 /// The version reported by `--version`, `Server:` and `SERVER_SOFTWARE`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

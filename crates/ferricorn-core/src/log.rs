@@ -64,7 +64,7 @@ pub fn configure_access(path: Option<&str>) -> std::io::Result<()> {
 }
 
 pub fn access_enabled() -> bool {
-    ACCESS_FD.load(Ordering::Relaxed) >= 0
+    ACCESS_FD.load(Ordering::Relaxed) >= 0 || crate::syslog::takes_access()
 }
 
 fn reopen_access() -> std::io::Result<()> {
@@ -84,6 +84,7 @@ fn reopen_access() -> std::io::Result<()> {
 
 /// Writes one access-log line (the newline is added) in a single `write(2)`.
 pub fn write_access(line: &str) {
+    crate::syslog::access_line(line);
     let fd = ACCESS_FD.load(Ordering::Relaxed);
     if fd < 0 {
         return;
@@ -186,6 +187,7 @@ pub fn write(level: Level, msg: &str) {
         msg
     );
     write_raw(line.as_bytes());
+    crate::syslog::error_line(level, msg);
 }
 
 /// Writes bytes to the log destination in one call.

@@ -299,6 +299,22 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
             settings.str("accesslog").unwrap_or("-")
         ))
     })?;
+    if settings.bool("syslog") {
+        let prefix = settings
+            .str("syslog_prefix")
+            .or(settings.str("proc_name"))
+            .or(settings.app_uri.as_deref())
+            .or(settings.str("wsgi_app"))
+            .unwrap_or("ferricorn")
+            .to_string();
+        ferricorn_core::syslog::configure(
+            settings.str("syslog_addr").unwrap_or("udp://localhost:514"),
+            settings.str("syslog_facility").unwrap_or("user"),
+            &prefix,
+            !settings.bool("disable_redirect_access_to_syslog"),
+        )
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+    }
     if settings.bool("capture_output") && settings.str("errorlog").is_some_and(|e| e != "-") {
         ferricorn_core::log::capture_stdio(true);
     }
@@ -381,11 +397,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "logconfig_dict",
     "logconfig_json",
     "logger_class",
-    "syslog",
-    "syslog_addr",
-    "syslog_prefix",
-    "syslog_facility",
-    "disable_redirect_access_to_syslog",
     "protocol",
     "uwsgi_allow_ips",
     "http2_cleartext",

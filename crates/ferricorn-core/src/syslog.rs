@@ -1,0 +1,229 @@
+//! `--log-syslog`: error and access lines also go to syslog, in the bytes Python's
+//! `SysLogHandler` writes for Gunicorn: `<PRI>gunicorn.PREFIX.error: [PID] message\0`.
+
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::sync::{Mutex, OnceLock};
+
+use crate::log::Level;
+
+/// Gunicorn's facility names and numbers.
+const FACILITIES: [(&str, u8); 22] = [
+    ("auth", 4),
+    ("authpriv", 10),
+    ("cron", 9),
+    ("daemon", 3),
+    ("ftp", 11),
+    ("kern", 0),
+    ("lpr", 6),
+    ("mail", 2),
+    ("news", 7),
+    ("security", 4),
+    ("syslog", 5),
+    ("user", 1),
+    ("uucp", 8),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+    ("console", 14),
+];
+
+enum Transport {
+    Udp(UdpSocket),
+    Dgram(UnixDatagram),
+    /// Stream transports reconnect after a failed write.
+    Tcp(Mutex<Option<TcpStream>>, std::net::SocketAddr),
+    Stream(Mutex<Option<UnixStream>>, std::path::PathBuf),
+}
+
+struct Syslog {
+    transport: Transport,
+    facility: u8,
+    error_tag: String,
+    /// `None` with `--disable-redirect-access-to-syslog`.
+    access_tag: Option<String>,
+}
+
+static SYSLOG: OnceLock<Syslog> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+#[error("Invalid value for {setting}: {value:?}: {why}")]
+pub struct SyslogError {
+    pub setting: &'static str,
+    pub value: String,
+    pub why: String,
+}
+
+fn err(setting: &'static str, value: &str, why: impl Into<String>) -> SyslogError {
+    SyslogError {
+        setting,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// Gunicorn's `parse_syslog_address`: `unix://PATH[#dgram|#stream]`, `udp://HOST[:PORT]`,
+/// `tcp://HOST[:PORT]` (port 514 by default).
+fn connect(addr: &str) -> Result<Transport, SyslogError> {
+    let e = |why: String| err("syslog_addr", addr, why);
+    if let Some(rest) = addr.strip_prefix("unix://") {
+        let (path, kind) = match rest.split_once('#') {
+            Some((p, k)) => (p, Some(k)),
+            None => (rest, None),
+        };
+        if kind != Some("stream") {
+            let s = UnixDatagram::unbound().map_err(|x| e(x.to_string()))?;
+            match s.connect(path) {
+                Ok(()) => return Ok(Transport::Dgram(s)),
+                // Python tries a datagram socket first, then a stream one.
+                Err(x) if kind == Some("dgram") || x.raw_os_error() != Some(libc::EPROTOTYPE) => {
+                    return Err(e(x.to_string()))
+                }
+                Err(_) => {}
+            }
+        }
+        let s = UnixStream::connect(path).map_err(|x| e(x.to_string()))?;
+        return Ok(Transport::Stream(Mutex::new(Some(s)), path.into()));
+    }
+    let (tcp, rest) = match (addr.strip_prefix("udp://"), addr.strip_prefix("tcp://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => return Err(e("expected unix://PATH, udp://HOST:PORT or tcp://HOST:PORT".into())),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| e("unclosed '['".into()))?;
+        (h.to_string(), after.strip_prefix(':').unwrap_or(""))
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (rest.to_string(), ""),
+        }
+    };
+    let host = if host.is_empty() {
+        "localhost".to_string()
+    } else {
+        host.to_lowercase()
+    };
+    let port: u16 = if port.is_empty() {
+        514
+    } else {
+        port.parse()
+            .map_err(|_| e(format!("{port:?} is not a valid port number")))?
+    };
+    let target = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|x| e(x.to_string()))?
+        .next()
+        .ok_or_else(|| e("the host does not resolve".into()))?;
+    if tcp {
+        let s = TcpStream::connect(target).map_err(|x| e(x.to_string()))?;
+        Ok(Transport::Tcp(Mutex::new(Some(s)), target))
+    } else {
+        let s = UdpSocket::bind(if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).map_err(|x| e(x.to_string()))?;
+        s.connect(target).map_err(|x| e(x.to_string()))?;
+        Ok(Transport::Udp(s))
+    }
+}
+
+/// Turns syslog on for this process and the workers it forks.
+pub fn configure(addr: &str, facility: &str, prefix: &str, redirect_access: bool) -> Result<(), SyslogError> {
+    let facility = FACILITIES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(facility))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| err("syslog_facility", facility, "unknown facility name"))?;
+    let transport = connect(addr)?;
+    let prefix = prefix.replace(':', ".");
+    let _ = SYSLOG.set(Syslog {
+        transport,
+        facility,
+        error_tag: format!("gunicorn.{prefix}.error"),
+        access_tag: redirect_access.then(|| format!("gunicorn.{prefix}.access")),
+    });
+    Ok(())
+}
+
+/// Access lines go to syslog (which turns the access log on, as in Gunicorn).
+pub fn takes_access() -> bool {
+    SYSLOG.get().is_some_and(|s| s.access_tag.is_some())
+}
+
+fn severity(level: Level) -> u8 {
+    match level {
+        Level::Debug => 7,
+        Level::Info => 6,
+        Level::Warning => 4,
+        Level::Error => 3,
+        Level::Critical => 2,
+    }
+}
+
+pub fn error_line(level: Level, msg: &str) {
+    if let Some(s) = SYSLOG.get() {
+        s.send(level, &s.error_tag, msg);
+    }
+}
+
+pub fn access_line(msg: &str) {
+    if let Some(s) = SYSLOG.get() {
+        if let Some(tag) = &s.access_tag {
+            s.send(Level::Info, tag, msg);
+        }
+    }
+}
+
+impl Syslog {
+    fn send(&self, level: Level, tag: &str, msg: &str) {
+        let pri = (self.facility << 3) | severity(level);
+        let bytes = format!("<{pri}>{tag}: [{}] {msg}\0", std::process::id());
+        let bytes = bytes.as_bytes();
+        // Logging must never fail the caller: lost lines are the price of a down syslog.
+        match &self.transport {
+            Transport::Udp(s) => {
+                let _ = s.send(bytes);
+            }
+            Transport::Dgram(s) => {
+                let _ = s.send(bytes);
+            }
+            Transport::Tcp(conn, addr) => {
+                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) {
+                    *guard = TcpStream::connect_timeout(addr, std::time::Duration::from_millis(200)).ok();
+                    if let Some(c) = guard.as_mut() {
+                        let _ = c.write_all(bytes);
+                    }
+                }
+            }
+            Transport::Stream(conn, path) => {
+                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) {
+                    *guard = UnixStream::connect(path).ok();
+                    if let Some(c) = guard.as_mut() {
+                        let _ = c.write_all(bytes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert!(connect("udp://127.0.0.1:5514").is_ok());
+        assert!(connect("udp://localhost").is_ok());
+        assert!(connect("udp://[::1]:5514").is_ok());
+        assert!(connect("udp://127.0.0.1:port").is_err());
+        assert!(connect("syslog.example:514").is_err());
+        assert!(connect("unix:///no/such/dev/log").is_err());
+    }
+}
