@@ -1,6 +1,7 @@
 """A WSGI app for the logging tests: print() to stdout/stderr, write to wsgi.errors with
-the worker's pid; every other path is testapp's."""
+the worker's pid, log through `gunicorn.error`; every other path is testapp's."""
 
+import logging
 import os
 import sys
 
@@ -24,4 +25,9 @@ def app(environ, start_response):
         environ["wsgi.errors"].write(f"log-app-errlog {tag} pid={os.getpid()}\n")
         environ["wsgi.errors"].flush()
         return _reply(start_response, str(os.getpid()))
+    if path == "/pylog":
+        # Application code logging through Gunicorn's loggers, as Django/Flask apps do.
+        logging.getLogger("gunicorn.error").warning("app-warning %s", tag)
+        logging.getLogger("gunicorn.error").debug("app-debug %s", tag)
+        return _reply(start_response, "logged")
     return _testapp(environ, start_response)

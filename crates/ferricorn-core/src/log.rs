@@ -64,7 +64,7 @@ pub fn configure_access(path: Option<&str>) -> std::io::Result<()> {
 }
 
 pub fn access_enabled() -> bool {
-    ACCESS_FD.load(Ordering::Relaxed) >= 0 || crate::syslog::takes_access()
+    ACCESS_FD.load(Ordering::Relaxed) >= 0 || crate::syslog::takes_access() || SINK.get().is_some()
 }
 
 fn reopen_access() -> std::io::Result<()> {
@@ -84,6 +84,15 @@ fn reopen_access() -> std::io::Result<()> {
 
 /// Writes one access-log line (the newline is added) in a single `write(2)`.
 pub fn write_access(line: &str) {
+    if let Some(sink) = SINK.get() {
+        sink.access_line(line);
+        return;
+    }
+    write_access_direct(line);
+}
+
+/// Writes to the access log itself, bypassing any sink.
+pub fn write_access_direct(line: &str) {
     crate::syslog::access_line(line);
     let fd = ACCESS_FD.load(Ordering::Relaxed);
     if fd < 0 {
@@ -175,10 +184,35 @@ pub fn count(level: Level) {
     }
 }
 
+/// Where lines go instead when a Python logging configuration owns the loggers.
+pub trait Sink: Send + Sync {
+    fn error_line(&self, level: Level, msg: &str);
+    fn access_line(&self, msg: &str);
+}
+
+static SINK: std::sync::OnceLock<Box<dyn Sink>> = std::sync::OnceLock::new();
+
+/// Routes every error and access line through `sink` from now on (in this process and
+/// the workers it forks). The sink's own filtering then decides, so every level passes.
+pub fn set_sink(sink: Box<dyn Sink>) {
+    if SINK.set(sink).is_ok() {
+        LEVEL.store(Level::Debug as u8, Ordering::Relaxed);
+    }
+}
+
 pub fn write(level: Level, msg: &str) {
     if !enabled(level) {
         return;
     }
+    if let Some(sink) = SINK.get() {
+        sink.error_line(level, msg);
+        return;
+    }
+    write_direct(level, msg);
+}
+
+/// Writes to the error log itself, bypassing any sink (the sink's own default handler).
+pub fn write_direct(level: Level, msg: &str) {
     let line = format!(
         "[{}] [{}] [{}] {}\n",
         timestamp(b"%Y-%m-%d %H:%M:%S %z\0"),

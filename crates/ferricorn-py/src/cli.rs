@@ -315,6 +315,22 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         )
         .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     }
+    let logconfig_dict = objects.get("logconfig_dict").map(|o| o.bind(py).clone());
+    let which = if logconfig_dict.is_some() {
+        "logconfig_dict"
+    } else if settings.str("logconfig_json").is_some_and(|s| !s.is_empty()) {
+        "logconfig_json"
+    } else {
+        "logconfig"
+    };
+    crate::pylog::setup(
+        py,
+        settings.str("loglevel").unwrap_or("info"),
+        logconfig_dict,
+        settings.str("logconfig_json").filter(|s| !s.is_empty()),
+        settings.str("logconfig").filter(|s| !s.is_empty()),
+    )
+    .map_err(|why| Fatal::usage(format!("Error: Invalid value for {which}: {why}")))?;
     if settings.bool("capture_output") && settings.str("errorlog").is_some_and(|e| e != "-") {
         ferricorn_core::log::capture_stdio(true);
     }
@@ -393,10 +409,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "spew",
     "paste",
     "raw_paste_global_conf",
-    "logconfig",
-    "logconfig_dict",
-    "logconfig_json",
-    "logger_class",
     "protocol",
     "uwsgi_allow_ips",
     "http2_cleartext",
@@ -446,6 +458,22 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
         if let Err(why) = ferricorn_core::proxy::AllowList::parse(settings.str(name).unwrap_or("")) {
             return Err(Fatal::usage(format!("Error: Invalid value for {name}: {why}")));
         }
+    }
+    let builtin_loggers = [
+        "gunicorn.glogging.Logger",
+        "gunicorn.instrument.statsd.Statsd",
+        "simple",
+    ];
+    let logger_class = settings.get("logger_class");
+    if let Value::Python(repr) = logger_class {
+        return Err(Fatal::usage(format!(
+            "Error: Invalid value for logger_class: {repr}: ferricorn writes its logs from Rust and cannot run a custom logger class; configure Python logging with logconfig_dict, --log-config-json or --log-config instead (they route every line)"
+        )));
+    }
+    if let Some(lc) = settings.str("logger_class").filter(|lc| !builtin_loggers.contains(lc)) {
+        return Err(Fatal::usage(format!(
+            "Error: Invalid value for logger_class: {lc:?}: ferricorn writes its logs from Rust and cannot run a custom logger class; configure Python logging with logconfig_dict, --log-config-json or --log-config instead (they route every line)"
+        )));
     }
     if let Some(addr) = settings.str("metrics_bind").filter(|a| !a.is_empty()) {
         metrics_addr(addr)

@@ -12,6 +12,7 @@ mod cli;
 mod hooks;
 mod launcher;
 mod pyhelpers;
+mod pylog;
 mod reloader;
 mod wsgi;
 
@@ -32,6 +33,8 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", ferricorn_core::VERSION)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(settings_markdown, m)?)?;
+    m.add_function(wrap_pyfunction!(pylog::_write_log, m)?)?;
+    m.add_function(wrap_pyfunction!(pylog::_write_access, m)?)?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::InputStream>()?;
     m.add_class::<wsgi::ErrorStream>()?;
