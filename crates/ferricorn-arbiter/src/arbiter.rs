@@ -60,7 +60,8 @@ pub trait Launcher {
     fn worker_exited(&mut self, _exit: &WorkerExit) {}
     /// The target number of workers changed (`nworkers_changed` hook).
     fn nworkers_changed(&mut self, _new: usize, _old: usize) {}
-    /// SIGHUP: reload the configuration; returns the new worker count.
+    /// SIGHUP: reload the configuration and report the new worker count to the hooks
+    /// (`nworkers_changed`, then `on_reload`); returns that count.
     fn reload(&mut self) -> Option<usize> {
         None
     }
@@ -236,8 +237,11 @@ impl<L: Launcher> Arbiter<L> {
             self.retire_large_workers();
             self.launcher.tick();
             if self.cfg.backlog_metric {
-                if let (Some(c), Some(n)) = (ferricorn_core::metrics::statsd(), self.launcher.listen_backlog()) {
-                    c.histogram("gunicorn.backlog", n);
+                if let Some(n) = self.launcher.listen_backlog() {
+                    ferricorn_core::debug!("socket backlog: {n}");
+                    if let Some(c) = ferricorn_core::metrics::statsd() {
+                        c.histogram("gunicorn.backlog", n);
+                    }
                 }
             }
             if let Err(code) = self.manage_workers() {
@@ -293,10 +297,9 @@ impl<L: Launcher> Arbiter<L> {
 
     /// Starts a full set of new workers, then retires the old ones gracefully.
     fn reload(&mut self) {
+        // The launcher reports the new count to the hooks itself (before `on_reload`).
         if let Some(n) = self.launcher.reload() {
-            if n != self.cfg.workers {
-                self.set_workers(n);
-            }
+            self.cfg.workers = n;
         }
         let old: Vec<i32> = self.workers.keys().copied().collect();
         for _ in 0..self.cfg.workers {
@@ -370,6 +373,7 @@ impl<L: Launcher> Arbiter<L> {
         let active = self.workers.len();
         if self.reported_workers != Some(active) {
             self.reported_workers = Some(active);
+            ferricorn_core::debug!("{active} workers");
             if let Some(c) = ferricorn_core::metrics::statsd() {
                 c.gauge("gunicorn.workers", active as u64);
             }

@@ -87,8 +87,13 @@ fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result
         ),
         _ => ("405 Method Not Allowed", "text/plain", "Method Not Allowed\n".into()),
     };
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

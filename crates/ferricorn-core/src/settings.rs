@@ -114,8 +114,10 @@ impl Def {
             Kind::Str | Kind::Python if text.is_empty() => Ok(Value::None),
             Kind::Str | Kind::Python => Ok(Value::Str(text.to_string())),
             Kind::Choice(choices) => {
-                if choices.contains(&text) {
-                    Ok(Value::Str(text.to_string()))
+                if let Some(c) = choices.iter().find(|c| c.eq_ignore_ascii_case(text)) {
+                    // Gunicorn keeps `--log-level DEBUG` as written (and lower-cases it
+                    // when it applies it); other choices are stored canonically.
+                    Ok(Value::Str(if self.name == "loglevel" { text } else { c }.to_string()))
                 } else {
                     Err(invalid(format!("must be one of {}", choices.join(", "))))
                 }
@@ -175,12 +177,15 @@ pub fn lookup(name: &str) -> Option<&'static Def> {
 
 /// The closest registry name, for "did you mean" messages.
 pub fn suggest(name: &str) -> Option<String> {
+    nearest(name).filter(|(_, dist)| *dist <= 3).map(|(n, _)| n.to_string())
+}
+
+/// The registry name closest to `name`, and its edit distance.
+pub fn nearest(name: &str) -> Option<(&'static str, usize)> {
     REGISTRY
         .iter()
-        .map(|d| (strsim(name, d.name), d.name))
-        .filter(|(dist, _)| *dist <= 3)
-        .min_by_key(|(dist, _)| *dist)
-        .map(|(_, n)| n.to_string())
+        .map(|d| (d.name, strsim(name, d.name)))
+        .min_by_key(|(_, dist)| *dist)
 }
 
 /// Levenshtein distance; the registry is small, so the quadratic cost is irrelevant.
@@ -320,6 +325,16 @@ impl Settings {
             .unwrap_or_default()
     }
 
+    /// `  name: value` lines in registry order, for the master's debug log (Gunicorn's
+    /// "Current configuration:").
+    pub fn render_current(&self) -> String {
+        REGISTRY
+            .iter()
+            .map(|d| format!("  {}: {}", d.name, python_display(d, self.get(d.name))))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// `name = value` lines sorted by name, as `--print-config` shows them.
     pub fn render(&self) -> String {
         let mut names: Vec<&&str> = self.values.keys().collect();
@@ -327,7 +342,12 @@ impl Settings {
         let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
         let mut out = String::new();
         for n in names {
-            let shown = lookup(n).map_or_else(|| self.get(n).to_string(), |d| python_display(d, self.get(n)));
+            let value = self.get(n);
+            let shown = match (*n, value) {
+                // Gunicorn's default is None; `SENDFILE` and `--no-sendfile` apply later.
+                ("sendfile", _) if self.source(n) == Source::Default => "None".to_string(),
+                _ => lookup(n).map_or_else(|| value.to_string(), |d| python_display(d, value)),
+            };
             out.push_str(&format!("{:width$} = {}\n", n, shown));
         }
         out
@@ -416,9 +436,52 @@ pub fn python_display(def: &Def, value: &Value) -> String {
                         .unwrap_or_default()
                 })
                 .collect();
-            format!("<{camel}.{}()>", def.name)
+            // A few of Gunicorn's class names do not follow the setting's name.
+            let class = match def.name {
+                "nworkers_changed" => "NumWorkersChanged".to_string(),
+                "post_fork" => "Postfork".to_string(),
+                "pre_fork" => "Prefork".to_string(),
+                "ssl_context" => "NewSSLContext".to_string(),
+                _ => camel,
+            };
+            format!("<{class}.{}()>", def.name)
         }
         Value::None if def.name == "logconfig_dict" => "{}".into(),
+        // Gunicorn's string defaults that are empty rather than None.
+        Value::None if matches!(def.name, "dogstatsd_tags" | "statsd_prefix" | "root_path") => String::new(),
+        // Gunicorn's default: the effective user and group.
+        // SAFETY: geteuid/getegid cannot fail.
+        Value::None if def.name == "user" => unsafe { libc::geteuid() }.to_string(),
+        Value::None if def.name == "group" => unsafe { libc::getegid() }.to_string(),
+        Value::None if def.name == "control_socket" => {
+            format!("{}/.gunicorn/gunicorn.ctl", std::env::var("HOME").unwrap_or_default())
+        }
+        // Comma-separated on the command line, lists once Gunicorn has validated them.
+        Value::Str(s)
+            if matches!(
+                def.name,
+                "forwarded_allow_ips" | "proxy_allow_ips" | "uwsgi_allow_ips" | "forwarder_headers" | "http_protocols"
+            ) =>
+        {
+            let items: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(|x| quote(x))
+                .collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Str(s) if def.name == "statsd_host" && !s.starts_with("unix://") => {
+            // Gunicorn keeps a parsed (host, port) address.
+            let (host, port) = match s.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (h, p),
+                _ => (s.as_str(), "8125"),
+            };
+            format!(
+                "({}, {port})",
+                quote(host.trim_start_matches('[').trim_end_matches(']'))
+            )
+        }
         Value::None if def.name == "secure_scheme_headers" => {
             "{'X-FORWARDED-PROTOCOL': 'ssl', 'X-FORWARDED-PROTO': 'https', 'X-FORWARDED-SSL': 'on'}".into()
         }
@@ -447,6 +510,8 @@ pub fn cli_command() -> clap::Command {
     let mut cmd = Command::new("ferricorn")
         .about("A Rust HTTP server for Python WSGI and ASGI applications, compatible with Gunicorn.")
         .override_usage("ferricorn [OPTIONS] [APP_MODULE]")
+        // argparse: a repeated option's last value wins (`-w 2 -w 5` is 5).
+        .args_override_self(true)
         .disable_version_flag(true)
         .arg(
             Arg::new("version")

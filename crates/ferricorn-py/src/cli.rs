@@ -139,6 +139,10 @@ fn load_config_file(
     if !path.starts_with("python:") && !std::path::Path::new(plain).exists() {
         return Err(Fatal::usage(format!("Error: config file {path:?} doesn't exist")));
     }
+    if path.starts_with("python:") {
+        // Gunicorn has the working directory on sys.path before it imports the module.
+        let _ = helpers(py).and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()));
+    }
     let ns = helpers(py)
         .and_then(|h| h.getattr("exec_config")?.call1((path,)))
         .map_err(|e| {
@@ -156,20 +160,26 @@ fn load_config_file(
             continue;
         }
         let Some(def) = settings::lookup(&name) else {
-            // Gunicorn ignores other top-level names (imports, helpers); a likely typo
-            // of a setting is worth a warning.
+            // Gunicorn ignores every other top-level name, and real configs are full of
+            // helpers (`host`, `port`, `worker = "sync"`). A name one or two letters away
+            // from a setting, holding a value that setting would accept, is a typo
+            // (`workerz = 4`): an error. A near miss of the wrong type is a warning.
             let is_plain = !v.is_callable() && !v.is_instance_of::<pyo3::types::PyModule>();
-            if is_plain
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
-            {
-                if let Some(s) = settings::suggest(&name) {
-                    return Err(Fatal::usage(format!(
-                        "Error: Unknown setting {name:?} in {path} (did you mean {s:?}?)"
-                    )));
-                }
+            if !is_plain || name.len() < 4 {
+                continue;
             }
+            let Some((near, dist)) = settings::nearest(&name) else {
+                continue;
+            };
+            if dist > 2 {
+                continue;
+            }
+            if settings::lookup(near).is_some_and(|d| !d.section.ends_with("Hooks") && py_to_value(d, &v).is_ok()) {
+                return Err(Fatal::usage(format!(
+                    "Error: Unknown setting {name:?} in {path} (did you mean {near:?}?)"
+                )));
+            }
+            ferricorn_core::warning!("Ignoring {name:?} in {path}: not a setting (did you mean {near:?}?)");
             continue;
         };
         let v = if def.section.ends_with("Hooks") && !v.is_none() {
@@ -199,6 +209,16 @@ fn resolve_hook<'py>(py: Python<'py>, name: &str, v: &Bound<'py, PyAny>) -> Resu
         })
 }
 
+/// How `--print-config` shows a Python object: callables as Gunicorn does, `<qualname()>`.
+fn python_repr(v: &Bound<'_, PyAny>) -> String {
+    if v.is_callable() {
+        if let Ok(q) = v.getattr("__qualname__").and_then(|q| q.extract::<String>()) {
+            return format!("<{q}()>");
+        }
+    }
+    v.repr().map(|r| r.to_string()).unwrap_or_default()
+}
+
 /// Converts a config-file value to a setting value, validating it as the CLI would.
 fn py_to_value(def: &settings::Def, v: &Bound<'_, PyAny>) -> Result<Value, settings::SettingError> {
     let invalid = |why: &str| settings::SettingError::Invalid {
@@ -218,7 +238,7 @@ fn py_to_value(def: &settings::Def, v: &Bound<'_, PyAny>) -> Result<Value, setti
             if def.section.ends_with("Hooks") && !v.is_callable() {
                 return Err(invalid("must be callable"));
             }
-            Ok(Value::Python(v.repr().map(|r| r.to_string()).unwrap_or_default()))
+            Ok(Value::Python(python_repr(v)))
         }
         Kind::Flag | Kind::NegFlag => match v.extract::<bool>() {
             Ok(b) => Ok(Value::Bool(b)),
@@ -261,7 +281,7 @@ fn py_to_value(def: &settings::Def, v: &Bound<'_, PyAny>) -> Result<Value, setti
             }
             // Gunicorn accepts classes for worker_class/logger_class.
             if v.is_callable() {
-                return Ok(Value::Python(v.repr().map(|r| r.to_string()).unwrap_or_default()));
+                return Ok(Value::Python(python_repr(v)));
             }
             Err(invalid("must be a string"))
         }
@@ -304,8 +324,7 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
             .str("syslog_prefix")
             .or(settings.str("proc_name"))
             .or(settings.app_uri.as_deref())
-            .or(settings.str("wsgi_app"))
-            .unwrap_or("ferricorn")
+            .unwrap_or("gunicorn")
             .to_string();
         ferricorn_core::syslog::configure(
             settings.str("syslog_addr").unwrap_or("udp://localhost:514"),
@@ -331,9 +350,6 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         settings.str("logconfig").filter(|s| !s.is_empty()),
     )
     .map_err(|why| Fatal::usage(format!("Error: Invalid value for {which}: {why}")))?;
-    if settings.bool("capture_output") && settings.str("errorlog").is_some_and(|e| e != "-") {
-        ferricorn_core::log::capture_stdio(true);
-    }
 
     if let Some(dir) = settings.str("chdir").map(str::to_string) {
         chdir(py, &dir)?;
@@ -355,11 +371,12 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         set_environ(py, k, v).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     }
 
-    if settings.app_uri.is_none() {
-        settings.app_uri = settings.str("wsgi_app").map(str::to_string);
-    }
+    // Gunicorn names processes after the app given on the command line only.
     if let Some(uri) = settings.app_uri.clone() {
         let _ = settings.set("default_proc_name", Value::Str(uri), Source::Default);
+    }
+    if settings.app_uri.is_none() {
+        settings.app_uri = settings.str("wsgi_app").map(str::to_string);
     }
     warn_unimplemented(&settings);
     validate(&settings)?;
@@ -391,6 +408,10 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         return Err(Fatal::usage("Error: No application module specified."));
     };
 
+    // After --print-config, whose listing belongs on the real stdout.
+    if settings.bool("capture_output") && settings.str("errorlog").is_some_and(|e| e != "-") {
+        ferricorn_core::log::capture_stdio(true);
+    }
     let hooks = Hooks::new(py, &settings, objects).map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     launcher::start(
         py,

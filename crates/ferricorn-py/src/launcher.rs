@@ -84,6 +84,11 @@ const PARENT_MASTER_ENV: &str = "GUNICORN_PID";
 
 pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let s = &boot.settings;
+    // Gunicorn's arbiter sets `num_workers` in its constructor: the hook sees None first.
+    let workers = s.int("workers").max(1);
+    let _ = boot.hooks.server(py).setattr("num_workers", workers);
+    boot.hooks
+        .call(py, "nworkers_changed", (boot.hooks.server(py), workers, py.None()));
     boot.hooks
         .call_strict(py, "on_starting", (boot.hooks.server(py),))
         .map_err(|e| {
@@ -110,6 +115,9 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         None => None,
     };
     let tls = tls_config(&boot)?;
+    if ferricorn_core::log::enabled(ferricorn_core::log::Level::Debug) {
+        ferricorn_core::debug!("Current configuration:\n{}", s.render_current());
+    }
     ferricorn_core::info!("Starting ferricorn {}", ferricorn_core::VERSION);
     let mut listeners = inherited_listeners();
     let _ = py
@@ -138,6 +146,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
             }
         }
     }
+    ferricorn_core::debug!("Arbiter booted");
     for l in &listeners {
         let scheme = if tls.is_some() { "https" } else { "http" };
         ferricorn_core::info!(
@@ -267,6 +276,8 @@ impl Launcher for PyLauncher {
             let hooks = &self.boot.hooks;
             if hooks.has("pre_fork") {
                 if let Ok(w) = hooks.worker(py, 0, age) {
+                    // Gunicorn's worker object has no pid until it is forked.
+                    let _ = w.setattr("pid", "[booting]");
                     hooks.call(py, "pre_fork", (hooks.server(py), w));
                 }
             }
@@ -322,6 +333,13 @@ impl Launcher for PyLauncher {
     fn reload(&mut self) -> Option<usize> {
         Python::attach(|py| {
             // Re-read the config file and environment; new workers get the new settings.
+            let old = self
+                .boot
+                .hooks
+                .server(py)
+                .getattr("num_workers")
+                .and_then(|n| n.extract::<usize>())
+                .unwrap_or(1);
             match crate::cli::resolve(py, &self.boot.argv) {
                 Ok(Ok(resolved)) => match Hooks::new(py, &resolved.settings, resolved.objects) {
                     Ok(hooks) => {
@@ -343,8 +361,13 @@ impl Launcher for PyLauncher {
                 Err(f) => ferricorn_core::error!("reload failed, keeping the old configuration: {}", f.message),
             }
             let hooks = &self.boot.hooks;
+            let new = self.boot.settings.int("workers").max(1) as usize;
+            // As in Gunicorn's reload: `num_workers` is reassigned (even unchanged), then
+            // `on_reload` runs.
+            let _ = hooks.server(py).setattr("num_workers", new);
+            hooks.call(py, "nworkers_changed", (hooks.server(py), new, old));
             hooks.call(py, "on_reload", (hooks.server(py),));
-            Some(self.boot.settings.int("workers").max(1) as usize)
+            Some(new)
         })
     }
 
@@ -452,11 +475,26 @@ fn worker_signal_set() -> nix::sys::signal::SigSet {
 }
 
 /// Blocks the worker's signals in the calling thread, and so in every thread it creates
-/// afterwards; only the signal thread takes them, with `sigwait`.
+/// afterwards; only the signal thread takes them, with `sigwait`. TERM is blocked too
+/// until the I/O loop can handle it (`unblock_term`): a TERM that arrives while the app
+/// is still loading then stops the worker gracefully once it has booted, with
+/// `worker_exit`, as in Gunicorn, instead of killing it mid-import.
 fn block_worker_signals() {
-    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&worker_signal_set()), None) {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow, Signal};
+    let mut set = worker_signal_set();
+    set.add(Signal::SIGTERM);
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
         ferricorn_core::warning!("can't block worker signals: {e}");
+    }
+}
+
+/// In the I/O thread, once its TERM handler is installed.
+fn unblock_term() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None) {
+        ferricorn_core::warning!("can't unblock SIGTERM: {e}");
     }
 }
 
@@ -680,6 +718,8 @@ fn server_config(
             max_header_list_size: s.int("http2_max_header_list_size").clamp(0, u32::MAX as i64) as u32,
         },
         static_files: static_files(s),
+        // Gunicorn's default `pre_request` logs `METHOD path` at debug level.
+        log_requests: ferricorn_core::log::enabled(ferricorn_core::log::Level::Debug) && !hooks.has("pre_request"),
     }
 }
 
@@ -850,6 +890,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     let outcome = py.detach(|| {
         ferricorn_server::serve(listeners, bridge, config, move |stop| {
             let _ = abort_target.set(stop.clone());
+            unblock_term();
             if reload {
                 crate::reloader::Reloader::new(reload_extra).spawn(stop.clone());
             }

@@ -26,6 +26,9 @@ pub(crate) async fn handle(
         (std::time::Instant::now(), req.method().clone())
     });
     let cfg = &shared.config;
+    if cfg.log_requests {
+        ferricorn_core::debug!("{} {}", req.method(), req.uri().path());
+    }
     let access = cfg
         .access_log
         .as_ref()

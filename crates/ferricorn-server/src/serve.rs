@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub proxy_allow: AllowList,
     /// `--static-map`: directories served before the app is called.
     pub static_files: Option<Arc<crate::static_files::StaticFiles>>,
+    /// Log `METHOD path` at debug level for every request.
+    pub log_requests: bool,
 }
 
 /// HTTP/2 (over TLS, negotiated with ALPN `h2`).
@@ -174,6 +176,7 @@ impl Default for ServerConfig {
             proxy_protocol: ProxyMode::Off,
             proxy_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
             static_files: None,
+            log_requests: false,
         }
     }
 }

@@ -150,7 +150,7 @@ pub static REGISTRY: &[Def] = defs![
         "ferricorn: serve Prometheus metrics, summed over all workers by the master, at `http://ADDRESS/metrics` (e.g. `127.0.0.1:9100`).";
     "proc_name", ["-n", "--name"], "STRING", Kind::Str, "", "Process Naming",
         "The base of the process titles.";
-    "default_proc_name", [], "", Kind::Str, "ferricorn", "Process Naming",
+    "default_proc_name", [], "", Kind::Str, "gunicorn", "Process Naming",
         "The process title base when `proc_name` is not set.";
     "pythonpath", ["--pythonpath"], "STRING", Kind::Str, "", "Server Mechanics",
         "Comma-separated directories to put first on `sys.path`.";
@@ -182,7 +182,7 @@ pub static REGISTRY: &[Def] = defs![
         "IPs allowed to speak the uWSGI protocol.";
     "keyfile", ["--keyfile"], "FILE", Kind::Str, "", "SSL", "The TLS private key file.";
     "certfile", ["--certfile"], "FILE", Kind::Str, "", "SSL", "The TLS certificate file.";
-    "ssl_version", ["--ssl-version"], "VALUE", Kind::Str, "", "SSL", "Ignored, as in Gunicorn.";
+    "ssl_version", ["--ssl-version"], "VALUE", Kind::Str, "2", "SSL", "Ignored, as in Gunicorn.";
     "cert_reqs", ["--cert-reqs"], "VALUE", POS, "0", "SSL", "Client certificates: 0 none, 1 optional, 2 required.";
     "ca_certs", ["--ca-certs"], "FILE", Kind::Str, "", "SSL", "CA certificates for client verification.";
     "suppress_ragged_eofs", ["--suppress-ragged-eofs"], "", Kind::Flag, "True", "SSL", "Suppress ragged EOFs.";
