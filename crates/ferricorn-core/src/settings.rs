@@ -467,7 +467,7 @@ pub fn python_display(def: &Def, value: &Value) -> String {
                 .split(',')
                 .map(str::trim)
                 .filter(|x| !x.is_empty())
-                .map(|x| quote(x))
+                .map(&quote)
                 .collect();
             format!("[{}]", items.join(", "))
         }
