@@ -104,3 +104,29 @@ def test_failing_asgi_hooks_do_not_fail_requests(start_server, tmp_path):
     srv.wait_for("post bug")
     assert "Exception in pre_request hook" in srv.log() and "pre bug" in srv.log()
     assert "Exception in post_request hook" in srv.log()
+
+
+def test_worker_nr_and_server_workers(start_server, tmp_path):
+    """Attributes hooks use in practice: `worker.nr` counts requests, `server.WORKERS`
+    maps the pids of running workers."""
+    log = tmp_path / "attrs.log"
+    conf = tmp_path / "attrs.conf.py"
+    conf.write_text(
+        "def pre_fork(server, worker):\n"
+        f"    open({str(log)!r}, 'a').write(f'pre_fork {{len(server.WORKERS)}} {{worker.pid}}\\n')\n"
+        "def post_request(worker, req):\n"
+        f"    open({str(log)!r}, 'a').write(f'nr {{worker.nr}} {{worker.max_requests}}\\n')\n"
+    )
+    srv = start_server("-c", str(conf), "-w", "2", "--max-requests", "100", "testapp:app")
+    for _ in range(3):
+        with urllib.request.urlopen(srv.url + "/", timeout=5):
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and log.read_text().count("nr ") < 3:
+        time.sleep(0.05)
+    lines = log.read_text().splitlines()
+    assert lines[:2] == ["pre_fork 0 [booting]", "pre_fork 1 [booting]"], lines
+    counts = sorted(int(l.split()[1]) for l in lines if l.startswith("nr "))
+    # Two workers share three requests: each counts its own from 1.
+    assert counts[0] == 1 and counts[-1] <= 3 and len(counts) == 3, lines
+    assert all(l.endswith(" 100") for l in lines if l.startswith("nr ")), lines

@@ -76,6 +76,7 @@ def hooked_run_http(worker, pre_request, post_request):
         if scope.get("type") != "http":
             return await run_http(app, scope, cycle)
         req = RequestInfo(scope)
+        worker.nr = getattr(worker, "nr", 0) + 1
         if pre_request is not None:
             try:
                 pre_request(worker, req)

@@ -120,6 +120,17 @@ pub struct Hooks {
     objects: HashMap<String, Py<PyAny>>,
     cfg: Py<PyAny>,
     server: Py<PyAny>,
+    max_requests: i64,
+    timeout: i64,
+}
+
+/// Gunicorn's `proc_name`: the setting, else the app named on the command line.
+fn proc_name(settings: &Settings) -> String {
+    settings
+        .str("proc_name")
+        .or(settings.str("default_proc_name"))
+        .unwrap_or("gunicorn")
+        .to_string()
 }
 
 pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -152,12 +163,21 @@ impl Hooks {
                 ("pid", std::process::id().into_pyobject(py)?.into_any()),
                 ("num_workers", settings.int("workers").into_pyobject(py)?.into_any()),
                 ("app", py.None().into_bound(py)),
+                ("reexec_pid", 0i32.into_pyobject(py)?.into_any()),
+                ("master_pid", 0i32.into_pyobject(py)?.into_any()),
+                ("master_name", "Master".into_pyobject(py)?.into_any()),
+                ("proc_name", proc_name(settings).into_pyobject(py)?.into_any()),
+                ("timeout", settings.int("timeout").into_pyobject(py)?.into_any()),
+                // pid -> worker, kept by the master as workers come and go.
+                ("WORKERS", pyo3::types::PyDict::new(py).into_any()),
             ],
         )?;
         Ok(Self {
             objects,
             cfg: cfg.unbind(),
             server: server.unbind(),
+            max_requests: settings.int("max_requests"),
+            timeout: settings.int("timeout"),
         })
     }
 
@@ -186,8 +206,27 @@ impl Hooks {
                 ("log", Bound::new(py, Log)?.into_any()),
                 ("alive", true.into_pyobject(py)?.to_owned().into_any()),
                 ("booted", true.into_pyobject(py)?.to_owned().into_any()),
+                ("aborted", false.into_pyobject(py)?.to_owned().into_any()),
+                // Requests served; counted when request hooks are defined (the only
+                // code that can look at it).
+                ("nr", 0u64.into_pyobject(py)?.into_any()),
+                ("max_requests", self.max_requests.into_pyobject(py)?.into_any()),
+                ("timeout", self.timeout.into_pyobject(py)?.into_any()),
+                // Heartbeats go through shared memory: there is nothing to notify.
+                ("notify", py.eval(c"lambda: None", None, None)?.into_any()),
             ],
         )
+    }
+
+    /// The master's `server.WORKERS` as workers start and end.
+    pub fn track_worker(&self, py: Python<'_>, pid: i32, worker: Option<Bound<'_, PyAny>>) {
+        let Ok(map) = self.server.bind(py).getattr("WORKERS") else {
+            return;
+        };
+        let _ = match worker {
+            Some(w) => map.set_item(pid, w),
+            None => map.del_item(pid),
+        };
     }
 
     /// Calls hook `name` if the config file defined it; an exception is logged, not raised.

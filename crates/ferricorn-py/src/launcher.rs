@@ -297,6 +297,9 @@ impl Launcher for PyLauncher {
             if pid < 0 {
                 return Err(ArbiterError::Fork(nix::Error::last()));
             }
+            if let Ok(w) = hooks.worker(py, pid as u32, age) {
+                hooks.track_worker(py, pid, Some(w));
+            }
             Ok(Pid::from_raw(pid))
         })
     }
@@ -314,6 +317,7 @@ impl Launcher for PyLauncher {
     fn worker_exited(&mut self, exit: &WorkerExit) {
         Python::attach(|py| {
             let hooks = &self.boot.hooks;
+            hooks.track_worker(py, exit.pid, None);
             if hooks.has("child_exit") {
                 if let Ok(w) = hooks.worker(py, exit.pid as u32, exit.age) {
                     hooks.call(py, "child_exit", (hooks.server(py), w));
@@ -353,6 +357,9 @@ impl Launcher for PyLauncher {
                         }
                         settings.app_uri = Some(self.boot.app_uri.clone());
                         self.boot.settings = settings;
+                        if let Ok(workers) = self.boot.hooks.server(py).getattr("WORKERS") {
+                            let _ = hooks.server(py).setattr("WORKERS", workers);
+                        }
                         self.boot.hooks = hooks;
                     }
                     Err(e) => ferricorn_core::error!("reload failed, keeping the old configuration: {e}"),

@@ -78,6 +78,10 @@ impl RequestHooks {
     }
 
     pub fn pre_request(&self, py: Python<'_>, req: &Bound<'_, PyAny>) {
+        let worker = self.worker.bind(py);
+        if let Ok(nr) = worker.getattr("nr").and_then(|n| n.extract::<u64>()) {
+            let _ = worker.setattr("nr", nr + 1);
+        }
         if let Some(hook) = &self.pre {
             if let Err(e) = hook.bind(py).call1((self.worker.bind(py), req)) {
                 ferricorn_core::error!("Exception in pre_request hook:\n{}", format_exception(py, &e));
