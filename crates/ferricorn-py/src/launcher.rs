@@ -725,6 +725,10 @@ fn server_config(
             max_header_list_size: s.int("http2_max_header_list_size").clamp(0, u32::MAX as i64) as u32,
         },
         static_files: static_files(s),
+        max_queued: (s.int("max_queued") > 0).then(|| s.int("max_queued") as usize),
+        app_threads: s.int("threads").max(1) as usize,
+        request_deadline: (s.int("request_deadline") > 0)
+            .then(|| Duration::from_secs(s.int("request_deadline") as u64)),
         // Gunicorn's default `pre_request` logs `METHOD path` at debug level.
         log_requests: ferricorn_core::log::enabled(ferricorn_core::log::Level::Debug) && !hooks.has("pre_request"),
     }

@@ -227,6 +227,8 @@ pub struct ResponseBody {
     sent: u64,
     access: Option<Box<Pending>>,
     meter: Option<Meter>,
+    /// The request's place under `--max-queued`, freed when the response ends.
+    admission: Option<crate::overload::Admission>,
 }
 
 impl ResponseBody {
@@ -243,6 +245,7 @@ impl ResponseBody {
             sent: 0,
             access: None,
             meter: None,
+            admission: None,
         }
     }
 
@@ -255,6 +258,7 @@ impl ResponseBody {
             sent: 0,
             access: None,
             meter: None,
+            admission: None,
         }
     }
 
@@ -268,6 +272,7 @@ impl ResponseBody {
             sent: 0,
             access: None,
             meter: None,
+            admission: None,
         }
     }
 
@@ -291,6 +296,10 @@ impl ResponseBody {
 
     pub(crate) fn measure(&mut self, meter: Meter) {
         self.meter = Some(meter);
+    }
+
+    pub(crate) fn hold(&mut self, admission: crate::overload::Admission) {
+        self.admission = Some(admission);
     }
 
     fn cap(&mut self, mut chunk: Bytes) -> Option<Bytes> {

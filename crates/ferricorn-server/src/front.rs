@@ -115,10 +115,22 @@ async fn respond(
     } else {
         RequestBody::empty()
     };
+    let admission = match cfg.max_queued {
+        Some(queued) => match shared.admissions.admit(cfg.app_threads + queued) {
+            Some(a) => Some(a),
+            None => return crate::overload::overloaded(),
+        },
+        None => None,
+    };
     let mut head = head;
     // A WebSocket session outlives hyper's connection: it registers with the drain.
     head.extensions
         .insert(crate::serve::SessionGuardFactory(shared.clone()));
+    let (method_for_log, path_for_log) = if cfg.request_deadline.is_some() {
+        (head.method.to_string(), head.uri.path().to_string())
+    } else {
+        (String::new(), String::new())
+    };
     let call = shared.app.call(Request {
         head,
         client_gone: ClientGone(state.clone()),
@@ -127,12 +139,27 @@ async fn respond(
         conn: info,
     });
     let mut aborting = shared.aborting();
+    let deadline = async {
+        match cfg.request_deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
     let mut resp = tokio::select! {
         resp = call => resp,
         // The worker is being aborted (timeout): answer what has not started, as Gunicorn
         // does, instead of leaving the client with a reset.
         _ = aborting.wait_for(|a| *a) => error_page::response(500, "Internal Server Error", true),
+        // The call goes on (its answer is dropped); `--timeout` still recycles a worker
+        // whose call never returns.
+        _ = deadline => {
+            ferricorn_core::warning!("Request deadline exceeded: {} {}", method_for_log, path_for_log);
+            error_page::response(504, "The application did not answer in time.", true)
+        }
     };
+    if let Some(a) = admission {
+        resp.body_mut().hold(a);
+    }
     if accepted.force_close {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

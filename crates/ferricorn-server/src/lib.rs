@@ -50,6 +50,7 @@ pub mod error_page;
 mod framing;
 mod front;
 pub mod listener;
+mod overload;
 pub mod pipe;
 mod proxy_io;
 pub mod response_head;

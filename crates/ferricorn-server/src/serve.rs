@@ -52,6 +52,14 @@ pub struct ServerConfig {
     pub static_files: Option<Arc<crate::static_files::StaticFiles>>,
     /// Log `METHOD path` at debug level for every request.
     pub log_requests: bool,
+    /// `--max-queued`: requests in progress beyond `app_threads` before new ones get
+    /// 503 (and surplus connections are refused with 503 instead of left in the
+    /// backlog); `None` = unlimited.
+    pub max_queued: Option<usize>,
+    /// How many requests the application runs at once (`--threads`).
+    pub app_threads: usize,
+    /// `--request-deadline`: a response not started by then is answered 504.
+    pub request_deadline: Option<Duration>,
 }
 
 /// HTTP/2 (over TLS, negotiated with ALPN `h2`).
@@ -177,6 +185,9 @@ impl Default for ServerConfig {
             proxy_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
             static_files: None,
             log_requests: false,
+            max_queued: None,
+            app_threads: 1,
+            request_deadline: None,
         }
     }
 }
@@ -224,6 +235,7 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     abort_tx: watch::Sender<bool>,
     abort_rx: watch::Receiver<bool>,
+    pub admissions: crate::overload::Admissions,
 }
 
 /// Put in a request's extensions so that a WebSocket handshake can register its session.
@@ -300,6 +312,7 @@ pub fn serve(
         stopping: AtomicBool::new(false),
         abort_tx,
         abort_rx,
+        admissions: Default::default(),
     });
     let outcome = rt.block_on(run(listeners, shared, stop, on_ready))?;
     // Connection tasks still running (Quick stop, or a drain that timed out) are dropped here.
@@ -384,9 +397,18 @@ fn accept_loop(
         }
     };
     Ok(async move {
+        let shed = shared.config.max_queued.is_some();
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
+            // Shedding load: never wait for a connection slot; a connection that finds
+            // none is answered 503 below. Otherwise wait, so the connection stays in the
+            // kernel backlog where another worker may take it.
+            let permit = if shed {
+                permits.clone().try_acquire_owned().ok()
+            } else {
+                match permits.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                }
             };
             let accepted = match &l {
                 L::Tcp(l) => l.accept().await.map(|(s, peer)| {
@@ -413,7 +435,19 @@ fn accept_loop(
                     (Stream::Unix(s), info)
                 }),
             };
+            let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
             match accepted {
+                Ok((stream, _)) if permit.is_none() => {
+                    // TLS would need a handshake first: such clients just see a close.
+                    if shared.config.tls.is_none() || matches!(stream, Stream::Unix(_)) {
+                        tokio::spawn(async move {
+                            match stream {
+                                Stream::Tcp(s) => crate::overload::refuse_connection(s).await,
+                                Stream::Unix(s) => crate::overload::refuse_connection(s).await,
+                            }
+                        });
+                    }
+                }
                 Ok((stream, info)) => {
                     shared.connections.fetch_add(1, Ordering::AcqRel);
                     let shared = shared.clone();

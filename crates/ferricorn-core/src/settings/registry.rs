@@ -38,6 +38,10 @@ pub static REGISTRY: &[Def] = defs![
         "A random amount, up to this, added to `max_requests` per worker.";
     "max_worker_memory", ["--max-worker-memory"], "MIB", POS, "0", "Worker Processes",
         "ferricorn: a worker whose resident memory exceeds this many MiB is retired gracefully and replaced (0 = never).";
+    "max_queued", ["--max-queued"], "INT", POS, "0", "Worker Processes",
+        "ferricorn: shed load instead of queueing it. A worker already running `threads` requests holds at most this many more; the next ones get `503 Service Unavailable` with `Retry-After: 1` at once. Connections beyond `--worker-connections` are then answered the same way instead of waiting in the listen backlog. 0 = unlimited, as in Gunicorn.";
+    "request_deadline", ["--request-deadline"], "SECONDS", POS, "0", "Worker Processes",
+        "ferricorn: a request whose response has not started this many seconds after it arrived (time queued included) is answered `504 Gateway Timeout`; the application call itself goes on and `--timeout` still recycles a worker stuck in it. 0 = no deadline.";
     "timeout", ["-t", "--timeout"], "INT", POS, "30", "Worker Processes",
         "Seconds an application call may run before its worker is aborted and replaced (0 = never).";
     "graceful_timeout", ["--graceful-timeout"], "INT", POS, "30", "Worker Processes",

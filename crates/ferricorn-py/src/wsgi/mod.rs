@@ -37,6 +37,10 @@ pub struct WsgiConfig {
     pub high_water: usize,
     /// `pre_request` / `post_request`, when the config file defines them.
     pub hooks: Option<RequestHooks>,
+    /// With `--threads 1`, run complete requests on the I/O thread. Off with
+    /// `--request-deadline` and `--max-queued`: the I/O thread must stay free to answer
+    /// the deadline or shed the next requests.
+    pub inline: bool,
 }
 
 /// The mount prefix: `--root-path`, else the `SCRIPT_NAME` environment variable.
@@ -58,6 +62,7 @@ impl WsgiConfig {
             sendfile: s.bool("sendfile"),
             high_water: 1 << 20,
             hooks: None,
+            inline: s.int("request_deadline") == 0 && s.int("max_queued") == 0,
         }
     }
 }
@@ -159,6 +164,7 @@ pub(crate) struct Shared {
 impl WsgiBridge {
     pub fn start(py: Python<'_>, app: Py<PyAny>, threads: usize, cfg: WsgiConfig) -> PyResult<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
+        let cfg_inline = cfg.inline;
         let shared = Arc::new(Shared {
             app,
             cfg,
@@ -197,7 +203,7 @@ impl WsgiBridge {
             jobs: tx,
             clock,
             shared,
-            inline: threads == 1,
+            inline: threads == 1 && cfg_inline,
         })
     }
 
