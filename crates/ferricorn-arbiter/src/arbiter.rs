@@ -29,6 +29,8 @@ pub struct ArbiterConfig {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// `--enable-backlog-metric`: send `gunicorn.backlog` to StatsD every loop.
     pub backlog_metric: bool,
+    /// `--max-requests` is on (a worker's clean exit is then a recycling).
+    pub max_requests: bool,
 }
 
 /// Heartbeat slots: more than any sane worker count, 64 bytes each.
@@ -96,7 +98,9 @@ struct Worker {
 
 /// The master's side of the Prometheus endpoint.
 struct Metrics {
-    server: MetricsServer,
+    /// `None` while the address is still held by the master we replace (USR2).
+    server: Option<MetricsServer>,
+    addr: std::net::SocketAddr,
     region: StatsRegion,
     /// Counters of workers that have exited, so totals never go backwards.
     retired: Totals,
@@ -115,6 +119,8 @@ pub struct Arbiter<L: Launcher> {
     metrics: Option<Metrics>,
     /// The worker count last sent to StatsD (`gunicorn.workers` is sent on change).
     reported_workers: Option<usize>,
+    /// When `gunicorn.backlog` was last sent (once a second, however often the loop wakes).
+    backlog_sent: Instant,
 }
 
 enum Stop {
@@ -128,11 +134,20 @@ impl<L: Launcher> Arbiter<L> {
         let pipe = SelfPipe::install().map_err(ArbiterError::Signals)?;
         let metrics = match cfg.metrics_bind {
             Some(addr) => {
-                let server = MetricsServer::bind(addr)
-                    .map_err(|e| ArbiterError::Bind(format!("Error: can't serve metrics on {addr}: {e}")))?;
-                ferricorn_core::info!("Metrics at: http://{}/metrics", server.local_addr().unwrap_or(addr));
+                let server = match MetricsServer::bind(addr) {
+                    Ok(s) => {
+                        ferricorn_core::info!("Metrics at: http://{}/metrics", s.local_addr().unwrap_or(addr));
+                        Some(s)
+                    }
+                    // A USR2-started master: the old one serves the address until it exits.
+                    Err(e) if launcher.is_reexec_child() && e.kind() == std::io::ErrorKind::AddrInUse => None,
+                    Err(e) => {
+                        return Err(ArbiterError::Bind(format!("Error: can't serve metrics on {addr}: {e}")));
+                    }
+                };
                 Some(Metrics {
                     server,
+                    addr,
                     region: StatsRegion::new(SLOTS)?,
                     retired: Totals::default(),
                     restarts: [0; 4],
@@ -150,6 +165,9 @@ impl<L: Launcher> Arbiter<L> {
             reexec_pid: None,
             metrics,
             reported_workers: None,
+            backlog_sent: Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now),
         })
     }
 
@@ -168,7 +186,14 @@ impl<L: Launcher> Arbiter<L> {
             return code;
         }
         loop {
-            let (signals, scrape) = self.pipe.wait_also(1000, self.metrics.as_ref().map(|m| m.server.fd()));
+            self.bind_pending_metrics();
+            let (signals, scrape) = self.pipe.wait_also(
+                1000,
+                self.metrics
+                    .as_ref()
+                    .and_then(|m| m.server.as_ref())
+                    .map(MetricsServer::fd),
+            );
             if scrape {
                 self.serve_metrics();
             }
@@ -236,7 +261,8 @@ impl<L: Launcher> Arbiter<L> {
             self.murder_workers();
             self.retire_large_workers();
             self.launcher.tick();
-            if self.cfg.backlog_metric {
+            if self.cfg.backlog_metric && self.backlog_sent.elapsed() >= Duration::from_secs(1) {
+                self.backlog_sent = Instant::now();
                 if let Some(n) = self.launcher.listen_backlog() {
                     ferricorn_core::debug!("socket backlog: {n}");
                     if let Some(c) = ferricorn_core::metrics::statsd() {
@@ -250,8 +276,20 @@ impl<L: Launcher> Arbiter<L> {
         }
     }
 
+    /// After a USR2 promotion the old master has released the metrics address.
+    fn bind_pending_metrics(&mut self) {
+        let Some(m) = &mut self.metrics else { return };
+        if m.server.is_none() {
+            if let Ok(s) = MetricsServer::bind(m.addr) {
+                ferricorn_core::info!("Metrics at: http://{}/metrics", m.addr);
+                m.server = Some(s);
+            }
+        }
+    }
+
     fn serve_metrics(&mut self) {
         let Some(m) = &self.metrics else { return };
+        let Some(server) = &m.server else { return };
         let mut totals = m.retired.clone();
         for w in self.workers.values() {
             if let Some(s) = m.region.slot(w.slot) {
@@ -263,7 +301,7 @@ impl<L: Launcher> Arbiter<L> {
             restarts: m.restarts,
             backlog: self.launcher.listen_backlog(),
         };
-        m.server.serve_pending(&|| prometheus::render(&totals, &state));
+        server.serve_pending(&|| prometheus::render(&totals, &state));
     }
 
     /// Folds an exited worker's counters into the totals and counts why it went.
@@ -280,7 +318,9 @@ impl<L: Launcher> Arbiter<L> {
         } else if worker.stopping {
             None
         } else if code == Some(0) {
-            Some(RestartReason::MaxRequests)
+            // A clean exit the master did not ask for: --max-requests, unless that is
+            // off (then someone else stopped it; not a restart reason we track).
+            self.cfg.max_requests.then_some(RestartReason::MaxRequests)
         } else {
             Some(RestartReason::Crash)
         };

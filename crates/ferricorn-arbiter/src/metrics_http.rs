@@ -14,7 +14,9 @@ use std::time::Duration;
 pub(crate) static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 
 const MAX_REQUEST: usize = 8192;
-const IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// The whole exchange with one scraper, reads and writes together: the master loop
+/// waits for nothing longer (a trickling client is cut off).
+const EXCHANGE_BUDGET: Duration = Duration::from_millis(250);
 /// Scrapes answered per loop iteration at most, so signals are never starved.
 const PER_TICK: usize = 8;
 
@@ -27,8 +29,6 @@ impl MetricsServer {
         let domain = socket2::Domain::for_address(addr);
         let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
         sock.set_reuse_address(true)?;
-        // A USR2-started master binds the same address while the old one still runs.
-        sock.set_reuse_port(true)?;
         sock.bind(&addr.into())?;
         sock.listen(64)?;
         sock.set_nonblocking(true)?;
@@ -61,12 +61,18 @@ impl MetricsServer {
 }
 
 fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + EXCHANGE_BUDGET;
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))
+    };
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        stream.set_read_timeout(Some(left()?))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             break;
@@ -96,6 +102,7 @@ fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     );
+    stream.set_write_timeout(Some(left()?.max(Duration::from_millis(50))))?;
     stream.write_all(head.as_bytes())?;
     if method != "HEAD" {
         stream.write_all(body.as_bytes())?;

@@ -247,5 +247,15 @@ macro_rules! info { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Info,
 macro_rules! warning { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Warning, $($arg)*) }; }
 #[macro_export]
 macro_rules! error { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Error, $($arg)*) }; }
+/// Gunicorn's `log.exception(...)`: an ERROR line, counted as `gunicorn.log.exception`.
+#[macro_export]
+macro_rules! exception {
+    ($($arg:tt)*) => {{
+        $crate::metrics::log_line("exception");
+        if $crate::log::enabled($crate::log::Level::Error) {
+            $crate::log::write($crate::log::Level::Error, &format!($($arg)*))
+        }
+    }};
+}
 #[macro_export]
 macro_rules! critical { ($($arg:tt)*) => { $crate::log_at!($crate::log::Level::Critical, $($arg)*) }; }

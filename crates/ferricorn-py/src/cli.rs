@@ -380,15 +380,7 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
     }
     warn_unimplemented(&settings);
     validate(&settings)?;
-    if let Some(host) = settings.str("statsd_host").filter(|h| !h.is_empty()) {
-        let client = ferricorn_core::metrics::Statsd::connect(
-            host,
-            settings.str("statsd_prefix").unwrap_or(""),
-            settings.str("dogstatsd_tags").unwrap_or(""),
-        )
-        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
-        ferricorn_core::metrics::set_statsd(client);
-    }
+    ferricorn_core::metrics::set_statsd(statsd_client(&settings).map_err(|e| Fatal::usage(format!("Error: {e}")))?);
     if settings.bool("print_config") {
         print!("{}", settings.render());
     }
@@ -459,6 +451,21 @@ fn warn_unimplemented(settings: &Settings) {
             ferricorn_core::warning!("Setting {name} is accepted but has no effect in ferricorn yet");
         }
     }
+}
+
+/// The StatsD client the settings ask for (also rebuilt on HUP).
+pub fn statsd_client(
+    settings: &Settings,
+) -> Result<Option<ferricorn_core::metrics::Statsd>, ferricorn_core::metrics::StatsdError> {
+    let Some(host) = settings.str("statsd_host").filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    ferricorn_core::metrics::Statsd::connect(
+        host,
+        settings.str("statsd_prefix").unwrap_or(""),
+        settings.str("dogstatsd_tags").unwrap_or(""),
+    )
+    .map(Some)
 }
 
 /// `--metrics-bind HOST:PORT` (a name is resolved once, at start-up).

@@ -43,14 +43,18 @@ fn emit_metric(kw: Option<&Bound<'_, PyDict>>) {
     let (Ok(metric), Ok(kind)) = (metric.extract::<String>(), kind.extract::<String>()) else {
         return;
     };
-    let Ok(value) = value.extract::<f64>() else { return };
-    match kind.as_str() {
-        "gauge" => client.gauge(&metric, value as u64),
-        "counter" => client.incr(&metric, value as u64),
-        "histogram" => client.histogram(&metric, value as u64),
-        "timer" => client.timing_ms(&metric, value),
-        _ => {}
-    }
+    // Gunicorn formats the value with `str()`: `5`, `2.5`, `-3` go out as written.
+    let Ok(value) = value.str().map(|s| s.to_string()) else {
+        return;
+    };
+    let code = match kind.as_str() {
+        "gauge" => "g",
+        "counter" => "c",
+        "histogram" => "h",
+        "timer" => "ms",
+        _ => return,
+    };
+    client.send_text(&metric, &value, code);
 }
 
 #[pymethods]

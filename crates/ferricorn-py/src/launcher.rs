@@ -199,6 +199,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         max_worker_memory: (s.int("max_worker_memory") > 0).then(|| (s.int("max_worker_memory") as u64) << 20),
         metrics_bind: s.str("metrics_bind").and_then(|a| crate::cli::metrics_addr(a).ok()),
         backlog_metric: s.bool("enable_backlog_metric"),
+        max_requests: s.int("max_requests") > 0,
     };
     let launcher = PyLauncher {
         boot,
@@ -356,6 +357,10 @@ impl Launcher for PyLauncher {
                             self.boot.app_uri = uri;
                         }
                         settings.app_uri = Some(self.boot.app_uri.clone());
+                        match crate::cli::statsd_client(&settings) {
+                            Ok(client) => ferricorn_core::metrics::set_statsd(client),
+                            Err(e) => ferricorn_core::error!("{e}; keeping the previous StatsD settings"),
+                        }
                         self.boot.settings = settings;
                         if let Ok(workers) = self.boot.hooks.server(py).getattr("WORKERS") {
                             let _ = hooks.server(py).setattr("WORKERS", workers);

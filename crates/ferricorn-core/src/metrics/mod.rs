@@ -9,23 +9,30 @@ pub mod prometheus;
 pub mod shm;
 pub mod statsd;
 
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use shm::{StatsRegion, Totals, WorkerStats};
 pub use statsd::{Statsd, StatsdError};
 
-static STATSD: OnceLock<Statsd> = OnceLock::new();
+/// Replaced on HUP (the config may change the host, prefix or tags); read-locked per
+/// metric, and only when StatsD is on (`STATSD_ON`).
+static STATSD: RwLock<Option<Arc<Statsd>>> = RwLock::new(None);
+static STATSD_ON: AtomicBool = AtomicBool::new(false);
 static STATS: AtomicPtr<WorkerStats> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Turns StatsD on for this process and the workers it forks.
-pub fn set_statsd(client: Statsd) {
-    let _ = STATSD.set(client);
+/// Turns StatsD on (or off, with `None`) for this process and the workers it forks.
+pub fn set_statsd(client: Option<Statsd>) {
+    STATSD_ON.store(client.is_some(), Ordering::Release);
+    *STATSD.write().unwrap_or_else(|p| p.into_inner()) = client.map(Arc::new);
 }
 
-pub fn statsd() -> Option<&'static Statsd> {
-    STATSD.get()
+pub fn statsd() -> Option<Arc<Statsd>> {
+    if !STATSD_ON.load(Ordering::Acquire) {
+        return None;
+    }
+    STATSD.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// In a worker: where its request counters go.
@@ -41,7 +48,7 @@ fn stats() -> Option<&'static WorkerStats> {
 
 /// Whether requests need to be measured at all (cheap check on the request path).
 pub fn enabled() -> bool {
-    STATSD.get().is_some() || !STATS.load(Ordering::Relaxed).is_null()
+    STATSD_ON.load(Ordering::Relaxed) || !STATS.load(Ordering::Relaxed).is_null()
 }
 
 pub fn request_started() {
@@ -56,7 +63,7 @@ pub fn request_finished(method: &str, status: u16, duration: Duration) {
     if let Some(s) = stats() {
         s.request_finished(shm::method_index(method), status, duration.as_secs_f64());
     }
-    if let Some(c) = STATSD.get() {
+    if let Some(c) = statsd() {
         // Gunicorn's arithmetic: whole milliseconds plus microseconds / 1000.
         let ms = (duration.as_secs() * 1000) as f64 + f64::from(duration.subsec_micros()) / 1000.0;
         c.timing_ms("gunicorn.request.duration", ms);
@@ -79,7 +86,7 @@ pub fn bytes_out(n: u64) {
 
 /// `gunicorn.log.<level>` for warning, error, critical and exception lines.
 pub fn log_line(level: &str) {
-    if let Some(c) = STATSD.get() {
+    if let Some(c) = statsd() {
         c.incr(&format!("gunicorn.log.{level}"), 1);
     }
 }

@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER"];
 /// Status classes `1xx`..`5xx`.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// Upper bounds of the latency histogram, in seconds (Prometheus client defaults).
-pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Upper bounds of the latency histogram, in seconds (the Python Prometheus client's
+/// defaults).
+pub const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 pub fn method_index(m: &str) -> usize {
     METHODS.iter().position(|x| *x == m).unwrap_or(METHODS.len() - 1)

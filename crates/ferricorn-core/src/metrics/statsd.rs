@@ -80,6 +80,13 @@ impl Statsd {
         })
     }
 
+    /// A metric whose value is already text (custom metrics from hooks: `str(value)`, as
+    /// Gunicorn formats it). `kind` is `c`, `g`, `h` or `ms`.
+    pub fn send_text(&self, name: &str, value: &str, kind: &str) {
+        let kind = if kind == "c" { "c|@1.0" } else { kind };
+        self.send(name, value, kind);
+    }
+
     fn send(&self, name: &str, value: &str, kind: &str) {
         let line = format!("{}{name}:{value}|{kind}{}", self.prefix, self.tags);
         // Fire and forget: a full buffer or an absent listener must never cost a request.

@@ -433,7 +433,7 @@ impl HttpCycle {
         if self.shared.lock().disconnected {
             ferricorn_core::debug!("ASGI application stopped after the client disconnected");
         } else {
-            ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
+            ferricorn_core::exception!("Exception in ASGI application\n{}", traceback.trim_end());
         }
         if self.reply.is_some() {
             self.respond(error_page::response(500, "Internal Server Error", true));

@@ -31,14 +31,14 @@ pub(crate) fn run(py: Python<'_>, shared: &Shared, job: Job, inline: bool) -> Op
     let responder = match Bound::new(py, StartResponse::new(reply, shared.cfg.high_water)) {
         Ok(r) => r,
         Err(e) => {
-            ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
+            ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
             return None;
         }
     };
     match serve(py, shared, req, &responder, &uri, inline) {
         Ok(cont) => cont,
         Err(e) => {
-            ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
+            ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
             responder.borrow_mut().send_error(500, "Internal Server Error");
             None
         }
@@ -55,7 +55,7 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
         hook_args,
     } = cont;
     if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input.bind(py), &uri) {
-        ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, &e));
+        ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
         responder.bind(py).borrow_mut().send_error(500, "Internal Server Error");
     }
     if let (Some(hooks), Some((req, environ))) = (&shared.cfg.hooks, hook_args) {
@@ -175,7 +175,7 @@ fn fail(
             r.send_error(be.status(), &be.to_string());
         }
         _ => {
-            ferricorn_core::error!("Error handling request {uri}\n{}", format_exception(py, err));
+            ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, err));
             r.send_error(500, "Internal Server Error");
         }
     }
