@@ -212,7 +212,7 @@ def test_plain_http_to_tls_port_is_refused_and_tls_keeps_working(start_server, c
     log = srv.log()
     assert not error_lines(log), log
     # The failed handshake is logged, at debug level only.
-    handshake = [l for l in log.splitlines() if "handshake" in l.lower()]
+    handshake = [l for l in log.splitlines() if "handshake failed" in l.lower()]
     assert handshake and all("[DEBUG]" in l for l in handshake), log
 
 

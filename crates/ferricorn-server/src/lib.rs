@@ -49,6 +49,8 @@ mod conn;
 pub mod error_page;
 mod framing;
 mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 mod overload;
 pub mod pipe;

@@ -25,6 +25,12 @@ use chunks::{FileChunks, Piece, Source};
 use conditional::{Precondition, Ranges, Validators};
 use path::{Refused, RelPath};
 
+/// The relative file path a URL path under a mount decodes to (for the fuzz targets).
+#[doc(hidden)]
+pub fn decode_path(rest: &str, dotfiles: bool) -> Result<String, ()> {
+    path::decode(rest, dotfiles).map(|p| p.rel).map_err(|_| ())
+}
+
 /// The codings a `.br`/`.zst`/`.gz` sibling may provide, in order of preference.
 const VARIANTS: [(&str, &str); 3] = [("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz")];
 
