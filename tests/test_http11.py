@@ -507,11 +507,19 @@ def test_unsupported_expectation_is_417(server):
     rejected(server, post("/echo", b"hello", extra=b"Expect: something-else\r\n"), 417)
 
 
-def test_expect_ignored_on_http10(server):
+def test_expect_100_continue_ignored_on_http10(server):
+    """RFC 9110 10.1.1: a 100-continue on HTTP/1.0 is ignored (no interim response)."""
     with Conn(server) as c:
-        c.send(post("/echo", b"hello", extra=b"Expect: something-else\r\n", version="1.0"))
+        c.send(post("/echo", b"hello", extra=b"Expect: 100-continue\r\n", version="1.0"))
         r = c.response()
         assert (r.status_line, r.body) == ("HTTP/1.0 200 OK", b"hello")
+
+
+def test_other_expectations_refused_on_http10_too(server):
+    """Gunicorn answers 417 to any expectation but 100-continue, whatever the version."""
+    with Conn(server) as c:
+        c.send(post("/echo", b"hello", extra=b"Expect: something-else\r\n", version="1.0"))
+        assert c.response().status_line.split()[1] == "417"
 
 
 # ---------------------------------------------------------------------------------------

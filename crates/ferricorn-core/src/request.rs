@@ -191,14 +191,13 @@ pub fn check_head(
         accepted.force_close = check_transfer_encoding(headers)?;
     }
 
-    if !is_http10(version) {
-        let mut expects = headers.get_all(header::EXPECT).iter();
-        if let Some(v) = expects.next() {
-            if !v.as_bytes().eq_ignore_ascii_case(b"100-continue") || expects.next().is_some() {
-                return Err(Rejection::new(417, "Expectation Failed", "unsupported Expect"));
-            }
-            accepted.expects_continue = true;
+    // Gunicorn: any expectation but 100-continue is refused, whatever the version; a
+    // 100-continue on HTTP/1.0 is ignored (RFC 9110 10.1.1).
+    for v in headers.get_all(header::EXPECT) {
+        if !v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            return Err(Rejection::new(417, "Expectation Failed", "unsupported Expect"));
         }
+        accepted.expects_continue = !is_http10(version);
     }
     Ok(accepted)
 }
@@ -210,11 +209,9 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, Rejection> {
         let s = v
             .to_str()
             .map_err(|_| Rejection::bad_request("invalid Transfer-Encoding"))?;
+        // An empty element (`,chunked`) is an unknown coding to Gunicorn: 501.
         for c in s.split(',') {
-            let c = c.trim().to_ascii_lowercase();
-            if !c.is_empty() {
-                codings.push(c);
-            }
+            codings.push(c.trim_matches([' ', '\t']).to_ascii_lowercase());
         }
     }
     let mut force_close = false;
@@ -229,7 +226,7 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<bool, Rejection> {
             }
             "identity" if seen_chunked => return Err(Rejection::bad_request("identity after chunked")),
             "identity" => {}
-            "gzip" | "x-gzip" | "deflate" | "compress" => {
+            "gzip" | "deflate" | "compress" => {
                 if seen_chunked {
                     return Err(Rejection::bad_request("coding after chunked"));
                 }
@@ -417,7 +414,23 @@ mod tests {
         assert_eq!(status(check("POST", "/", V11, &[("expect", "200-ok")])), 417);
         assert_eq!(
             status(check("POST", "/", Version::HTTP_10, &[("expect", "200-ok")])),
-            200
+            417
+        );
+        let ignored = check("POST", "/", Version::HTTP_10, &[("expect", "100-continue")]).unwrap();
+        assert!(!ignored.expects_continue);
+        assert!(
+            check(
+                "POST",
+                "/",
+                V11,
+                &[("expect", "100-continue"), ("expect", "100-Continue")]
+            )
+            .unwrap()
+            .expects_continue
+        );
+        assert_eq!(
+            status(check("POST", "/", V11, &[("transfer-encoding", ",chunked")])),
+            501
         );
         let big = "x".repeat(9000);
         assert_eq!(status(check("GET", "/", V11, &[("x-big", &big)])), 431);

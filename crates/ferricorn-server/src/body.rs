@@ -47,6 +47,8 @@ pub struct RequestBody {
     error: Option<BodyError>,
     runtime: Option<tokio::runtime::Handle>,
     read_timeout: Option<Duration>,
+    /// The connection, whose scanner reports framing violations in later chunks.
+    framing: Option<Arc<ConnState>>,
 }
 
 impl RequestBody {
@@ -59,6 +61,7 @@ impl RequestBody {
             error: None,
             runtime: None,
             read_timeout: None,
+            framing: None,
         }
     }
 
@@ -71,7 +74,13 @@ impl RequestBody {
             error: None,
             runtime: tokio::runtime::Handle::try_current().ok(),
             read_timeout,
+            framing: None,
         }
+    }
+
+    /// From now on, a framing violation the connection's scanner reports fails the body.
+    pub(crate) fn watch_framing(&mut self, conn: Arc<ConnState>) {
+        self.framing = Some(conn);
     }
 
     /// True once everything the client sent is in memory.
@@ -120,6 +129,10 @@ impl RequestBody {
                     return Err(self.fail(err));
                 }
             };
+            if let Some(v) = self.framing.as_ref().and_then(|c| c.body_violation()) {
+                self.incoming = None;
+                return Err(self.fail(BodyError::Malformed(format!("invalid chunked body: {v}"))));
+            }
             match frame.into_data() {
                 Ok(data) => {
                     self.received += data.len() as u64;

@@ -34,6 +34,8 @@ pub struct ConnState {
     /// Switched protocols (WebSocket): keep-alive no longer applies.
     upgraded: AtomicBool,
     closed_notify: tokio::sync::Notify,
+    /// A chunked body broke a framing rule hyper tolerates (see `framing`).
+    body_violation: Mutex<Option<&'static str>>,
 }
 
 /// Resolves when the client goes away; lets a bridge tell an app that waits for it.
@@ -70,6 +72,11 @@ impl ConnState {
 
     pub fn last_request_line(&self) -> String {
         self.last_request_line.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The framing rule the current request's body broke, if any.
+    pub fn body_violation(&self) -> Option<&'static str> {
+        *self.body_violation.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn push_head(&self, facts: HeadFacts) {
@@ -128,6 +135,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                     let state = &this.state;
                     this.scanner
                         .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
+                    if let Some(v) = this.scanner.body_violation.take() {
+                        *state.body_violation.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                    }
                     if !this.scanner.request_line.is_empty() {
                         let mut line = state.last_request_line.lock().unwrap_or_else(|p| p.into_inner());
                         if *line != this.scanner.request_line {

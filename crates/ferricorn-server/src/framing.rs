@@ -15,12 +15,17 @@
 pub struct HeadFacts {
     pub content_lengths: u32,
     pub transfer_encodings: u32,
+    /// A line of the head ended with LF alone (Gunicorn requires CRLF; httparse
+    /// tolerates LF).
+    pub bare_lf: bool,
 }
 
 impl HeadFacts {
     /// The framing error Gunicorn reports for this head, if any.
     pub fn framing_error(&self) -> Option<&'static str> {
-        if self.content_lengths > 0 && self.transfer_encodings > 0 {
+        if self.bare_lf {
+            Some("line ending is LF without CR")
+        } else if self.content_lengths > 0 && self.transfer_encodings > 0 {
             Some("Content-Length and Transfer-Encoding together")
         } else if self.content_lengths > 1 {
             Some("duplicate Content-Length header")
@@ -41,6 +46,8 @@ enum State {
         size: u64,
         digits: u32,
         ext: bool,
+        /// Whitespace after the digits: allowed only before an extension (RFC 9112 BWS).
+        ws: bool,
     },
     ChunkData(u64),
     /// The CRLF after chunk data.
@@ -66,6 +73,12 @@ pub struct HeadScanner {
     chunked: bool,
     upgrade: bool,
     connect: bool,
+    /// The byte before the current one in a line, to tell CRLF from a bare LF.
+    prev: u8,
+    /// Set when a chunked body breaks a rule hyper lets through (whitespace after the
+    /// size, control bytes in an extension, bare LF); the connection's reader hands it
+    /// to the request being read, which is refused with 400.
+    pub body_violation: Option<&'static str>,
 }
 
 impl Default for HeadScanner {
@@ -80,6 +93,8 @@ impl Default for HeadScanner {
             chunked: false,
             upgrade: false,
             connect: false,
+            prev: 0,
+            body_violation: None,
         }
     }
 }
@@ -110,6 +125,7 @@ impl HeadScanner {
                     let b = data[0];
                     data = &data[1..];
                     self.byte(b, on_head);
+                    self.prev = b;
                 }
             }
         }
@@ -130,7 +146,10 @@ impl HeadScanner {
                     self.connect = self.line.starts_with(b"CONNECT ");
                     self.request_line.clear();
                     self.request_line.extend(trim_cr(&self.line).iter().map(|&c| c as char));
-                    self.facts = HeadFacts::default();
+                    self.facts = HeadFacts {
+                        bare_lf: self.prev != b'\r',
+                        ..HeadFacts::default()
+                    };
                     self.content_length = None;
                     self.chunked = false;
                     self.upgrade = false;
@@ -143,6 +162,9 @@ impl HeadScanner {
             }
             State::Headers => {
                 if b == b'\n' {
+                    if self.prev != b'\r' {
+                        self.facts.bare_lf = true;
+                    }
                     let line = trim_cr(&self.line);
                     if line.is_empty() && self.line_len <= 1 {
                         on_head(self.facts);
@@ -156,16 +178,41 @@ impl HeadScanner {
                     self.push(b);
                 }
             }
-            State::ChunkSize { size, digits, ext } => {
+            State::ChunkSize { size, digits, ext, ws } => {
+                // Gunicorn's chunk-size line: hex digits, then optional whitespace only
+                // before `;`, extensions of visible characters, CRLF.
                 if b == b'\n' {
-                    self.state = if digits == 0 {
+                    self.state = if self.prev != b'\r' {
+                        self.violation("chunk line ends with LF without CR")
+                    } else if ws && !ext {
+                        self.violation("whitespace after the chunk size")
+                    } else if digits == 0 {
                         State::Stop
                     } else if size == 0 {
                         State::Trailers { empty_line: true }
                     } else {
                         State::ChunkData(size)
                     };
-                } else if !ext && b.is_ascii_hexdigit() {
+                } else if b == b'\r' {
+                } else if ext {
+                    if !(b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b)) {
+                        self.state = self.violation("invalid byte in a chunk extension");
+                    }
+                } else if b == b';' {
+                    self.state = State::ChunkSize {
+                        size,
+                        digits,
+                        ext: true,
+                        ws,
+                    };
+                } else if b == b' ' || b == b'\t' {
+                    self.state = State::ChunkSize {
+                        size,
+                        digits,
+                        ext,
+                        ws: true,
+                    };
+                } else if b.is_ascii_hexdigit() && !ws {
                     let d = u64::from((b as char).to_digit(16).unwrap_or(0));
                     match size.checked_mul(16).and_then(|s| s.checked_add(d)) {
                         Some(s) => {
@@ -173,29 +220,33 @@ impl HeadScanner {
                                 size: s,
                                 digits: digits + 1,
                                 ext,
+                                ws,
                             }
                         }
                         None => self.state = State::Stop,
                     }
-                } else if b != b'\r' {
-                    self.state = State::ChunkSize {
-                        size,
-                        digits,
-                        ext: true,
-                    };
+                } else {
+                    self.state = self.violation("invalid chunk size");
                 }
             }
             State::ChunkEnd => {
                 if b == b'\n' {
-                    self.state = State::ChunkSize {
-                        size: 0,
-                        digits: 0,
-                        ext: false,
+                    self.state = if self.prev != b'\r' {
+                        self.violation("chunk data ends with LF without CR")
+                    } else {
+                        State::ChunkSize {
+                            size: 0,
+                            digits: 0,
+                            ext: false,
+                            ws: false,
+                        }
                     };
                 }
             }
             State::Trailers { empty_line } => {
-                if b == b'\n' {
+                if b == b'\n' && self.prev != b'\r' {
+                    self.state = self.violation("trailer line ends with LF without CR");
+                } else if b == b'\n' {
                     self.state = if empty_line {
                         State::Idle
                     } else {
@@ -207,6 +258,11 @@ impl HeadScanner {
             }
             State::Body(_) | State::ChunkData(_) | State::Stop => {}
         }
+    }
+
+    fn violation(&mut self, what: &'static str) -> State {
+        self.body_violation = Some(what);
+        State::Stop
     }
 
     fn push(&mut self, b: u8) {
@@ -248,6 +304,7 @@ impl HeadScanner {
                     size: 0,
                     digits: 0,
                     ext: false,
+                    ws: false,
                 }
             } else {
                 State::Stop
@@ -296,15 +353,15 @@ mod tests {
         let expect = vec![
             HeadFacts {
                 content_lengths: 1,
-                transfer_encodings: 0,
+                ..HeadFacts::default()
             },
             HeadFacts {
-                content_lengths: 0,
                 transfer_encodings: 1,
+                ..HeadFacts::default()
             },
             HeadFacts {
                 content_lengths: 2,
-                transfer_encodings: 0,
+                ..HeadFacts::default()
             },
         ];
         assert_eq!(scan(&[stream]), expect);
@@ -319,6 +376,44 @@ mod tests {
         let facts = scan(&[s]);
         assert_eq!(facts.len(), 2);
         assert_eq!(facts[1], HeadFacts::default());
+    }
+
+    #[test]
+    fn bare_lf_heads_are_flagged() {
+        for head in [
+            &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+        ] {
+            assert_eq!(scan(&[head])[0].framing_error(), Some("line ending is LF without CR"));
+        }
+        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"])[0].framing_error(), None);
+    }
+
+    #[test]
+    fn chunk_lines_are_checked_as_gunicorn_does() {
+        let violation = |body: &[u8]| {
+            let mut s = HeadScanner::default();
+            let mut head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            head.extend_from_slice(body);
+            s.feed(&head, &mut |_| {});
+            s.body_violation
+        };
+        assert_eq!(violation(b"5\r\nhello\r\n0\r\n\r\n"), None);
+        assert_eq!(violation(b"5 ;a=b\r\nhello\r\n0\r\n\r\n"), None);
+        assert_eq!(violation(b"5;a=\"x y\"\r\nhello\r\n0\r\n\r\n"), None);
+        for bad in [
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x00b\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x7fb\r\nhello\r\n0\r\n\r\n",
+            b"5;a\xffb\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n",
+        ] {
+            assert!(violation(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

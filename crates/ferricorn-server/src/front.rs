@@ -111,6 +111,12 @@ async fn respond(
                 return reject(&info, e.status(), &e.to_string());
             }
         }
+        // Bytes hyper decoded without complaint, but Gunicorn refuses (and a proxy in
+        // front might frame differently): never hand such a body to the app.
+        if let Some(v) = state.body_violation() {
+            return reject(&info, 400, &format!("Invalid chunked body: {v}"));
+        }
+        body.watch_framing(state.clone());
         body
     } else {
         RequestBody::empty()
