@@ -27,8 +27,8 @@ use path::{Refused, RelPath};
 
 /// The relative file path a URL path under a mount decodes to (for the fuzz targets).
 #[doc(hidden)]
-pub fn decode_path(rest: &str, dotfiles: bool) -> Result<String, ()> {
-    path::decode(rest, dotfiles).map(|p| p.rel).map_err(|_| ())
+pub fn decode_path(rest: &str, dotfiles: bool) -> Option<String> {
+    path::decode(rest, dotfiles).ok().map(|p| p.rel)
 }
 
 /// The codings a `.br`/`.zst`/`.gz` sibling may provide, in order of preference.
