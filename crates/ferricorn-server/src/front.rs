@@ -78,6 +78,11 @@ async fn respond(
         Ok(a) => a,
         Err(rej) => return reject(&info, rej.status, &rej.detail),
     };
+    // hyper turns any 2xx answer to CONNECT into a tunnel and writes nothing, so the
+    // app (which Gunicorn would call) could never answer it: refuse it plainly.
+    if head.method == http::Method::CONNECT {
+        return reject(&info, 501, "CONNECT is not supported");
+    }
     if cfg.refuse_underscore_headers {
         if let Some(name) = head.headers.keys().find(|k| k.as_str().contains('_')) {
             return reject(&info, 400, &format!("invalid header name {name}"));
