@@ -165,6 +165,33 @@ impl ProxyMode {
     }
 }
 
+/// `--forwarder-headers`: the underscore-spelled headers (`SCRIPT_NAME`, `PATH_INFO`,
+/// `REMOTE_USER`...) a trusted proxy may set; `*` allows all of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwarderHeaders {
+    names: Vec<String>,
+    all: bool,
+}
+
+impl ForwarderHeaders {
+    pub fn parse(text: &str) -> Self {
+        let names: Vec<String> = text
+            .split(',')
+            .map(|n| n.trim().to_ascii_uppercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        Self {
+            all: names.iter().any(|n| n == "*"),
+            names,
+        }
+    }
+
+    /// Whether header `name` (any case) may come from a trusted proxy.
+    pub fn allows(&self, name: &str) -> bool {
+        self.all || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
 /// A parsed PROXY protocol header (HAProxy's v1 text or v2 binary form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyHeader {

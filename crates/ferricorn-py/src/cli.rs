@@ -425,7 +425,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "protocol",
     "uwsgi_allow_ips",
     "http2_cleartext",
-    "forwarder_headers",
     "strip_header_spaces",
     "permit_obsolete_folding",
     "permit_unconventional_http_version",

@@ -730,6 +730,7 @@ fn server_config(
             max_header_list_size: s.int("http2_max_header_list_size").clamp(0, u32::MAX as i64) as u32,
         },
         static_files: static_files(s),
+        forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
         max_queued: (s.int("max_queued") > 0).then(|| s.int("max_queued") as usize),
         app_threads: s.int("threads").max(1) as usize,
         request_deadline: (s.int("request_deadline") > 0)

@@ -83,8 +83,13 @@ async fn respond(
     if head.method == http::Method::CONNECT {
         return reject(&info, 501, "CONNECT is not supported");
     }
+    let trusted_proxy = cfg.forwarded_allow.allows(info.peer.map(|p| p.ip()));
     if cfg.refuse_underscore_headers {
-        if let Some(name) = head.headers.keys().find(|k| k.as_str().contains('_')) {
+        if let Some(name) = head
+            .headers
+            .keys()
+            .find(|k| k.as_str().contains('_') && !(trusted_proxy && cfg.forwarder_headers.allows(k.as_str())))
+        {
             return reject(&info, 400, &format!("invalid header name {name}"));
         }
     }
@@ -94,7 +99,7 @@ async fn respond(
         }
     }
     let mut scheme = info.scheme;
-    if cfg.forwarded_allow.allows(info.peer.map(|p| p.ip())) {
+    if trusted_proxy {
         match ferricorn_core::proxy::forwarded_scheme(&head.headers, &cfg.secure_scheme_headers) {
             Ok(Some(s)) => scheme = s,
             Ok(None) => {}
@@ -148,6 +153,7 @@ async fn respond(
         scheme,
         body,
         conn: info,
+        trusted_proxy,
     });
     let mut aborting = shared.aborting();
     let deadline = async {

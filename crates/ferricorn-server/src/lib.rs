@@ -96,6 +96,8 @@ pub struct Request {
     pub scheme: &'static str,
     pub body: RequestBody,
     pub conn: Arc<ConnInfo>,
+    /// The peer is in `--forwarded-allow-ips`: its `forwarder_headers` may be used.
+    pub trusted_proxy: bool,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

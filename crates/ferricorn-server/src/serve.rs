@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub app_threads: usize,
     /// `--request-deadline`: a response not started by then is answered 504.
     pub request_deadline: Option<Duration>,
+    /// `--forwarder-headers`: headers with `_` a trusted proxy may set.
+    pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
 }
 
 /// HTTP/2 (over TLS, negotiated with ALPN `h2`).
@@ -188,6 +190,7 @@ impl Default for ServerConfig {
             max_queued: None,
             app_threads: 1,
             request_deadline: None,
+            forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
         }
     }
 }

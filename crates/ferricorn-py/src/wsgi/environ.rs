@@ -28,10 +28,18 @@ pub fn build<'py>(
 
     let path = head.uri.path();
     let raw_uri = ferricorn_core::request::raw_target(&head.uri, head.version);
-    let script_name = &cfg.script_name;
+    // A trusted proxy may mount the app under a prefix with a `SCRIPT_NAME` header
+    // (Gunicorn's forwarder_headers); otherwise the configured one applies.
+    let forwarded_script = req
+        .trusted_proxy
+        .then(|| head.headers.get("script_name"))
+        .flatten()
+        .filter(|_| cfg.forwarder_headers.allows("SCRIPT_NAME"))
+        .map(|v| latin1(v.as_bytes()));
+    let script_name = forwarded_script.as_ref().unwrap_or(&cfg.script_name);
     let Some(path_info) = ferricorn_core::request::path_info(path, script_name) else {
         return Ok(Err(EnvironError {
-            status: 500,
+            status: if forwarded_script.is_some() { 400 } else { 500 },
             detail: format!("Request path {path:?} does not start with SCRIPT_NAME {script_name:?}"),
         }));
     };
@@ -117,7 +125,7 @@ pub fn build<'py>(
         }
         // A header spelled with `_` would be indistinguishable from one spelled with `-`
         // once mapped; Gunicorn drops it so a client cannot spoof a proxy's header.
-        if n.contains('_') && !cfg.map_underscore_headers {
+        if n.contains('_') && !cfg.map_underscore_headers && !(req.trusted_proxy && cfg.forwarder_headers.allows(n)) {
             continue;
         }
         key.clear();

@@ -32,6 +32,8 @@ pub struct WsgiConfig {
     pub multiprocess: bool,
     /// `header_map = dangerous`: map headers with `_` instead of dropping them.
     pub map_underscore_headers: bool,
+    /// `--forwarder-headers`: underscore headers a trusted proxy may set.
+    pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
     pub sendfile: bool,
     /// Queued response bytes before an app thread waits for the client.
     pub high_water: usize,
@@ -59,6 +61,7 @@ impl WsgiConfig {
             multithread: s.int("threads") > 1,
             multiprocess: s.int("workers") > 1,
             map_underscore_headers: s.str("header_map") == Some("dangerous"),
+            forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
             sendfile: s.bool("sendfile"),
             high_water: 1 << 20,
             hooks: None,
