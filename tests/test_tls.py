@@ -5,6 +5,7 @@ session with the `openssl` command; every test starts the real server."""
 import asyncio
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -485,3 +486,64 @@ def test_h2_request_target_is_the_path(start_server, certs):
     srv.wait_for("ACCESS GET", timeout=5)
     assert (env["RAW_URI"], env["REQUEST_URI"]) == ("/environ?x=1", "/environ?x=1")
     assert "ACCESS GET /environ?x=1 HTTP/2.0" in srv.log(), srv.log()
+
+
+# --------------------------------------------------------------------------------------
+# --ciphers and certificate reload
+
+
+def _handshake(srv, certs, **kw):
+    ctx = client_ctx(certs, **kw)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return s.version(), s.cipher()[0], s.getpeercert()
+
+
+def test_ciphers_restrict_tls12_suites_and_keep_tls13(start_server, certs):
+    srv = start_tls(start_server, certs, "--ciphers", "ECDHE-RSA-CHACHA20-POLY1305")
+    version, cipher, _ = _handshake(srv, certs, max_v=ssl.TLSVersion.TLSv1_2)
+    assert (version, cipher) == ("TLSv1.2", "ECDHE-RSA-CHACHA20-POLY1305")
+    # TLS 1.3 suites are not governed by --ciphers (as with Python's set_ciphers).
+    assert _handshake(srv, certs)[0] == "TLSv1.3"
+    # A TLS 1.2 client offering only other suites cannot connect.
+    ctx = client_ctx(certs, max_v=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as raw:
+        with pytest.raises(ssl.SSLError):
+            ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+@pytest.mark.parametrize("spec", ["HIGH:!aNULL", "ECDHE+AESGCM", "RC4-SHA", "TLS_RSA_WITH_AES_128_CBC_SHA"])
+def test_unknown_cipher_names_fail_at_start_up(run_cli, certs, spec):
+    res = run_cli(*tls_args(certs), "--ciphers", spec, "testapp:app", timeout=20)
+    assert res.returncode != 0
+    assert "Invalid value for ciphers" in res.stderr.strip().splitlines()[-1], res.stderr
+
+
+def test_hup_reloads_the_certificate(start_server, certs, tmp_path):
+    d = certs.dir
+    cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(d / "rsa.pem", cert)
+    shutil.copy(d / "rsa-pkcs8.key", key)
+    srv = start_server("testapp:app", "-w", "1", "--certfile", str(cert), "--keyfile", str(key))
+    first = _handshake(srv, certs)[2]["serialNumber"]
+    # Renewed in place, as certbot does: a new certificate with a new serial.
+    _sign(d, "renewed", "rsa-pkcs8.key", SERVER_EXT, "/CN=localhost")
+    shutil.copy(d / "renewed.pem", cert)
+    srv.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if _handshake(srv, certs)[2]["serialNumber"] != first:
+                break
+        except (OSError, ssl.SSLError):
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the renewed certificate was not served after HUP")
+    # A broken certificate on the next HUP keeps the previous one.
+    cert.write_text("not a certificate\n")
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_for("TLS reload failed, keeping the previous certificate")
+    time.sleep(1)
+    assert _handshake(srv, certs)[2]["serialNumber"] != first

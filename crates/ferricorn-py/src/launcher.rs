@@ -366,6 +366,15 @@ impl Launcher for PyLauncher {
                             let _ = hooks.server(py).setattr("WORKERS", workers);
                         }
                         self.boot.hooks = hooks;
+                        // New workers serve the certificate files as they are now
+                        // (renewed by certbot...); the old ones drain with theirs.
+                        match tls_config(&self.boot) {
+                            Ok(tls) => self.tls = tls,
+                            Err(f) => ferricorn_core::error!(
+                                "TLS reload failed, keeping the previous certificate: {}",
+                                f.message
+                            ),
+                        }
                     }
                     Err(e) => ferricorn_core::error!("reload failed, keeping the old configuration: {e}"),
                 },
@@ -654,17 +663,13 @@ fn tls_config(boot: &Boot) -> Result<Option<std::sync::Arc<ferricorn_server::tls
             ))
         }
     };
-    if s.str("ciphers").is_some_and(|c| !c.is_empty()) {
-        ferricorn_core::warning!(
-            "--ciphers is ignored: ferricorn uses rustls' safe default cipher suites (TLS 1.2 and 1.3)"
-        );
-    }
     let opts = ferricorn_server::tls::TlsOptions {
         certfile,
         keyfile,
         ca_certs: s.str("ca_certs").filter(|c| !c.is_empty()),
         cert_reqs: s.int("cert_reqs"),
         alpn,
+        ciphers: s.str("ciphers").filter(|c| !c.is_empty()),
     };
     ferricorn_server::tls::server_config(&opts)
         .map(Some)

@@ -23,6 +23,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("Invalid value for ca_certs: {0}")]
     Verifier(String),
+    #[error("Invalid value for ciphers: {0:?} is not a cipher suite rustls offers (TLS 1.2: ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-RSA-CHACHA20-POLY1305, or their IANA names)")]
+    Ciphers(String),
 }
 
 /// The TLS configuration a worker serves with.
@@ -52,6 +54,55 @@ pub struct TlsOptions<'a> {
     pub cert_reqs: i64,
     /// ALPN protocols in preference order (`h2`, `http/1.1`).
     pub alpn: Vec<Vec<u8>>,
+    /// `--ciphers`: TLS 1.2 suites by OpenSSL or IANA name, `:`- or `,`-separated.
+    pub ciphers: Option<&'a str>,
+}
+
+/// OpenSSL's names for the TLS 1.2 suites rustls implements, with rustls' own names.
+const OPENSSL_NAMES: [(&str, &str); 6] = [
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    ("ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+    ("ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The provider's suites restricted by `--ciphers`. As with Python's
+/// `SSLContext.set_ciphers`, the list governs TLS 1.2; TLS 1.3 suites are always kept.
+/// A name rustls does not implement (or an OpenSSL keyword such as `HIGH`) is an error,
+/// so a configuration never silently means something else.
+fn restrict_ciphers(provider: &mut rustls::crypto::CryptoProvider, spec: &str) -> Result<(), TlsError> {
+    let mut wanted = Vec::new();
+    for name in spec.split([':', ',']).map(str::trim).filter(|n| !n.is_empty()) {
+        let rustls_name = OPENSSL_NAMES
+            .iter()
+            .find(|(o, _)| o.eq_ignore_ascii_case(name))
+            .map(|(_, r)| *r)
+            .unwrap_or(name);
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(rustls_name))
+            .ok_or_else(|| TlsError::Ciphers(name.to_string()))?;
+        wanted.push(*suite);
+    }
+    provider
+        .cipher_suites
+        .retain(|s| s.version() == &rustls::version::TLS13 || wanted.iter().any(|w| w.suite() == s.suite()));
+    Ok(())
 }
 
 fn read(setting: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
@@ -84,7 +135,11 @@ pub fn server_config(opts: &TlsOptions<'_>) -> Result<Arc<ServerConfig>, TlsErro
         path: opts.keyfile.into(),
         why: format!("no usable private key (PKCS#1, PKCS#8 or SEC1 PEM): {e}"),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(spec) = opts.ciphers {
+        restrict_ciphers(&mut provider, spec)?;
+    }
+    let provider = Arc::new(provider);
     let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = match opts.cert_reqs {
         0 => builder.with_no_client_auth(),
