@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub app_threads: usize,
     /// `--request-deadline`: a response not started by then is answered 504.
     pub request_deadline: Option<Duration>,
+    /// `--http2-cleartext prior-knowledge|both`: HTTP/2 without TLS for trusted peers.
+    pub h2c_prior_knowledge: bool,
     /// `--forwarder-headers`: headers with `_` a trusted proxy may set.
     pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
 }
@@ -100,8 +102,41 @@ async fn serve_tcp(stream: tokio::net::TcpStream, mut info: ConnInfo, shared: Ar
     }
     match cfg.tls.clone() {
         Some(tls) => serve_tls(stream, tls, info, shared.clone()).await,
+        None if cfg.h2c_prior_knowledge && cfg.forwarded_allow.allows(info.peer.map(|p| p.ip())) => {
+            if starts_with_h2_preface(&stream, cfg.header_timeout).await {
+                serve_h2(stream, info, shared.clone()).await;
+            } else {
+                serve_connection(stream, info, shared.clone()).await;
+            }
+        }
         None => serve_connection(stream, info, shared.clone()).await,
     }
+}
+
+/// The first bytes every HTTP/2 connection starts with (RFC 9113 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a cleartext connection opens with the HTTP/2 preface (h2c with prior
+/// knowledge). Only peeks: the bytes stay for whichever protocol serves them.
+async fn starts_with_h2_preface(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let mut buf = [0u8; 24];
+    let check = async {
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if buf[..n] != H2_PREFACE[..n] {
+                return false;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+            // A prefix of the preface so far: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, check).await.unwrap_or(false)
 }
 
 /// A TLS handshake that takes longer than this is dropped (slow or hostile client).
@@ -191,6 +226,7 @@ impl Default for ServerConfig {
             app_threads: 1,
             request_deadline: None,
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
+            h2c_prior_knowledge: false,
         }
     }
 }
