@@ -886,3 +886,30 @@ def test_graceful_term_finishes_inflight_request(start_server, tmp_path):
     assert result["resp"].body == b"slept 1.0"
     assert rc == 0, srv.log()
     assert marker.read_text().startswith("shutdown ")
+
+
+def test_blocked_event_loop_is_caught_by_the_worker_timeout(start_server):
+    """A coroutine stuck in blocking code never yields: the loop stops beating, the
+    master's --timeout aborts the worker with the stacks in the log, and a new worker
+    serves (Gunicorn's asgi worker does not notice a blocked loop at all)."""
+    import urllib.request
+
+    srv = start_server("--timeout", "2", "asgi_blocking:app")
+    first = urllib.request.urlopen(srv.url + "/", timeout=5).read()
+    try:
+        urllib.request.urlopen(srv.url + "/block", timeout=10).read()
+    except Exception:  # noqa: BLE001 - a 500 or a closed connection, both fine
+        pass
+    srv.wait_for("WORKER TIMEOUT", timeout=15)
+    srv.wait_for("asgi_blocking.py\", line 11 in app", timeout=10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            pid = urllib.request.urlopen(srv.url + "/", timeout=2).read()
+            if pid != first:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError(srv.log())

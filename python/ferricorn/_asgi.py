@@ -182,17 +182,28 @@ class ResponseInfo:
 class LoopThread(threading.Thread):
     """Runs the worker's event loop; requests arrive through ``drain`` on an eventfd."""
 
-    def __init__(self, kind, efd, drain):
+    #: Seconds between the loop's heartbeats (see ``LoopPulse`` in asgi/mod.rs).
+    PULSE = 0.5
+
+    def __init__(self, kind, efd, drain, pulse):
         super().__init__(name="ferricorn-asgi", daemon=True)
         self.loop = new_loop(kind)
         self.efd = efd
         self.drain = drain
+        self.pulse = pulse
         self.started = threading.Event()
+
+    def _beat(self):
+        # Runs only when the loop gets control back: a coroutine stuck in blocking code
+        # stops the beats, and the worker's --timeout then applies to the loop itself.
+        self.pulse.beat()
+        self.loop.call_later(self.PULSE, self._beat)
 
     def run(self):
         asyncio.set_event_loop(self.loop)
         self.loop.add_reader(self.efd, self.drain)
         self.loop.call_soon(self.started.set)
+        self.loop.call_soon(self._beat)
         self.loop.run_forever()
 
     def submit(self, coro, timeout=None):

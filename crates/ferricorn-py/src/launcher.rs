@@ -799,6 +799,23 @@ fn max_requests(s: &Settings) -> u64 {
     max + seed % (jitter + 1)
 }
 
+/// What the heartbeat reports as the worker's oldest call in flight.
+enum Busy {
+    /// The app threads' call start times.
+    Wsgi(std::sync::Arc<crate::wsgi::CallClock>),
+    /// The ASGI event loop's last beat, once it stops beating.
+    Asgi(Py<crate::asgi::LoopPulse>),
+}
+
+impl Busy {
+    fn oldest(&self) -> u64 {
+        match self {
+            Busy::Wsgi(clock) => clock.oldest(),
+            Busy::Asgi(pulse) => pulse.get().stuck_since(),
+        }
+    }
+}
+
 /// The worker's whole life; returns its exit code.
 fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot) -> i32 {
     ferricorn_arbiter::signals::reset_in_child();
@@ -887,7 +904,8 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
             match crate::asgi::start(py, app, cfg) {
                 Ok((bridge, runtime)) => {
                     asgi_runtime = Some(runtime);
-                    (std::sync::Arc::new(bridge), None)
+                    let pulse = bridge.pulse();
+                    (std::sync::Arc::new(bridge), Some(Busy::Asgi(pulse)))
                 }
                 Err(message) => {
                     ferricorn_core::error!("Application startup failed. Exiting.\n{}", message.trim_end());
@@ -898,7 +916,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         Ok(app) => match WsgiBridge::start(py, app, threads, wsgi_cfg) {
             Ok(b) => {
                 let clock = b.clock();
-                (std::sync::Arc::new(b), Some(clock))
+                (std::sync::Arc::new(b), Some(Busy::Wsgi(clock)))
             }
             Err(e) => {
                 ferricorn_core::error!("can't start the application threads: {e}");

@@ -39,5 +39,6 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::InputStream>()?;
     m.add_class::<wsgi::ErrorStream>()?;
     m.add_class::<asgi::Drain>()?;
+    m.add_class::<asgi::LoopPulse>()?;
     Ok(())
 }

@@ -184,6 +184,38 @@ fn start_websocket(
     Ok(())
 }
 
+/// When the event loop last got control back (ms since the epoch), beaten from the loop
+/// every half second. A loop that stops beating is stuck in blocking code: the worker
+/// reports the last beat as its oldest call in flight, so the master's `--timeout`
+/// aborts the worker (with every thread's stack in the log) as it does for WSGI.
+#[pyclass(module = "ferricorn", frozen)]
+#[derive(Default)]
+pub struct LoopPulse(std::sync::atomic::AtomicU64);
+
+#[pymethods]
+impl LoopPulse {
+    fn beat(&self) {
+        self.0.store(
+            ferricorn_arbiter::heartbeat::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl LoopPulse {
+    /// For the worker heartbeat: 0 while the loop beats, else its last beat.
+    pub fn stuck_since(&self) -> u64 {
+        let last = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let now = ferricorn_arbiter::heartbeat::now_ms();
+        // Two missed beats: busy, not merely between ticks.
+        if last != 0 && now.saturating_sub(last) > 1_000 {
+            last
+        } else {
+            0
+        }
+    }
+}
+
 /// The loop thread and lifespan of an ASGI worker.
 pub struct AsgiRuntime {
     loop_thread: Py<PyAny>,
@@ -208,6 +240,13 @@ impl AsgiRuntime {
 
 pub struct AsgiBridge {
     mailbox: Arc<Mailbox>,
+    pulse: Py<LoopPulse>,
+}
+
+impl AsgiBridge {
+    pub fn pulse(&self) -> Py<LoopPulse> {
+        Python::attach(|py| self.pulse.clone_ref(py))
+    }
 }
 
 /// Starts the loop thread and runs the lifespan startup. `Err` carries a message when
@@ -225,9 +264,17 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         },
     )
     .map_err(err)?;
+    let pulse = Py::new(py, LoopPulse::default()).map_err(err)?;
     let loop_thread = helpers
         .getattr("LoopThread")
-        .and_then(|c| c.call1((cfg.loop_kind.as_str(), mailbox.efd.as_raw_fd(), drain.clone())))
+        .and_then(|c| {
+            c.call1((
+                cfg.loop_kind.as_str(),
+                mailbox.efd.as_raw_fd(),
+                drain.clone(),
+                pulse.clone_ref(py),
+            ))
+        })
         .map_err(err)?;
     let event_loop = loop_thread.getattr("loop").map_err(err)?;
     let state = PyDict::new(py);
@@ -263,7 +310,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         return Err(failure.to_string());
     }
     Ok((
-        AsgiBridge { mailbox },
+        AsgiBridge { mailbox, pulse },
         AsgiRuntime {
             loop_thread: loop_thread.unbind(),
             lifespan: lifespan.unbind(),
