@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -913,3 +914,31 @@ def test_blocked_event_loop_is_caught_by_the_worker_timeout(start_server):
         time.sleep(0.2)
     else:
         raise AssertionError(srv.log())
+
+
+def test_pathsend_serves_starlette_file_responses_from_rust(start_server, tmp_path):
+    """`http.response.pathsend` is advertised; Starlette's FileResponse then hands the
+    path over and the file never passes through Python."""
+    import hashlib
+    import urllib.request
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    f = tmp_path / "big.bin"
+    f.write_bytes(data)
+    srv = start_server("asgi_starlette:app", env={"FERRICORN_TEST_FILE": str(f)})
+    with urllib.request.urlopen(srv.url + "/file", timeout=10) as r:
+        body = r.read()
+        assert r.headers["content-length"] == str(len(data))
+        assert r.headers["content-type"] == "application/octet-stream"
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    req = urllib.request.Request(srv.url + "/file", method="HEAD")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.read() == b"" and r.headers["content-length"] == str(len(data))
+
+
+def test_pathsend_is_advertised_for_http_only(start_server):
+    import urllib.request
+
+    srv = start_server("asgi_raw:app")
+    scope = json.loads(urllib.request.urlopen(srv.url + "/scope", timeout=5).read())
+    assert scope["extensions"] == {"http.response.pathsend": {}}, scope

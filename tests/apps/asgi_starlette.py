@@ -4,7 +4,7 @@ import os
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 
@@ -31,12 +31,21 @@ async def background(request):
     return JSONResponse({"queued": True}, background=task)
 
 
+async def file_response(request):
+    """FileResponse uses the pathsend extension when the server advertises it."""
+    import os
+
+    path = os.environ["FERRICORN_TEST_FILE"]
+    return FileResponse(path, media_type="application/octet-stream")
+
+
 app = Starlette(
     routes=[
         Route("/", homepage),
         Route("/users/{name}", user),
         Route("/echo", echo, methods=["POST"]),
         Route("/background", background),
+        Route("/file", file_response),
     ]
 )
 

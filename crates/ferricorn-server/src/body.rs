@@ -275,6 +275,16 @@ impl ResponseBody {
         }
     }
 
+    /// The first `len` bytes of an open file, read as hyper asks for more (ASGI's
+    /// `http.response.pathsend`).
+    pub fn from_file(file: std::fs::File, len: u64) -> Self {
+        use crate::static_files::chunks::{Piece, Source};
+        Self::file(FileChunks::new(
+            Source::File(file),
+            vec![Piece::File { offset: 0, len }],
+        ))
+    }
+
     /// A static file (or ranges of it), read as hyper asks for more.
     pub(crate) fn file(chunks: FileChunks) -> Self {
         Self {

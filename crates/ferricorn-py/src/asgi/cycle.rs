@@ -363,6 +363,45 @@ impl HttpCycle {
         Ok(None)
     }
 
+    /// ASGI's pathsend extension: the body is a file, read by the I/O thread in Rust.
+    fn pathsend(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = message.py();
+        if self.reply.is_none() || self.finished {
+            return Err(PyRuntimeError::new_err(
+                "http.response.pathsend after the response started",
+            ));
+        }
+        let path: std::path::PathBuf = message
+            .get_item(intern!(py, "path"))?
+            .ok_or_else(|| PyValueError::new_err("http.response.pathsend needs a path"))?
+            .extract()?;
+        if !path.is_absolute() {
+            return Err(PyValueError::new_err("http.response.pathsend needs an absolute path"));
+        }
+        let head = self
+            .head
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("http.response.pathsend before http.response.start"))?;
+        let file = std::fs::File::open(&path).map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?
+            .len();
+        let body = if self.head_request {
+            ResponseBody::empty()
+        } else {
+            ResponseBody::from_file(file, len)
+        };
+        let mut resp = head.into_response(body);
+        if !resp.headers().contains_key(http::header::CONTENT_LENGTH) {
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
+        self.respond(resp);
+        self.end();
+        Ok(())
+    }
+
     fn finish_stream(&mut self) {
         if let Some(tx) = self.pipe.take() {
             tx.finish();
@@ -418,6 +457,7 @@ impl HttpCycle {
         let message = &message;
         match kind.as_str() {
             "http.response.start" => self.start(message)?,
+            "http.response.pathsend" => self.pathsend(message)?,
             "http.response.body" => {
                 if let Some(fut) = self.body(py, message)? {
                     return Ok(fut);

@@ -19,6 +19,7 @@ pub fn websocket_scope<'py>(
     scope.set_item(intern!(py, "scheme"), if req.scheme == "https" { "wss" } else { "ws" })?;
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
     scope.del_item(intern!(py, "method"))?;
+    scope.set_item(intern!(py, "extensions"), PyDict::new(py))?;
     Ok(scope)
 }
 
@@ -84,6 +85,10 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     }
     // Each request gets a shallow copy of the lifespan state, as the spec asks.
     scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;
-    scope.set_item(intern!(py, "extensions"), PyDict::new(py))?;
+    // Advertised extensions: pathsend (Starlette's FileResponse then hands the file to
+    // the server instead of reading it into Python).
+    let extensions = PyDict::new(py);
+    extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }
