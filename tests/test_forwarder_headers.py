@@ -45,3 +45,25 @@ def test_header_map_refuse_still_lets_trusted_forwarder_headers_through(start_se
     srv = start_server("--header-map", "refuse", "--forwarded-allow-ips", "127.0.0.1", "testapp:app")
     assert environ(srv, "/app/environ", b"SCRIPT_NAME: /app\r\n")[0] == 200
     assert environ(srv, "/environ", b"X_EVIL: 1\r\n")[0] == 400
+
+
+def test_forwarded_header_from_a_trusted_proxy(start_server):
+    srv = start_server("--forwarded-header", "--forwarded-allow-ips", "127.0.0.1", "testapp:app")
+    status, env = environ(
+        srv, "/environ", b'Forwarded: for=198.51.100.7;proto=http, for="[2001:db8::5]:4711";proto=https\r\n'
+    )
+    assert status == 200
+    # The last element is the trusted peer's own view; earlier ones are ignored.
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"], env["wsgi.url_scheme"]) == ("2001:db8::5", "4711", "https")
+    status, env = environ(srv, "/environ", b"Forwarded: for=unknown;proto=https\r\n")
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["wsgi.url_scheme"] == "https"
+
+
+def test_forwarded_header_ignored_without_the_setting_or_trust(start_server):
+    hdr = b"Forwarded: for=198.51.100.7;proto=https\r\n"
+    srv = start_server("--forwarded-allow-ips", "127.0.0.1", "testapp:app")
+    env = environ(srv, "/environ", hdr)[1]
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")
+    srv2 = start_server("--forwarded-header", "--forwarded-allow-ips", "10.0.0.1", "testapp:app")
+    env = environ(srv2, "/environ", hdr)[1]
+    assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("127.0.0.1", "http")

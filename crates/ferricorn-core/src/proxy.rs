@@ -117,6 +117,34 @@ pub fn forwarded_scheme(
 }
 
 #[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> Option<Forwarded> {
+        forwarded(values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn last_element_wins() {
+        let f = parse(&["for=1.2.3.4;proto=http, for=192.0.2.60;proto=https;by=203.0.113.43"]).unwrap();
+        assert_eq!(f.client, Some("192.0.2.60:0".parse().unwrap()));
+        assert_eq!(f.scheme, Some("https"));
+        let f = parse(&["for=1.2.3.4", "for=\"[2001:db8:cafe::17]:4711\""]).unwrap();
+        assert_eq!(f.client, Some("[2001:db8:cafe::17]:4711".parse().unwrap()));
+        assert_eq!(f.scheme, None);
+    }
+
+    #[test]
+    fn unknown_and_obfuscated_nodes_give_no_client() {
+        assert_eq!(parse(&["for=unknown;proto=https"]).unwrap().client, None);
+        assert_eq!(parse(&["for=_hidden"]).unwrap().client, None);
+        assert_eq!(parse(&["proto=gopher"]).unwrap().scheme, None);
+        assert!(parse(&[]).is_none());
+        assert_eq!(parse(&["for=\"a,b\";proto=https"]).unwrap().scheme, Some("https"));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -163,6 +191,82 @@ impl ProxyMode {
             _ => ProxyMode::Off,
         }
     }
+}
+
+/// What a trusted proxy says in the last element of RFC 7239 `Forwarded` headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    /// `for=`: the client, when it is an address (not `unknown` or an obfuscated `_id`).
+    pub client: Option<std::net::SocketAddr>,
+    /// `proto=`: `http` or `https`.
+    pub scheme: Option<&'static str>,
+}
+
+/// Parses `Forwarded` header values and returns the last element, the one the nearest
+/// proxy (the trusted peer) appended; earlier elements came from further away and are
+/// as trustworthy as the client itself.
+pub fn forwarded<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Forwarded> {
+    let mut last: Option<String> = None;
+    for v in values {
+        let text = std::str::from_utf8(v).ok()?;
+        if let Some(e) = split_quoted(text, ',').into_iter().rev().find(|e| !e.trim().is_empty()) {
+            last = Some(e.to_string());
+        }
+    }
+    let element = last?;
+    let mut out = Forwarded::default();
+    for pair in split_quoted(&element, ';') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        match key.trim().to_ascii_lowercase().as_str() {
+            "for" => out.client = parse_node(value),
+            "proto" => {
+                out.scheme = match value.to_ascii_lowercase().as_str() {
+                    "https" => Some("https"),
+                    "http" => Some("http"),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Splits on `sep` outside double quotes.
+fn split_quoted(text: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`; port 0 when
+/// absent or obfuscated.
+fn parse_node(node: &str) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    let (host, port) = if let Some(rest) = node.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match node.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (node, None),
+        }
+    };
+    let ip: IpAddr = host.parse().ok()?;
+    let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    Some(SocketAddr::new(ip, port))
 }
 
 /// `--forwarder-headers`: the underscore-spelled headers (`SCRIPT_NAME`, `PATH_INFO`,

@@ -106,6 +106,14 @@ async fn respond(
             Err(rej) => return reject(&info, rej.status, &rej.detail),
         }
     }
+    let mut client = info.peer;
+    if trusted_proxy && cfg.forwarded_header {
+        let values = head.headers.get_all(header::FORWARDED).iter().map(|v| v.as_bytes());
+        if let Some(fwd) = ferricorn_core::proxy::forwarded(values) {
+            scheme = fwd.scheme.unwrap_or(scheme);
+            client = fwd.client.or(client);
+        }
+    }
     let has_body = head.headers.contains_key(header::TRANSFER_ENCODING)
         || head
             .headers
@@ -154,6 +162,7 @@ async fn respond(
         body,
         conn: info,
         trusted_proxy,
+        client,
     });
     let mut aborting = shared.aborting();
     let deadline = async {

@@ -98,6 +98,9 @@ pub struct Request {
     pub conn: Arc<ConnInfo>,
     /// The peer is in `--forwarded-allow-ips`: its `forwarder_headers` may be used.
     pub trusted_proxy: bool,
+    /// The client: the TCP (or PROXY protocol) peer, or what a trusted `Forwarded`
+    /// header says (`--forwarded-header`); port 0 when unknown.
+    pub client: Option<SocketAddr>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub app_threads: usize,
     /// `--request-deadline`: a response not started by then is answered 504.
     pub request_deadline: Option<Duration>,
+    /// `--forwarded-header`: RFC 7239 `Forwarded` from trusted peers.
+    pub forwarded_header: bool,
     /// `--http2-cleartext prior-knowledge|both`: HTTP/2 without TLS for trusted peers.
     pub h2c_prior_knowledge: bool,
     /// `--forwarder-headers`: headers with `_` a trusted proxy may set.
@@ -227,6 +229,7 @@ impl Default for ServerConfig {
             request_deadline: None,
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
             h2c_prior_knowledge: false,
+            forwarded_header: false,
         }
     }
 }

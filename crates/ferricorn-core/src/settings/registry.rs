@@ -38,6 +38,8 @@ pub static REGISTRY: &[Def] = defs![
         "A random amount, up to this, added to `max_requests` per worker.";
     "max_worker_memory", ["--max-worker-memory"], "MIB", POS, "0", "Worker Processes",
         "ferricorn: a worker whose resident memory exceeds this many MiB is retired gracefully and replaced (0 = never).";
+    "forwarded_header", ["--forwarded-header"], "", Kind::Flag, "", "Server Mechanics",
+        "ferricorn: honour the RFC 7239 `Forwarded` header from peers in `--forwarded-allow-ips`: its last element's `proto=` sets the scheme and `for=` the client address (`REMOTE_ADDR`, ASGI `client`). Earlier elements are ignored: only the nearest proxy is trusted.";
     "max_queued", ["--max-queued"], "INT", POS, "0", "Worker Processes",
         "ferricorn: shed load instead of queueing it. A worker already running `threads` requests holds at most this many more; the next ones get `503 Service Unavailable` with `Retry-After: 1` at once. Connections beyond `--worker-connections` are then answered the same way instead of waiting in the listen backlog. 0 = unlimited, as in Gunicorn.";
     "request_deadline", ["--request-deadline"], "SECONDS", POS, "0", "Worker Processes",

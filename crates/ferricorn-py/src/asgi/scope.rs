@@ -75,7 +75,7 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
         }
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    match req.conn.peer {
+    match req.client {
         Some(p) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port()))?,
         None => scope.set_item(intern!(py, "client"), py.None())?,
     }

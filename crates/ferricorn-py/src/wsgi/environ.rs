@@ -87,10 +87,12 @@ pub fn build<'py>(
             env.set_item(intern!(py, "SERVER_PORT"), port)?;
         }
     }
-    match conn.peer {
+    match req.client {
         Some(peer) => {
             env.set_item(intern!(py, "REMOTE_ADDR"), peer.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
+            if peer.port() != 0 {
+                env.set_item(intern!(py, "REMOTE_PORT"), peer.port().to_string())?;
+            }
         }
         None => {
             env.set_item(intern!(py, "REMOTE_ADDR"), intern!(py, ""))?;
