@@ -547,3 +547,21 @@ def test_hup_reloads_the_certificate(start_server, certs, tmp_path):
     srv.wait_for("TLS reload failed, keeping the previous certificate")
     time.sleep(1)
     assert _handshake(srv, certs)[2]["serialNumber"] != first
+
+
+def test_client_certificate_reaches_wsgi_and_asgi(start_server, certs):
+    """WSGI gets the leaf as PEM in SSL_CLIENT_CERT (mod_ssl's name); ASGI gets the
+    TLS extension with the chain."""
+    expected = open(certs.client_cert).read().strip()
+    srv = start_tls(start_server, certs, "--cert-reqs", "1", "--ca-certs", certs.ca)
+    with httpx.Client(verify=client_ctx(certs, client_cert=True), timeout=TIMEOUT) as c:
+        env = c.get(https(srv) + "/environ").json()
+    assert env["SSL_CLIENT_CERT"].strip() == expected
+    with httpx.Client(verify=client_ctx(certs), timeout=TIMEOUT) as c:
+        assert "SSL_CLIENT_CERT" not in c.get(https(srv) + "/environ").json()
+    asrv = start_tls(start_server, certs, "--cert-reqs", "1", "--ca-certs", certs.ca, app="asgi_raw:app")
+    with httpx.Client(verify=client_ctx(certs, client_cert=True), timeout=TIMEOUT) as c:
+        scope = c.get(https(asrv) + "/scope").json()
+    tls = scope["extensions"]["tls"]
+    assert tls["client_cert_chain"][0].strip() == expected
+    assert tls["tls_version"] in (0x0303, 0x0304) and tls["cipher_suite"] > 0

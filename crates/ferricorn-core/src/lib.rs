@@ -14,6 +14,19 @@ pub mod settings;
 pub mod static_files;
 pub mod syslog;
 
+/// A DER certificate as PEM text (for `SSL_CLIENT_CERT` and the ASGI TLS extension).
+pub fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// The version reported by `--version`, `Server:` and `SERVER_SOFTWARE`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The product token used in `Server:` and `SERVER_SOFTWARE`.

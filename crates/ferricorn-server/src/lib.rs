@@ -85,6 +85,19 @@ pub struct ConnInfo {
     pub fd: std::os::fd::RawFd,
     /// From a PROXY header: its protocol (`TCP4`...) and the proxy's own address.
     pub proxy: Option<(&'static str, Option<SocketAddr>)>,
+    /// The TLS session, on TLS connections.
+    pub tls: Option<Arc<TlsSession>>,
+}
+
+/// What the app may learn about a TLS connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSession {
+    /// The client's certificate chain (DER, leaf first), when it sent one.
+    pub client_certs: Vec<Vec<u8>>,
+    /// The protocol version as on the wire (`0x0303` TLS 1.2, `0x0304` TLS 1.3).
+    pub version: u16,
+    /// The IANA cipher suite number.
+    pub cipher_suite: u16,
 }
 
 /// A request that passed every check of the front end.

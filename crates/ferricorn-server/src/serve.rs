@@ -164,6 +164,15 @@ where
     info.scheme = "https";
     // Raw writes on the socket (a last-resort 500) would break the TLS stream.
     info.fd = -1;
+    let session = stream.get_ref().1;
+    info.tls = Some(Arc::new(crate::TlsSession {
+        client_certs: session
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
+            .unwrap_or_default(),
+        version: session.protocol_version().map_or(0, u16::from),
+        cipher_suite: session.negotiated_cipher_suite().map_or(0, |s| u16::from(s.suite())),
+    }));
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(stream, info, shared).await;
     } else {
@@ -462,6 +471,7 @@ fn accept_loop(
                         scheme: "http",
                         fd: std::os::fd::AsRawFd::as_raw_fd(&s),
                         proxy: None,
+                        tls: None,
                     };
                     (Stream::Tcp(s), info)
                 }),
@@ -473,6 +483,7 @@ fn accept_loop(
                         scheme: "http",
                         fd,
                         proxy: None,
+                        tls: None,
                     };
                     (Stream::Unix(s), info)
                 }),

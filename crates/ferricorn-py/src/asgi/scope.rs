@@ -23,6 +23,23 @@ pub fn websocket_scope<'py>(
     Ok(scope)
 }
 
+/// The ASGI TLS extension (asgiref's "TLS" spec): the client's chain as PEM, leaf first.
+fn tls_extension<'py>(py: Python<'py>, t: &ferricorn_server::TlsSession) -> PyResult<Bound<'py, PyDict>> {
+    let ext = PyDict::new(py);
+    let chain: Vec<String> = t
+        .client_certs
+        .iter()
+        .map(|c| ferricorn_core::certificate_pem(c))
+        .collect();
+    ext.set_item("server_cert", py.None())?;
+    ext.set_item("client_cert_chain", PyList::new(py, chain)?)?;
+    ext.set_item("client_cert_name", py.None())?;
+    ext.set_item("client_cert_error", py.None())?;
+    ext.set_item("tls_version", t.version)?;
+    ext.set_item("cipher_suite", t.cipher_suite)?;
+    Ok(ext)
+}
+
 pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let scope = PyDict::new(py);
@@ -89,6 +106,9 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     // the server instead of reading it into Python).
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    if let Some(t) = &req.conn.tls {
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, t)?)?;
+    }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }

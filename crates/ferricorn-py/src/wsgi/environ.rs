@@ -99,6 +99,10 @@ pub fn build<'py>(
         }
     }
 
+    // mod_ssl's name: what Django/Flask client-certificate middleware look for.
+    if let Some(cert) = conn.tls.as_ref().and_then(|t| t.client_certs.first()) {
+        env.set_item(intern!(py, "SSL_CLIENT_CERT"), ferricorn_core::certificate_pem(cert))?;
+    }
     if let Some((protocol, proxy)) = conn.proxy {
         env.set_item(intern!(py, "PROXY_PROTOCOL"), protocol)?;
         if let Some(p) = proxy {
