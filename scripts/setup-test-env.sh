@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
 need_apt=()
-for pair in curl:curl wrk:wrk nginx:nginx ss:iproute2 openssl:openssl; do
+for pair in curl:curl wrk:wrk nginx:nginx ss:iproute2 openssl:openssl systemd-socket-activate:systemd; do
     tool=${pair%%:*} pkg=${pair##*:}
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$pkg")
 done

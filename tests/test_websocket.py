@@ -431,8 +431,13 @@ def test_max_message_size_fragmented(start_server):
     with connect(srv, "/echo?key=frag") as ws:
         ws.send(iter([b"y" * 300, b"y" * 300, b"y" * 300]))
         assert ws.recv(timeout=TIMEOUT) == b"y" * 900
-        ws.send(iter([b"z" * 500, b"z" * 500, b"z" * 500]))
-        rcvd = closed_by_server(ws)
+        try:
+            ws.send(iter([b"z" * 500, b"z" * 500, b"z" * 500]))
+        except ConnectionClosed as e:
+            # Under load the server's 1009 can arrive while the fragments still go out.
+            rcvd = e.rcvd
+        else:
+            rcvd = closed_by_server(ws)
     assert rcvd is not None and rcvd.code == 1009, rcvd
 
 

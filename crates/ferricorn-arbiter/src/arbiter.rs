@@ -75,6 +75,10 @@ pub trait Launcher {
     }
     /// Once per loop (USR2 promotion checks).
     fn tick(&mut self) {}
+    /// A stop has begun: close the master's copies of the listening sockets, so that
+    /// once the workers have taken what is queued, new connections are refused at once
+    /// instead of piling up unanswered (Gunicorn closes its listeners first too).
+    fn close_listeners(&mut self) {}
     /// Connections waiting in the listen queues, where the OS tells.
     fn listen_backlog(&self) -> Option<u64> {
         None
@@ -547,6 +551,7 @@ impl<L: Launcher> Arbiter<L> {
         for w in self.workers.values_mut() {
             w.stopping = true;
         }
+        self.launcher.close_listeners();
         self.signal_all(match how {
             Stop::Graceful => Signal::SIGTERM,
             Stop::Quick => Signal::SIGQUIT,

@@ -4,7 +4,7 @@
 //! an address is in use.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::Duration;
@@ -158,19 +158,12 @@ fn bind_unix(path: &Path, opts: &BindOptions) -> std::io::Result<OwnedFd> {
 }
 
 /// Removes UNIX socket files on a final shutdown.
-pub fn cleanup(listeners: &[BoundListener]) {
-    for l in listeners {
-        if let BindAddr::Unix(p) = &l.addr {
+pub fn cleanup(addrs: &[BindAddr]) {
+    for a in addrs {
+        if let BindAddr::Unix(p) = a {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// Hands a descriptor to code that takes ownership (a worker's listener).
-pub fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: borrowing a descriptor we own for the duration of try_clone.
-    let s = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(fd) });
-    Ok(s.try_clone()?.into_raw_fd()).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Connections waiting to be accepted on a TCP listener (`tcpi_unacked` of a socket in

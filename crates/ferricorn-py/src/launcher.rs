@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferricorn_arbiter::heartbeat::Slot;
 use ferricorn_arbiter::process::{Identity, Pidfile};
-use ferricorn_arbiter::sockets::{bind_all, dup_fd, BindOptions, BoundListener};
+use ferricorn_arbiter::sockets::{bind_all, BindOptions, BoundListener};
 use ferricorn_arbiter::{Arbiter, ArbiterConfig, ArbiterError, Launcher, WorkerExit};
 use ferricorn_core::bind::BindAddr;
 use ferricorn_core::proxy::AllowList;
@@ -35,6 +35,8 @@ pub struct Boot {
 struct PyLauncher {
     boot: Boot,
     listeners: Vec<BoundListener>,
+    /// The bound addresses, kept after the listeners are closed (socket-file cleanup).
+    addrs: Vec<ferricorn_core::bind::BindAddr>,
     preloaded: Option<Py<PyAny>>,
     identity: Identity,
     pidfile: Option<Pidfile>,
@@ -181,7 +183,8 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
             }
             Err(e) => {
                 ferricorn_core::error!("{}", e.message);
-                ferricorn_arbiter::sockets::cleanup(&listeners);
+                let addrs: Vec<_> = listeners.iter().map(|l| l.addr.clone()).collect();
+                ferricorn_arbiter::sockets::cleanup(&addrs);
                 return Err(Fatal {
                     code: e.code,
                     message: String::new(),
@@ -203,6 +206,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     };
     let launcher = PyLauncher {
         boot,
+        addrs: listeners.iter().map(|l| l.addr.clone()).collect(),
         listeners,
         preloaded,
         identity,
@@ -225,7 +229,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     l.boot.hooks.call(py, "on_exit", (l.boot.hooks.server(py),));
     // A USR2 pair shares the socket files: only a master alone removes them.
     if !shares_sockets && l.parent_master.is_none() {
-        ferricorn_arbiter::sockets::cleanup(&l.listeners);
+        ferricorn_arbiter::sockets::cleanup(&l.addrs);
     }
     Ok(code)
 }
@@ -303,6 +307,10 @@ impl Launcher for PyLauncher {
             }
             Ok(Pid::from_raw(pid))
         })
+    }
+
+    fn close_listeners(&mut self) {
+        self.listeners.clear();
     }
 
     fn listen_backlog(&self) -> Option<u64> {
@@ -819,6 +827,7 @@ impl Busy {
 
 /// The worker's whole life; returns its exit code.
 fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot) -> i32 {
+    let inherited = std::mem::take(&mut launcher.listeners);
     ferricorn_arbiter::signals::reset_in_child();
     block_worker_signals();
     let pid = std::process::id();
@@ -864,15 +873,12 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     hooks.call(py, "post_worker_init", (worker.clone(),));
 
     let mut listeners = Vec::new();
-    for l in &launcher.listeners {
-        let fd = match dup_fd(l.raw_fd()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                ferricorn_core::error!("can't use listener {}: {e}", l.display());
-                return ferricorn_arbiter::WORKER_BOOT_ERROR;
-            }
-        };
-        // SAFETY: `fd` is a fresh duplicate of a listening socket, owned from here on.
+    // The worker owns the sockets it inherited: when its accept loops end, the socket
+    // is closed in this process (no second copy left open until exit).
+    for l in inherited {
+        let fd = l.fd;
+        // SAFETY: `fd` is this process's own descriptor of a listening socket, owned
+        // from here on.
         match unsafe { Listener::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) } {
             Ok(l) => listeners.push(l),
             Err(e) => {

@@ -83,9 +83,9 @@ impl ConnState {
         self.heads.lock().unwrap_or_else(|p| p.into_inner()).push_back(facts);
     }
 
-    /// Accepted, but no request has started yet.
-    pub fn is_fresh(&self) -> bool {
-        self.idle_gen.load(Ordering::Acquire) == 0 && !self.busy.load(Ordering::Acquire)
+    /// No request in progress (just accepted, or idle between keep-alive requests).
+    pub fn is_idle(&self) -> bool {
+        !self.busy.load(Ordering::Acquire)
     }
 
     pub fn request_started(&self) {

@@ -397,8 +397,16 @@ async fn run(
     };
     stop.stop(outcome);
     shared.stopping.store(true, Ordering::Relaxed);
-    for t in &accept_tasks {
-        t.abort();
+    if matches!(outcome, ServeOutcome::Quick | ServeOutcome::Abort) {
+        for t in &accept_tasks {
+            t.abort();
+        }
+    } else {
+        // The accept loops see the stop, take what is queued (graceful stop) and close
+        // their listeners.
+        for t in accept_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
     }
     if outcome == ServeOutcome::Abort {
         shared.abort_tx.send_replace(true);
@@ -428,15 +436,83 @@ async fn run(
     Ok(outcome)
 }
 
+enum L {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl L {
+    async fn accept(&self) -> std::io::Result<(Stream, ConnInfo)> {
+        match self {
+            L::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                let _ = s.set_nodelay(true);
+                let local = s.local_addr().ok();
+                let info = ConnInfo {
+                    peer: Some(peer),
+                    local,
+                    scheme: "http",
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&s),
+                    proxy: None,
+                    tls: None,
+                };
+                (Stream::Tcp(s), info)
+            }),
+            L::Unix(l) => l.accept().await.map(|(s, _)| {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+                let info = ConnInfo {
+                    peer: None,
+                    local: None,
+                    scheme: "http",
+                    fd,
+                    proxy: None,
+                    tls: None,
+                };
+                (Stream::Unix(s), info)
+            }),
+        }
+    }
+}
+
+/// Serves an accepted connection on its own task; without a connection slot it is
+/// refused (503), unless `must_serve` (connections taken while draining).
+fn dispatch(
+    stream: Stream,
+    info: ConnInfo,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    must_serve: bool,
+    shared: &Arc<Shared>,
+) {
+    if permit.is_none() && !must_serve {
+        // TLS would need a handshake first: such clients just see a close.
+        if shared.config.tls.is_none() || matches!(stream, Stream::Unix(_)) {
+            tokio::spawn(async move {
+                match stream {
+                    Stream::Tcp(s) => crate::overload::refuse_connection(s).await,
+                    Stream::Unix(s) => crate::overload::refuse_connection(s).await,
+                }
+            });
+        }
+        return;
+    }
+    shared.connections.fetch_add(1, Ordering::AcqRel);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match stream {
+            Stream::Tcp(s) => serve_tcp(s, info, shared.clone()).await,
+            Stream::Unix(s) => serve_connection(s, info, shared.clone()).await,
+        }
+        drop(permit);
+        if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            shared.drained.notify_waiters();
+        }
+    });
+}
+
 fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    enum L {
-        Tcp(tokio::net::TcpListener),
-        Unix(tokio::net::UnixListener),
-    }
     let l = match listener {
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
@@ -449,78 +525,45 @@ fn accept_loop(
     };
     Ok(async move {
         let shed = shared.config.max_queued.is_some();
+        let mut stop_rx = shared.stop_rx.clone();
         loop {
             // Shedding load: never wait for a connection slot; a connection that finds
-            // none is answered 503 below. Otherwise wait, so the connection stays in the
+            // none is answered 503. Otherwise wait, so the connection stays in the
             // kernel backlog where another worker may take it.
             let permit = if shed {
                 permits.clone().try_acquire_owned().ok()
             } else {
-                match permits.clone().acquire_owned().await {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => Some(p),
+                        Err(_) => return,
+                    },
+                    _ = stop_rx.wait_for(Option::is_some) => break,
                 }
             };
-            let accepted = match &l {
-                L::Tcp(l) => l.accept().await.map(|(s, peer)| {
-                    let _ = s.set_nodelay(true);
-                    let local = s.local_addr().ok();
-                    let info = ConnInfo {
-                        peer: Some(peer),
-                        local,
-                        scheme: "http",
-                        fd: std::os::fd::AsRawFd::as_raw_fd(&s),
-                        proxy: None,
-                        tls: None,
-                    };
-                    (Stream::Tcp(s), info)
-                }),
-                L::Unix(l) => l.accept().await.map(|(s, _)| {
-                    let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
-                    let info = ConnInfo {
-                        peer: None,
-                        local: None,
-                        scheme: "http",
-                        fd,
-                        proxy: None,
-                        tls: None,
-                    };
-                    (Stream::Unix(s), info)
-                }),
+            let accepted = tokio::select! {
+                a = l.accept() => a,
+                _ = stop_rx.wait_for(Option::is_some) => break,
             };
             let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
             match accepted {
-                Ok((stream, _)) if permit.is_none() => {
-                    // TLS would need a handshake first: such clients just see a close.
-                    if shared.config.tls.is_none() || matches!(stream, Stream::Unix(_)) {
-                        tokio::spawn(async move {
-                            match stream {
-                                Stream::Tcp(s) => crate::overload::refuse_connection(s).await,
-                                Stream::Unix(s) => crate::overload::refuse_connection(s).await,
-                            }
-                        });
-                    }
-                }
-                Ok((stream, info)) => {
-                    shared.connections.fetch_add(1, Ordering::AcqRel);
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        match stream {
-                            Stream::Tcp(s) => serve_tcp(s, info, shared.clone()).await,
-                            Stream::Unix(s) => serve_connection(s, info, shared.clone()).await,
-                        }
-                        drop(permit);
-                        if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            shared.drained.notify_waiters();
-                        }
-                    });
-                }
+                Ok((stream, info)) => dispatch(stream, info, permit, false, &shared),
                 Err(e) => {
                     drop(permit);
                     // EMFILE and friends: back off instead of spinning.
                     ferricorn_core::error!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+            }
+        }
+        // A graceful stop of the whole server: the connections the kernel has already
+        // queued were sent to us by clients (or a load balancer) that expect an answer.
+        // Take them and serve them with `Connection: close` before closing the socket.
+        // (A worker retiring after --max-requests leaves them to the other workers.)
+        if *stop_rx.borrow() == Some(ServeOutcome::Graceful) {
+            while let Ok(Ok((stream, info))) = tokio::time::timeout(Duration::from_millis(10), l.accept()).await {
+                // Over the limit or not, these get served: refusing them now loses them.
+                dispatch(stream, info, permits.clone().try_acquire_owned().ok(), true, &shared);
             }
         }
     })
@@ -571,11 +614,13 @@ where
         }
         _ = stop_rx.wait_for(Option::is_some) => {}
     }
-    // A connection accepted just before the stop has a request on its way (a load
-    // balancer sent it to us): serve it, with `Connection: close`, rather than drop it
-    // unanswered. hyper's graceful shutdown would close it as idle.
-    if conn_state.is_fresh() {
-        let grace = FRESH_CONNECTION_GRACE.min(shared.config.graceful_timeout);
+    // An idle connection may have a request on its way: one just accepted (a load
+    // balancer sent it to us), or a keep-alive one a proxy is reusing at this instant.
+    // Serve what arrives during a short grace, with `Connection: close`, rather than
+    // close under it (nginx would count that as a failure of this upstream). hyper's
+    // graceful shutdown would close an idle connection at once.
+    if conn_state.is_idle() {
+        let grace = IDLE_CONNECTION_GRACE.min(shared.config.graceful_timeout);
         if tokio::time::timeout(grace, conn.as_mut()).await.is_ok() {
             return;
         }
@@ -584,6 +629,5 @@ where
     let _ = conn.await;
 }
 
-/// How long a just-accepted connection gets to deliver its first request once the
-/// worker is stopping.
-const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(2);
+/// How long an idle connection gets to deliver a request once the worker is stopping.
+const IDLE_CONNECTION_GRACE: Duration = Duration::from_secs(2);
