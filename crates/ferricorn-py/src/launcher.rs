@@ -727,6 +727,9 @@ fn server_config(
         forwarded_allow: AllowList::parse(s.str("forwarded_allow_ips").unwrap_or("")).unwrap_or_default(),
         secure_scheme_headers: secure_scheme_headers(py, hooks),
         access_log: ferricorn_core::log::access_enabled().then(|| {
+            if s.bool("access_log_json") {
+                return std::sync::Arc::new(ferricorn_core::access_log::AccessFormat::json());
+            }
             let format = s
                 .str("access_log_format")
                 .unwrap_or(ferricorn_core::access_log::DEFAULT_FORMAT);

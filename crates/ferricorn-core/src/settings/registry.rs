@@ -120,6 +120,8 @@ pub static REGISTRY: &[Def] = defs![
         "Do not send access log lines to syslog.";
     "access_log_format", ["--access-logformat"], "STRING", Kind::Str, "%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"", "Logging",
         "The access log format, with Gunicorn's atoms.";
+    "access_log_json", ["--access-log-json"], "", Kind::Flag, "", "Logging",
+        "ferricorn: write each access-log line as a JSON object (`time`, `remote_addr`, `user`, `request`, `method`, `path`, `query`, `protocol`, `status`, `bytes`, `referer`, `user_agent`, `duration_us`, `pid`: the values of Gunicorn's atoms) instead of `--access-logformat`.";
     "errorlog", ["--error-logfile", "--log-file"], "FILE", Kind::Str, "-", "Logging",
         "The error log file (`-` = stderr).";
     "loglevel", ["--log-level"], "LEVEL", Kind::Choice(LEVELS), "info", "Logging",
