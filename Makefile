@@ -51,7 +51,7 @@ clean:
 
 # Reliability suite (tests/reliability, see README "Reliability suite"): counted load
 # under signals, app and client faults, slowloris, idle connections. Short mode takes
-# about two minutes; the long one (RELIABILITY_LONG=1) about twenty.
+# about two minutes; the long one (RELIABILITY_LONG=1) about ten.
 .PHONY: reliability reliability-long
 reliability:
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=300 tests/reliability

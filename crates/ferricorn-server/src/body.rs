@@ -121,7 +121,9 @@ impl RequestBody {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
                     self.incoming = None;
-                    let err = if e.is_incomplete_message() || e.is_closed() {
+                    // A reset or closed socket under the body is the client leaving.
+                    let io_failure = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+                    let err = if e.is_incomplete_message() || e.is_closed() || io_failure {
                         BodyError::Disconnected
                     } else {
                         BodyError::Malformed(e.to_string())

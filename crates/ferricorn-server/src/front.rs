@@ -38,7 +38,11 @@ pub(crate) async fn handle(
         Some(detail) => reject(&info, 400, detail),
         None => respond(req, &shared, info, &state).await,
     };
-    if shared.stopping() {
+    // The response that reaches --max-requests is the worker's last on this
+    // connection: say so, as Gunicorn's force_close() does, so the client does not
+    // send another request to a worker on its way out.
+    let last = shared.request_done();
+    if last || shared.stopping() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -55,7 +59,6 @@ pub(crate) async fn handle(
         resp.body_mut().measure(crate::body::Meter { start, method, status });
     }
     resp.body_mut().attach(state);
-    shared.request_done();
     Ok(resp)
 }
 

@@ -329,12 +329,15 @@ impl Shared {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    pub fn request_done(&self) {
+    /// Counts a request; true when it reached `--max-requests` (the worker then stops).
+    pub fn request_done(&self) -> bool {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let max = self.config.max_requests;
         if max > 0 && n >= max {
             self.stop.stop(ServeOutcome::MaxRequests);
+            return true;
         }
+        false
     }
 }
 
@@ -591,6 +594,9 @@ where
     builder
         .timer(TokioTimer::new())
         .keep_alive(cfg.keepalive.is_some())
+        // A client that shuts down its sending side after the request (`shutdown(WR)`,
+        // `curl --no-keepalive` style tools) still gets its response, as from Gunicorn.
+        .half_close(true)
         .header_read_timeout(cfg.header_timeout)
         .max_headers(cfg.limits.fields)
         .max_buf_size(max_head.clamp(8192, 4 << 20));
