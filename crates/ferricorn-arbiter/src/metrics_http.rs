@@ -14,9 +14,9 @@ use std::time::Duration;
 pub(crate) static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 
 const MAX_REQUEST: usize = 8192;
-/// The whole exchange with one scraper, reads and writes together: the master loop
-/// waits for nothing longer (a trickling client is cut off).
-const EXCHANGE_BUDGET: Duration = Duration::from_millis(250);
+/// All the scrapes answered in one loop iteration, reads and writes together: the master
+/// loop waits for nothing longer (a trickling client is cut off).
+const TICK_BUDGET: Duration = Duration::from_millis(250);
 /// Scrapes answered per loop iteration at most, so signals are never starved.
 const PER_TICK: usize = 8;
 
@@ -47,10 +47,11 @@ impl MetricsServer {
 
     /// Answers the scrapes waiting in the accept queue.
     pub fn serve_pending(&self, render: &dyn Fn() -> String) {
+        let deadline = std::time::Instant::now() + TICK_BUDGET;
         for _ in 0..PER_TICK {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if let Err(e) = answer(stream, render) {
+                    if let Err(e) = answer(stream, render, deadline) {
                         ferricorn_core::debug!("metrics scrape failed: {e}");
                     }
                 }
@@ -60,8 +61,7 @@ impl MetricsServer {
     }
 }
 
-fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    let deadline = std::time::Instant::now() + EXCHANGE_BUDGET;
+fn answer(mut stream: TcpStream, render: &dyn Fn() -> String, deadline: std::time::Instant) -> std::io::Result<()> {
     let left = || {
         deadline
             .checked_duration_since(std::time::Instant::now())

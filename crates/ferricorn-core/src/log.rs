@@ -193,11 +193,17 @@ pub trait Sink: Send + Sync {
 static SINK: std::sync::OnceLock<Box<dyn Sink>> = std::sync::OnceLock::new();
 
 /// Routes every error and access line through `sink` from now on (in this process and
-/// the workers it forks). The sink's own filtering then decides, so every level passes.
-pub fn set_sink(sink: Box<dyn Sink>) {
+/// the workers it forks). `level` should be the sink's own threshold, so lines it would
+/// drop are never formatted (or handed to it) at all.
+pub fn set_sink(sink: Box<dyn Sink>, level: Level) {
     if SINK.set(sink).is_ok() {
-        LEVEL.store(Level::Debug as u8, Ordering::Relaxed);
+        LEVEL.store(level as u8, Ordering::Relaxed);
     }
+}
+
+/// Whether a sink (a Python logging configuration) owns the lines.
+pub fn has_sink() -> bool {
+    SINK.get().is_some()
 }
 
 pub fn write(level: Level, msg: &str) {

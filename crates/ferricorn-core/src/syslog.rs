@@ -34,9 +34,15 @@ const FACILITIES: [(&str, u8); 22] = [
     ("console", 14),
 ];
 
+/// Lines are written from the I/O thread (access lines): a syslog that stalls must cost
+/// lost lines, never a stalled worker. Datagram sockets are non-blocking; streams get a
+/// short send timeout and at most one reconnect attempt a second.
+const STREAM_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 enum Transport {
     Udp(UdpSocket),
-    Dgram(UnixDatagram),
+    /// Reconnected after a failure (journald or rsyslog restarted).
+    Dgram(Mutex<UnixDatagram>, std::path::PathBuf),
     /// Stream transports reconnect after a failed write.
     Tcp(Mutex<Option<TcpStream>>, std::net::SocketAddr),
     Stream(Mutex<Option<UnixStream>>, std::path::PathBuf),
@@ -48,6 +54,8 @@ struct Syslog {
     error_tag: String,
     /// `None` with `--disable-redirect-access-to-syslog`.
     access_tag: Option<String>,
+    /// The second of the last reconnect attempt.
+    last_reconnect: std::sync::atomic::AtomicU64,
 }
 
 static SYSLOG: OnceLock<Syslog> = OnceLock::new();
@@ -80,7 +88,10 @@ fn connect(addr: &str) -> Result<Transport, SyslogError> {
         if kind != Some("stream") {
             let s = UnixDatagram::unbound().map_err(|x| e(x.to_string()))?;
             match s.connect(path) {
-                Ok(()) => return Ok(Transport::Dgram(s)),
+                Ok(()) => {
+                    s.set_nonblocking(true).map_err(|x| e(x.to_string()))?;
+                    return Ok(Transport::Dgram(Mutex::new(s), path.into()));
+                }
                 // Python tries a datagram socket first, then a stream one.
                 Err(x) if kind == Some("dgram") || x.raw_os_error() != Some(libc::EPROTOTYPE) => {
                     return Err(e(x.to_string()))
@@ -89,6 +100,8 @@ fn connect(addr: &str) -> Result<Transport, SyslogError> {
             }
         }
         let s = UnixStream::connect(path).map_err(|x| e(x.to_string()))?;
+        s.set_write_timeout(Some(STREAM_SEND_TIMEOUT))
+            .map_err(|x| e(x.to_string()))?;
         return Ok(Transport::Stream(Mutex::new(Some(s)), path.into()));
     }
     let (tcp, rest) = match (addr.strip_prefix("udp://"), addr.strip_prefix("tcp://")) {
@@ -123,10 +136,13 @@ fn connect(addr: &str) -> Result<Transport, SyslogError> {
         .ok_or_else(|| e("the host does not resolve".into()))?;
     if tcp {
         let s = TcpStream::connect(target).map_err(|x| e(x.to_string()))?;
+        s.set_write_timeout(Some(STREAM_SEND_TIMEOUT))
+            .map_err(|x| e(x.to_string()))?;
         Ok(Transport::Tcp(Mutex::new(Some(s)), target))
     } else {
         let s = UdpSocket::bind(if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).map_err(|x| e(x.to_string()))?;
         s.connect(target).map_err(|x| e(x.to_string()))?;
+        s.set_nonblocking(true).map_err(|x| e(x.to_string()))?;
         Ok(Transport::Udp(s))
     }
 }
@@ -145,6 +161,7 @@ pub fn configure(addr: &str, facility: &str, prefix: &str, redirect_access: bool
         facility,
         error_tag: format!("gunicorn.{prefix}.error"),
         access_tag: redirect_access.then(|| format!("gunicorn.{prefix}.access")),
+        last_reconnect: Default::default(),
     });
     Ok(())
 }
@@ -179,6 +196,14 @@ pub fn access_line(msg: &str) {
 }
 
 impl Syslog {
+    /// At most one reconnect attempt a second, so a dead syslog costs no connect per line.
+    fn may_reconnect(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reconnect.swap(now, std::sync::atomic::Ordering::Relaxed) != now
+    }
+
     fn send(&self, level: Level, tag: &str, msg: &str) {
         let pri = (self.facility << 3) | severity(level);
         let bytes = format!("<{pri}>{tag}: [{}] {msg}\0", std::process::id());
@@ -188,13 +213,25 @@ impl Syslog {
             Transport::Udp(s) => {
                 let _ = s.send(bytes);
             }
-            Transport::Dgram(s) => {
-                let _ = s.send(bytes);
+            Transport::Dgram(sock, path) => {
+                let mut sock = sock.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(err) = sock.send(bytes) {
+                    if err.kind() != std::io::ErrorKind::WouldBlock && self.may_reconnect() {
+                        if let Ok(fresh) = UnixDatagram::unbound() {
+                            if fresh.connect(path).is_ok() && fresh.set_nonblocking(true).is_ok() {
+                                let _ = fresh.send(bytes);
+                                *sock = fresh;
+                            }
+                        }
+                    }
+                }
             }
             Transport::Tcp(conn, addr) => {
                 let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) {
-                    *guard = TcpStream::connect_timeout(addr, std::time::Duration::from_millis(200)).ok();
+                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) && self.may_reconnect() {
+                    *guard = TcpStream::connect_timeout(addr, STREAM_SEND_TIMEOUT)
+                        .ok()
+                        .filter(|c| c.set_write_timeout(Some(STREAM_SEND_TIMEOUT)).is_ok());
                     if let Some(c) = guard.as_mut() {
                         let _ = c.write_all(bytes);
                     }
@@ -202,8 +239,10 @@ impl Syslog {
             }
             Transport::Stream(conn, path) => {
                 let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) {
-                    *guard = UnixStream::connect(path).ok();
+                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) && self.may_reconnect() {
+                    *guard = UnixStream::connect(path)
+                        .ok()
+                        .filter(|c| c.set_write_timeout(Some(STREAM_SEND_TIMEOUT)).is_ok());
                     if let Some(c) = guard.as_mut() {
                         let _ = c.write_all(bytes);
                     }

@@ -504,26 +504,35 @@ fn worker_signal_set() -> nix::sys::signal::SigSet {
 }
 
 /// Blocks the worker's signals in the calling thread, and so in every thread it creates
-/// afterwards; only the signal thread takes them, with `sigwait`. TERM is blocked too
-/// until the I/O loop can handle it (`unblock_term`): a TERM that arrives while the app
-/// is still loading then stops the worker gracefully once it has booted, with
-/// `worker_exit`, as in Gunicorn, instead of killing it mid-import.
+/// afterwards; only the signal thread takes them, with `sigwait`.
 fn block_worker_signals() {
-    use nix::sys::signal::{pthread_sigmask, SigmaskHow, Signal};
-    let mut set = worker_signal_set();
-    set.add(Signal::SIGTERM);
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&worker_signal_set()), None) {
         ferricorn_core::warning!("can't block worker signals: {e}");
     }
 }
 
-/// In the I/O thread, once its TERM handler is installed.
-fn unblock_term() {
-    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None) {
-        ferricorn_core::warning!("can't unblock SIGTERM: {e}");
+/// A TERM received while the worker boots (the app still importing).
+static TERM_DURING_BOOT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_boot_term(_: libc::c_int) {
+    TERM_DURING_BOOT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Until the I/O loop installs its own TERM handler, a TERM only sets a flag: the worker
+/// finishes booting, then stops gracefully with `worker_exit`, as in Gunicorn, instead of
+/// dying mid-import. (A handler, not a blocked mask: masks are inherited by the app's
+/// threads and by every process it spawns.)
+fn defer_boot_term() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(note_boot_term),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    if let Err(e) = unsafe { sigaction(Signal::SIGTERM, &action) } {
+        ferricorn_core::warning!("can't defer SIGTERM during boot: {e}");
     }
 }
 
@@ -705,6 +714,7 @@ fn server_config(
     s: &Settings,
     hooks: &Hooks,
     tls: Option<std::sync::Arc<ferricorn_server::tls::TlsConfig>>,
+    static_files: Option<std::sync::Arc<ferricorn_server::static_files::StaticFiles>>,
 ) -> ServerConfig {
     let keepalive = s.int("keepalive");
     let timeout = s.int("timeout");
@@ -745,7 +755,7 @@ fn server_config(
             max_frame_size: s.int("http2_max_frame_size").clamp(16384, 16_777_215) as u32,
             max_header_list_size: s.int("http2_max_header_list_size").clamp(0, u32::MAX as i64) as u32,
         },
-        static_files: static_files(s),
+        static_files,
         forwarded_header: s.bool("forwarded_header"),
         h2c_prior_knowledge: matches!(s.str("http2_cleartext"), Some("prior-knowledge" | "both")),
         forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
@@ -758,22 +768,14 @@ fn server_config(
     }
 }
 
-/// The `--static-map` directories, opened in the worker (validated by the master).
-fn static_files(s: &Settings) -> Option<std::sync::Arc<ferricorn_server::static_files::StaticFiles>> {
-    let cfg = match ferricorn_core::static_files::StaticConfig::from_settings(s) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            ferricorn_core::error!("{e}");
-            return None;
-        }
-    };
-    match ferricorn_server::static_files::StaticFiles::open(cfg) {
-        Ok(files) => files.map(std::sync::Arc::new),
-        Err(e) => {
-            ferricorn_core::error!("static_map: cannot open a mapped directory: {e}");
-            None
-        }
-    }
+/// The `--static-map` directories, opened in the worker (validated by the master). A
+/// directory the worker cannot open (after the user/group drop, say) is a boot error:
+/// serving on without it would hand `/static/...` to the application.
+fn static_files(s: &Settings) -> Result<Option<std::sync::Arc<ferricorn_server::static_files::StaticFiles>>, String> {
+    let cfg = ferricorn_core::static_files::StaticConfig::from_settings(s).map_err(|e| e.to_string())?;
+    ferricorn_server::static_files::StaticFiles::open(cfg)
+        .map(|files| files.map(std::sync::Arc::new))
+        .map_err(|e| format!("static_map: cannot open a mapped directory: {e}"))
 }
 
 /// `secure_scheme_headers` from the config file (a dict), or Gunicorn's default.
@@ -833,6 +835,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     let inherited = std::mem::take(&mut launcher.listeners);
     ferricorn_arbiter::signals::reset_in_child();
     block_worker_signals();
+    defer_boot_term();
     let pid = std::process::id();
     ferricorn_core::info!("Booting worker with pid: {pid}");
     let boot = &launcher.boot;
@@ -935,13 +938,23 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         },
         Err(message) => (std::sync::Arc::new(ErrorApp(message)), None),
     };
-    let config = server_config(py, s, hooks, launcher.tls.clone());
+    let static_files = match static_files(s) {
+        Ok(files) => files,
+        Err(e) => {
+            ferricorn_core::error!("{e}");
+            return ferricorn_arbiter::WORKER_BOOT_ERROR;
+        }
+    };
+    let config = server_config(py, s, hooks, launcher.tls.clone(), static_files);
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
     start_signal_thread(py, hooks, &worker, abort_target.clone());
     let outcome = py.detach(|| {
         ferricorn_server::serve(listeners, bridge, config, move |stop| {
             let _ = abort_target.set(stop.clone());
-            unblock_term();
+            // The loop's own TERM handler is installed now; honour one that came earlier.
+            if TERM_DURING_BOOT.load(std::sync::atomic::Ordering::Relaxed) {
+                stop.stop(ServeOutcome::Graceful);
+            }
             if reload {
                 crate::reloader::Reloader::new(reload_extra).spawn(stop.clone());
             }

@@ -24,7 +24,10 @@ fn level_to_py(level: Level) -> i32 {
 #[pyfunction]
 pub fn _write_log(levelno: i32, msg: &str) {
     let level = level_from_py(levelno);
-    ferricorn_core::log::count(level);
+    // Lines of ferricorn's own that came through a sink were counted when first logged.
+    if !ferricorn_core::log::has_sink() {
+        ferricorn_core::log::count(level);
+    }
     ferricorn_core::log::write_direct(level, msg);
 }
 
@@ -74,6 +77,14 @@ pub fn setup(
         return Ok(());
     }
     let (error, access): (Py<PyAny>, Py<PyAny>) = routed.extract().map_err(|e: PyErr| e.to_string())?;
-    ferricorn_core::log::set_sink(Box::new(PySink { error, access }));
+    // The configured logger's threshold, so that debug lines (one per request at debug
+    // level) are not built and sent through Python only to be dropped there.
+    let level = error
+        .bind(py)
+        .call_method0("getEffectiveLevel")
+        .and_then(|l| l.extract::<i32>())
+        .map(level_from_py)
+        .unwrap_or(Level::Info);
+    ferricorn_core::log::set_sink(Box::new(PySink { error, access }), level);
     Ok(())
 }

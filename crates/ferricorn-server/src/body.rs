@@ -216,11 +216,31 @@ impl Drop for RequestBody {
     }
 }
 
-/// A request being measured for the metrics (see `ferricorn_core::metrics`).
+/// A request being measured for the metrics (see `ferricorn_core::metrics`), from its
+/// head to the end of its response. Dropping it records the request, so a request whose
+/// handler is cancelled (the client left mid-call) is still counted, as 499, and the
+/// in-flight gauge comes back down.
 pub(crate) struct Meter {
-    pub start: std::time::Instant,
-    pub method: http::Method,
+    start: std::time::Instant,
+    method: http::Method,
     pub status: u16,
+}
+
+impl Meter {
+    pub fn start(method: http::Method) -> Self {
+        ferricorn_core::metrics::request_started();
+        Self {
+            start: std::time::Instant::now(),
+            method,
+            status: 499,
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        ferricorn_core::metrics::request_finished(self.method.as_str(), self.status, self.start.elapsed());
+    }
 }
 
 enum Kind {
@@ -346,8 +366,7 @@ impl Drop for ResponseBody {
         if let Some(access) = self.access.take() {
             access.finish(self.sent);
         }
-        if let Some(m) = self.meter.take() {
-            ferricorn_core::metrics::request_finished(m.method.as_str(), m.status, m.start.elapsed());
+        if self.meter.take().is_some() {
             ferricorn_core::metrics::bytes_out(self.sent);
         }
         if let Some(conn) = self.conn.take() {

@@ -34,7 +34,8 @@ pub struct ConnState {
     /// Switched protocols (WebSocket): keep-alive no longer applies.
     upgraded: AtomicBool,
     closed_notify: tokio::sync::Notify,
-    /// A chunked body broke a framing rule hyper tolerates (see `framing`).
+    /// A chunked body on this connection broke a framing rule hyper tolerates (see
+    /// `framing`); nothing more is served on the connection.
     body_violation: Mutex<Option<&'static str>>,
 }
 
@@ -131,7 +132,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
+                if buf.filled().len() > before && !this.state.upgraded.load(Ordering::Acquire) {
                     let state = &this.state;
                     this.scanner
                         .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
@@ -144,6 +145,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                             line.clone_from(&this.scanner.request_line);
                         }
                     }
+                }
+                if buf.filled().len() > before {
                     this.timer = None;
                     this.data_since = this.state.idle_gen.load(Ordering::Acquire);
                 } else if buf.remaining() > 0 {

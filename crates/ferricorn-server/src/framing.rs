@@ -7,7 +7,7 @@
 //! heads line by line, bodies by their framing — and records, per request head, how many
 //! `Content-Length` and `Transfer-Encoding` lines it had. It only counts: every other
 //! rule is left to hyper and `ferricorn_core::request`. When it meets something it
-//! cannot follow (an upgrade, a framing hyper will refuse) it stops; those connections
+//! cannot follow (CONNECT, a framing hyper will refuse) it stops; those connections
 //! are closed after the current response anyway.
 
 /// What one request head contained, byte for byte.
@@ -71,13 +71,13 @@ pub struct HeadScanner {
     facts: HeadFacts,
     content_length: Option<u64>,
     chunked: bool,
-    upgrade: bool,
     connect: bool,
     /// The byte before the current one in a line, to tell CRLF from a bare LF.
     prev: u8,
     /// Set when a chunked body breaks a rule hyper lets through (whitespace after the
-    /// size, control bytes in an extension, bare LF); the connection's reader hands it
-    /// to the request being read, which is refused with 400.
+    /// size, control bytes in an extension, bare LF). The connection's reader records it:
+    /// the request is refused with 400 if the front end still holds its body, and no later
+    /// request on the connection is served (the scanner has stopped following it).
     pub body_violation: Option<&'static str>,
 }
 
@@ -91,7 +91,6 @@ impl Default for HeadScanner {
             facts: HeadFacts::default(),
             content_length: None,
             chunked: false,
-            upgrade: false,
             connect: false,
             prev: 0,
             body_violation: None,
@@ -152,7 +151,6 @@ impl HeadScanner {
                     };
                     self.content_length = None;
                     self.chunked = false;
-                    self.upgrade = false;
                     self.state = State::Headers;
                     self.line.clear();
                     self.line_len = 0;
@@ -289,13 +287,14 @@ impl HeadScanner {
             self.facts.transfer_encodings += 1;
             let last = value.rsplit(|c| *c == b',').next().map(trim).unwrap_or_default();
             self.chunked = last.eq_ignore_ascii_case(b"chunked") && self.line_len <= LINE_CAP;
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.upgrade = true;
         }
     }
 
     fn body_state(&self) -> State {
-        if self.upgrade || self.connect || self.facts.framing_error().is_some() {
+        // An `Upgrade:` header alone changes nothing (curl offers `h2c` on every plain
+        // request): the body is framed as usual, and the reader stops feeding us once
+        // the connection really switches protocols.
+        if self.connect || self.facts.framing_error().is_some() {
             return State::Stop;
         }
         if self.facts.transfer_encodings > 0 {

@@ -21,10 +21,7 @@ pub(crate) async fn handle(
     state: Arc<ConnState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     state.request_started();
-    let meter = ferricorn_core::metrics::enabled().then(|| {
-        ferricorn_core::metrics::request_started();
-        (std::time::Instant::now(), req.method().clone())
-    });
+    let meter = ferricorn_core::metrics::enabled().then(|| crate::body::Meter::start(req.method().clone()));
     let cfg = &shared.config;
     if cfg.log_requests {
         ferricorn_core::debug!("{} {}", req.method(), req.uri().path());
@@ -33,7 +30,20 @@ pub(crate) async fn handle(
         .access_log
         .as_ref()
         .map(|f| Pending::begin(f.clone(), &req, &info, &cfg.script_name));
-    let framing_error = state.next_head().and_then(|f| f.framing_error());
+    // Every HTTP/1 head is seen by the framing scanner before hyper parses it. No facts
+    // means the scanner stopped on this connection (a body it could not follow or that
+    // broke a framing rule): the bytes after it cannot be trusted to be framed as a proxy
+    // in front framed them, so nothing more is served on it.
+    let framing_error = match state.next_head() {
+        Some(facts) => facts.framing_error(),
+        None if req.version() < http::Version::HTTP_2 => Some("the request could not be framed reliably"),
+        None => None,
+    }
+    .or_else(|| {
+        state
+            .body_violation()
+            .map(|_| "an earlier request on the connection had an invalid chunked body")
+    });
     let mut resp = match framing_error {
         Some(detail) => reject(&info, 400, detail),
         None => respond(req, &shared, info, &state).await,
@@ -54,9 +64,9 @@ pub(crate) async fn handle(
         access.response(&resp);
         resp.body_mut().log_on_finish(access);
     }
-    if let Some((start, method)) = meter {
-        let status = resp.status().as_u16();
-        resp.body_mut().measure(crate::body::Meter { start, method, status });
+    if let Some(mut meter) = meter {
+        meter.status = resp.status().as_u16();
+        resp.body_mut().measure(meter);
     }
     resp.body_mut().attach(state);
     Ok(resp)

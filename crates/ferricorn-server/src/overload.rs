@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::ResponseBody;
 
-/// Requests admitted to the application and not yet finished (body sent).
+/// Requests admitted to the application whose response has not ended (the place is held
+/// by the response body; a request abandoned by its client or cut by the deadline frees
+/// it then, though its application call may still run).
 #[derive(Debug, Default)]
 pub(crate) struct Admissions {
     in_progress: Arc<AtomicUsize>,
@@ -35,6 +37,29 @@ impl Admissions {
             return None;
         }
         Some(Admission(self.in_progress.clone()))
+    }
+}
+
+/// Connections being refused at once, at most `MAX_REFUSALS`.
+static REFUSING: AtomicUsize = AtomicUsize::new(0);
+const MAX_REFUSALS: usize = 256;
+
+/// A refusal in progress; `begin` is `None` when too many are (then just close).
+pub(crate) struct Refusal(());
+
+impl Refusal {
+    pub fn begin() -> Option<Self> {
+        if REFUSING.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS {
+            REFUSING.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(()))
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        REFUSING.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -406,9 +406,11 @@ async fn run(
         }
     } else {
         // The accept loops see the stop, take what is queued (graceful stop) and close
-        // their listeners.
-        for t in accept_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        // their listeners; none may outlive this.
+        for mut t in accept_tasks {
+            if tokio::time::timeout(Duration::from_secs(1), &mut t).await.is_err() {
+                t.abort();
+            }
         }
     }
     if outcome == ServeOutcome::Abort {
@@ -439,12 +441,69 @@ async fn run(
     Ok(outcome)
 }
 
+/// At most this many queued connections are taken on a graceful stop (a listen backlog).
+const MAX_DRAINED: usize = 2048;
+
 enum L {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
 }
 
 impl L {
+    /// A connection the kernel has already queued, without waiting for the reactor:
+    /// `None` when the queue is empty.
+    fn accept_queued(&self) -> Option<(Stream, ConnInfo)> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let fd = match self {
+            L::Tcp(l) => l.as_raw_fd(),
+            L::Unix(l) => l.as_raw_fd(),
+        };
+        // SAFETY: accept4 on our own listening socket; a new descriptor or -1.
+        let conn = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if conn < 0 {
+            return None;
+        }
+        match self {
+            L::Tcp(_) => {
+                // SAFETY: a fresh descriptor we own from here on.
+                let s = unsafe { std::net::TcpStream::from_raw_fd(conn) };
+                let peer = s.peer_addr().ok();
+                let s = tokio::net::TcpStream::from_std(s).ok()?;
+                let _ = s.set_nodelay(true);
+                let info = ConnInfo {
+                    peer,
+                    local: s.local_addr().ok(),
+                    scheme: "http",
+                    fd: conn,
+                    proxy: None,
+                    tls: None,
+                };
+                Some((Stream::Tcp(s), info))
+            }
+            L::Unix(_) => {
+                // SAFETY: as above.
+                let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(conn) };
+                let s = tokio::net::UnixStream::from_std(s).ok()?;
+                let info = ConnInfo {
+                    peer: None,
+                    local: None,
+                    scheme: "http",
+                    fd: conn,
+                    proxy: None,
+                    tls: None,
+                };
+                Some((Stream::Unix(s), info))
+            }
+        }
+    }
+
     async fn accept(&self) -> std::io::Result<(Stream, ConnInfo)> {
         match self {
             L::Tcp(l) => l.accept().await.map(|(s, peer)| {
@@ -486,13 +545,18 @@ fn dispatch(
     shared: &Arc<Shared>,
 ) {
     if permit.is_none() && !must_serve {
-        // TLS would need a handshake first: such clients just see a close.
+        // TLS would need a handshake first: such clients just see a close, as do those
+        // beyond a bound on refusals in progress (a flood must not exhaust descriptors).
+        let Some(refusal) = crate::overload::Refusal::begin() else {
+            return;
+        };
         if shared.config.tls.is_none() || matches!(stream, Stream::Unix(_)) {
             tokio::spawn(async move {
                 match stream {
                     Stream::Tcp(s) => crate::overload::refuse_connection(s).await,
                     Stream::Unix(s) => crate::overload::refuse_connection(s).await,
                 }
+                drop(refusal);
             });
         }
         return;
@@ -559,12 +623,14 @@ fn accept_loop(
                 }
             }
         }
-        // A graceful stop of the whole server: the connections the kernel has already
-        // queued were sent to us by clients (or a load balancer) that expect an answer.
-        // Take them and serve them with `Connection: close` before closing the socket.
-        // (A worker retiring after --max-requests leaves them to the other workers.)
+        // A graceful stop (TERM: a server stop, a HUP, a TTOU): the connections the
+        // kernel has already queued were sent by clients (or a load balancer) that expect
+        // an answer. Take those, and only those, and serve them with `Connection: close`
+        // before this copy of the socket closes. (A worker retiring after --max-requests
+        // leaves them to the other workers.)
         if *stop_rx.borrow() == Some(ServeOutcome::Graceful) {
-            while let Ok(Ok((stream, info))) = tokio::time::timeout(Duration::from_millis(10), l.accept()).await {
+            for _ in 0..MAX_DRAINED {
+                let Some((stream, info)) = l.accept_queued() else { break };
                 // Over the limit or not, these get served: refusing them now loses them.
                 dispatch(stream, info, permits.clone().try_acquire_owned().ok(), true, &shared);
             }

@@ -1,9 +1,10 @@
 //! Metrics: Gunicorn's StatsD metrics, and request counters in shared memory that the
 //! master serves in Prometheus' text format (`--metrics-bind`).
 //!
-//! Everything here is process-global and lock-free on the request path: the StatsD
-//! client is set once in the master (workers inherit it across `fork`), the shared
-//! counters slot once in each worker after `fork`.
+//! Everything here is process-global. The shared counters are relaxed atomics in a slot
+//! each worker owns (set once after `fork`); the StatsD client is behind an `RwLock`
+//! (the master rebuilds it on HUP; workers inherit it across `fork`), read-locked per
+//! metric and only when StatsD is on.
 
 pub mod prometheus;
 pub mod shm;

@@ -382,11 +382,22 @@ impl HttpCycle {
             .head
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("http.response.pathsend before http.response.start"))?;
-        let file = std::fs::File::open(&path).map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
-        let len = file
+        // O_NONBLOCK: a FIFO must not block the loop in open(); only regular files go.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?
+        };
+        let meta = file
             .metadata()
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?
-            .len();
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(PyValueError::new_err("http.response.pathsend needs a regular file"));
+        }
+        let len = meta.len();
         let body = if self.head_request {
             ResponseBody::empty()
         } else {

@@ -19,7 +19,11 @@ pub fn websocket_scope<'py>(
     scope.set_item(intern!(py, "scheme"), if req.scheme == "https" { "wss" } else { "ws" })?;
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
     scope.del_item(intern!(py, "method"))?;
-    scope.set_item(intern!(py, "extensions"), PyDict::new(py))?;
+    let extensions = PyDict::new(py);
+    if let Some(t) = &req.conn.tls {
+        extensions.set_item(intern!(py, "tls"), tls_extension(py, t)?)?;
+    }
+    scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
 }
 

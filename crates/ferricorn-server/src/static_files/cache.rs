@@ -1,8 +1,10 @@
 //! Contents of small files kept in memory, keyed by identity and version.
 //!
 //! A hot asset (a stylesheet, a script) is read from the page cache once instead of on
-//! every request; each request still opens and `fstat`s the file, so a changed file is
-//! never served stale: the key holds device, inode, size and the nanosecond mtime.
+//! every request; each request still opens and `fstat`s the file, keyed by device, inode,
+//! size and nanosecond mtime. A replaced file (new inode) or one whose size changed is
+//! never served stale; an in-place rewrite of the same size within one tick of the
+//! filesystem's timestamp clock could be (deploy tools write a new file and rename it).
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;

@@ -98,7 +98,12 @@ pub fn ranges(headers: &HeaderMap, v: &Validators<'_>, len: u64) -> Ranges {
     if !if_range_holds(headers, v) {
         return Ranges::Full;
     }
-    parse_ranges(spec, len)
+    match parse_ranges(spec, len) {
+        // Overlapping ranges that add up to more than the file amplify the answer:
+        // send the file once instead (RFC 9110 14.2 allows ignoring such a Range).
+        Ranges::Partial(r) if r.iter().map(|(a, b)| b - a + 1).sum::<u64>() > len => Ranges::Full,
+        other => other,
+    }
 }
 
 /// Parses `bytes=...`; a header that does not parse is ignored, as the RFC requires.
@@ -236,6 +241,15 @@ mod tests {
         }
         let many = format!("bytes={}", vec!["0-0"; 17].join(","));
         assert_eq!(parse_ranges(&many, 100), Full);
+    }
+
+    #[test]
+    fn amplifying_ranges_get_the_whole_file() {
+        assert_eq!(ranges(&h(&[("range", "bytes=0-,0-,0-")]), &V, 10), Ranges::Full);
+        assert_eq!(
+            ranges(&h(&[("range", "bytes=0-4,5-9")]), &V, 10),
+            Ranges::Partial(vec![(0, 4), (5, 9)])
+        );
     }
 
     #[test]

@@ -36,6 +36,21 @@ const VARIANTS: [(&str, &str); 3] = [("br", ".br"), ("zstd", ".zst"), ("gzip", "
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
+/// What a path segment must escape in a `Location` header.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 /// The mapped directories of one worker, opened once at start-up.
 #[derive(Debug)]
 pub struct StaticFiles {
@@ -108,7 +123,8 @@ impl StaticFiles {
             };
             let (file, meta) = open_regular(root, &index_rel, follow)?;
             if !rel.dir_request {
-                return Some(redirect_to_slash(head));
+                let prefix = &self.cfg.mounts[index].prefix;
+                return Some(redirect_to_slash(head, prefix, &rel.rel));
             }
             (file, meta, index_rel, index_name.as_str())
         } else if meta.is_file() && !rel.dir_request {
@@ -353,8 +369,16 @@ fn finish(
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
 }
 
-fn redirect_to_slash(head: &http::request::Parts) -> Response<ResponseBody> {
-    let mut location = format!("{}/", head.uri.path());
+/// Built from the mount and the normalised path, never the raw one: `///docs` must not
+/// become `Location: ///docs/`, which a browser reads as the host `docs`.
+fn redirect_to_slash(head: &http::request::Parts, prefix: &str, rel: &str) -> Response<ResponseBody> {
+    let encoded: String = rel
+        .split('/')
+        .filter(|seg| *seg != ".")
+        .map(|seg| percent_encoding::utf8_percent_encode(seg, PATH_SEGMENT).to_string())
+        .map(|seg| format!("/{seg}"))
+        .collect();
+    let mut location = format!("{prefix}{encoded}/");
     if let Some(q) = head.uri.query() {
         location.push('?');
         location.push_str(q);

@@ -1,0 +1,58 @@
+"""Requests after a body the server never read (a static file, an unread upload) are
+framed by the same rules as the first: a body that broke a framing rule ends the
+connection, so nothing smuggled behind it reaches the app."""
+
+import socket
+
+from conftest import recv_all
+
+
+def exchange(srv, data):
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        s.sendall(data)
+        return recv_all(s, 3)
+
+
+def test_smuggled_request_behind_a_static_response_is_not_served(start_server, tmp_path):
+    d = tmp_path / "static"
+    d.mkdir()
+    (d / "a.css").write_text("body{}")
+    srv = start_server("--static-map", f"/static={d}", "testapp:app")
+    out = exchange(
+        srv,
+        b"GET /static/a.css HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0 \r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    # Gunicorn refuses the whole request (its body breaks the chunk-size rule); either way
+    # there is one answer, then the connection is closed: the smuggled POST and the GET
+    # behind it never reach the app.
+    assert out.startswith(b"HTTP/1.1 400") or out.startswith(b"HTTP/1.1 200"), out
+    assert b"REQUEST_METHOD" not in out, out
+    assert out.count(b"HTTP/1.1 ") == 1, out
+
+
+def test_upgrade_header_alone_keeps_the_connection_usable(start_server):
+    """curl offers `Upgrade: h2c` on plain requests; a server that does not switch just
+    answers, and the next request on the connection is served normally."""
+    srv = start_server("testapp:app")
+    out = exchange(
+        srv,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert out.count(b"HTTP/1.1 200") == 2, out
+
+
+def test_smuggled_request_behind_an_unread_expect_body_is_not_served(start_server):
+    """The app answers without reading an `Expect: 100-continue` body; hyper discards the
+    body, and a violation inside it still ends the connection."""
+    srv = start_server("testapp:app")
+    out = exchange(
+        srv,
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\n\r\n"
+        b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert b"REQUEST_METHOD" not in out, out
