@@ -757,6 +757,7 @@ fn server_config(
         },
         static_files,
         forwarded_header: s.bool("forwarded_header"),
+        half_close: true,
         h2c_prior_knowledge: matches!(s.str("http2_cleartext"), Some("prior-knowledge" | "both")),
         forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
         max_queued: (s.int("max_queued") > 0).then(|| s.int("max_queued") as usize),
@@ -945,7 +946,8 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
             return ferricorn_arbiter::WORKER_BOOT_ERROR;
         }
     };
-    let config = server_config(py, s, hooks, launcher.tls.clone(), static_files);
+    let mut config = server_config(py, s, hooks, launcher.tls.clone(), static_files);
+    config.half_close = asgi_runtime.is_none();
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
     start_signal_thread(py, hooks, &worker, abort_target.clone());
     let outcome = py.detach(|| {

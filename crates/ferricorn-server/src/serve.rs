@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub app_threads: usize,
     /// `--request-deadline`: a response not started by then is answered 504.
     pub request_deadline: Option<Duration>,
+    /// Serve a client that shut down its sending side after its request (as Gunicorn's
+    /// workers do) instead of taking the EOF for a disconnect. Off for ASGI, where the EOF
+    /// is what tells a long poll or a stream that its client left (as in uvicorn).
+    pub half_close: bool,
     /// `--forwarded-header`: RFC 7239 `Forwarded` from trusted peers.
     pub forwarded_header: bool,
     /// `--http2-cleartext prior-knowledge|both`: HTTP/2 without TLS for trusted peers.
@@ -239,6 +243,7 @@ impl Default for ServerConfig {
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
             h2c_prior_knowledge: false,
             forwarded_header: false,
+            half_close: true,
         }
     }
 }
@@ -660,9 +665,7 @@ where
     builder
         .timer(TokioTimer::new())
         .keep_alive(cfg.keepalive.is_some())
-        // A client that shuts down its sending side after the request (`shutdown(WR)`,
-        // `curl --no-keepalive` style tools) still gets its response, as from Gunicorn.
-        .half_close(true)
+        .half_close(cfg.half_close)
         .header_read_timeout(cfg.header_timeout)
         .max_headers(cfg.limits.fields)
         .max_buf_size(max_head.clamp(8192, 4 << 20));
