@@ -267,34 +267,29 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
+    fn of(kind: Kind) -> Self {
+        Self {
+            kind,
+            remaining: None,
+            conn: None,
+            abort_delay: 2,
+            sent: 0,
+            access: None,
+            meter: None,
+            admission: None,
+        }
+    }
+
     pub fn empty() -> Self {
         Self::full(Bytes::new())
     }
 
     pub fn full(data: Bytes) -> Self {
-        Self {
-            kind: Kind::Full(Some(data)),
-            remaining: None,
-            conn: None,
-            abort_delay: 2,
-            sent: 0,
-            access: None,
-            meter: None,
-            admission: None,
-        }
+        Self::of(Kind::Full(Some(data)))
     }
 
     pub fn stream(rx: Receiver) -> Self {
-        Self {
-            kind: Kind::Stream(rx),
-            remaining: None,
-            conn: None,
-            abort_delay: 2,
-            sent: 0,
-            access: None,
-            meter: None,
-            admission: None,
-        }
+        Self::of(Kind::Stream(rx))
     }
 
     /// The first `len` bytes of an open file, read as hyper asks for more (ASGI's
@@ -309,16 +304,7 @@ impl ResponseBody {
 
     /// A static file (or ranges of it), read as hyper asks for more.
     pub(crate) fn file(chunks: FileChunks) -> Self {
-        Self {
-            kind: Kind::File(chunks),
-            remaining: None,
-            conn: None,
-            abort_delay: 2,
-            sent: 0,
-            access: None,
-            meter: None,
-            admission: None,
-        }
+        Self::of(Kind::File(chunks))
     }
 
     /// Caps the body at `len` bytes (the Content-Length the application declared).
