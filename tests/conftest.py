@@ -27,6 +27,35 @@ def ferricorn_cmd():
     return [exe] if exe else [sys.executable, "-m", "ferricorn"]
 
 
+def split_response(raw):
+    """Raw bytes of one response -> (status code, body bytes)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return status, body
+
+
+def output(res):
+    """stdout and stderr of a finished command, together."""
+    return (res.stdout or "") + (res.stderr or "")
+
+
+def startup_error(run_cli, *args, setting):
+    """Runs ferricorn with a bad configuration and checks the one-line error it must stop
+    with (naming `setting`); returns that line and the whole output."""
+    try:
+        res = run_cli("-b", f"127.0.0.1:{free_port()}", *args, "testapp:app", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the server started instead of refusing the configuration")
+    out = (res.stdout or "") + (res.stderr or "")
+    assert res.returncode != 0, out
+    assert "Traceback" not in out, out
+    assert "Booting worker" not in out, out
+    errors = [l for l in out.splitlines() if l.startswith("Error")]
+    assert len(errors) == 1, out
+    assert setting in errors[0].lower().replace("-", "_"), f"the error line does not name {setting}:\n{out}"
+    return errors[0], out
+
+
 class Server:
     def __init__(self, args, cwd, env, log_path):
         self.log_path = log_path

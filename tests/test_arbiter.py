@@ -22,7 +22,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TcpServer, alive, base_env, children, ferricorn_cmd, free_port, proc_stat, recv_all, wait_until, wait_workers
+from conftest import (
+    TcpServer,
+    alive,
+    base_env,
+    children,
+    ferricorn_cmd,
+    free_port,
+    output,
+    proc_stat,
+    recv_all,
+    split_response,
+    wait_until,
+    wait_workers,
+)
 
 APP = "arb_app:app"
 
@@ -62,16 +75,6 @@ def get(port, path="/", timeout=10.0):
         return r.status, r.read()
     finally:
         conn.close()
-
-
-def split_response(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head else 0
-    return status, body
-
-
-def output(res):
-    return (res.stdout or "") + (res.stderr or "")
 
 
 def write(path, text):

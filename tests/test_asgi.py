@@ -136,10 +136,6 @@ def wait_until(pred, timeout=5.0, interval=0.05):
     return pred()
 
 
-def wait_for_log(srv, text, timeout=5.0):
-    return wait_until(lambda: text in srv.log(), timeout)
-
-
 def cli_run(run_cli, *args, env=None, timeout=30):
     res = run_cli("-b", f"127.0.0.1:{free_port()}", *args, env=env, timeout=timeout)
     return res, res.stdout + res.stderr
@@ -517,7 +513,7 @@ def test_invalid_response_header_is_500(start_server):
     r = raw_request(srv, "GET", "/bad-header")
     assert r.status == 500
     assert b"should not be seen" not in r.body
-    assert wait_for_log(srv, "Exception in ASGI application"), srv.log()
+    srv.wait_for("Exception in ASGI application", timeout=5.0)
 
 
 def test_exception_before_start_is_500_with_traceback(start_server):
@@ -525,7 +521,7 @@ def test_exception_before_start_is_500_with_traceback(start_server):
     r = raw_request(srv, "GET", "/raise-before")
     assert r.status == 500
     assert b"boom-before-start" not in r.body
-    assert wait_for_log(srv, "boom-before-start"), srv.log()
+    srv.wait_for("boom-before-start", timeout=5.0)
     log = srv.log()
     assert "Traceback (most recent call last)" in log
     assert "RuntimeError: boom-before-start" in log
@@ -544,7 +540,7 @@ def test_exception_after_start_truncates(start_server, cl):
     assert r.status == 200
     assert b"partial-data" in r.body
     assert not r.complete, r
-    assert wait_for_log(srv, "boom-after-start"), srv.log()
+    srv.wait_for("boom-after-start", timeout=5.0)
     assert raw_request(srv, "GET", "/cl").status == 200
 
 
@@ -552,7 +548,7 @@ def test_return_without_response_is_500(start_server):
     srv = start_server(RAW)
     r = raw_request(srv, "GET", "/return-nothing")
     assert r.status == 500
-    assert wait_for_log(srv, "ASGI callable returned without starting response"), srv.log()
+    srv.wait_for("ASGI callable returned without starting response", timeout=5.0)
 
 
 def test_body_before_start_is_500(start_server):
@@ -560,7 +556,7 @@ def test_body_before_start_is_500(start_server):
     r = raw_request(srv, "GET", "/body-before-start")
     assert r.status == 500
     assert b"oops" not in r.body
-    assert wait_for_log(srv, "Exception in ASGI application"), srv.log()
+    srv.wait_for("Exception in ASGI application", timeout=5.0)
     assert "http.response.start" in srv.log()
     assert raw_request(srv, "GET", "/cl").status == 200
 

@@ -21,7 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TcpServer, alive, base_env, children, ferricorn_cmd, free_port, proc_stat, recv_all, wait_until, wait_workers
+from conftest import (
+    TcpServer,
+    alive,
+    base_env,
+    children,
+    ferricorn_cmd,
+    free_port,
+    output,
+    proc_stat,
+    recv_all,
+    split_response,
+    wait_until,
+    wait_workers,
+)
 
 # --------------------------------------------------------------------------------------
 # helpers
@@ -42,16 +55,6 @@ def http_over(sock, path="/", timeout=10.0):
     sock.settimeout(timeout)
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     return recv_all(sock, timeout)
-
-
-def split_response(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head else 0
-    return status, body
-
-
-def output(res):
-    return (res.stdout or "") + (res.stderr or "")
 
 
 def error_line(text, *needles):

@@ -76,15 +76,6 @@ def split_head(raw):
         return status, headers, rest
 
 
-def wait_for_log(srv, text, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in srv.log():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 # --------------------------------------------------------------------------- Flask
 
 
@@ -253,7 +244,7 @@ def test_flask_generator_error_aborts_response(flask_srv):
         r = requests.get(flask_srv.url + "/stream-error", timeout=TIMEOUT)
     with pytest.raises(httpx.HTTPError):
         httpx.get(flask_srv.url + "/stream-error", timeout=TIMEOUT)
-    assert wait_for_log(flask_srv, "boom mid-stream"), flask_srv.log()
+    flask_srv.wait_for("boom mid-stream", timeout=5.0)
     assert requests.get(flask_srv.url + "/api/items", timeout=TIMEOUT).status_code == 200
 
 
@@ -300,7 +291,7 @@ def test_flask_exception_is_500_and_logged(flask_srv):
     r = httpx.get(flask_srv.url + "/error", timeout=TIMEOUT)
     assert r.status_code == 500
     # Flask logs the traceback to stderr, which ferricorn's workers pass through.
-    assert wait_for_log(flask_srv, "RuntimeError: boom from flaskapp"), flask_srv.log()
+    flask_srv.wait_for("RuntimeError: boom from flaskapp", timeout=5.0)
     # The worker keeps serving.
     assert requests.get(flask_srv.url + "/api/items", timeout=TIMEOUT).status_code == 200
 
@@ -487,7 +478,7 @@ def test_django_404_500_redirect_and_host(django_srv):
     assert r.status_code == 500
     assert "Server Error (500)" in r.text
     assert "boom" not in r.text
-    assert wait_for_log(django_srv, "RuntimeError: boom from djangoproject"), django_srv.log()
+    django_srv.wait_for("RuntimeError: boom from djangoproject", timeout=5.0)
     # DisallowedHost -> 400.
     r = requests.get(django_srv.url + "/", headers={"Host": "evil.example"}, timeout=TIMEOUT)
     assert r.status_code == 400

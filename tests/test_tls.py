@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import startup_error
 
 TIMEOUT = 10.0
 
@@ -222,18 +222,7 @@ def test_plain_http_to_tls_port_is_refused_and_tls_keeps_working(start_server, c
 
 
 def _startup_error(run_cli, tmp_path, *args, setting):
-    try:
-        res = run_cli("-b", f"127.0.0.1:{free_port()}", *args, "testapp:app", timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the server started instead of refusing the configuration")
-    out = (res.stdout or "") + (res.stderr or "")
-    assert res.returncode != 0, out
-    assert "Traceback" not in out, out
-    assert "Booting worker" not in out, out
-    errors = [l for l in out.splitlines() if l.startswith("Error")]
-    assert len(errors) == 1, out
-    assert setting in errors[0].lower().replace("-", "_"), f"the error line does not name {setting}:\n{out}"
-    return out
+    return startup_error(run_cli, *args, setting=setting)[1]
 
 
 def test_startup_missing_certfile(run_cli, tmp_path, certs):

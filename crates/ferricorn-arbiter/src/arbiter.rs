@@ -134,7 +134,7 @@ enum Stop {
 
 impl<L: Launcher> Arbiter<L> {
     pub fn new(cfg: ArbiterConfig, launcher: L) -> Result<Self, ArbiterError> {
-        let heartbeats = Heartbeats::new(SLOTS).map_err(ArbiterError::Signals)?;
+        let heartbeats = Heartbeats::new(SLOTS)?;
         let pipe = SelfPipe::install().map_err(ArbiterError::Signals)?;
         let metrics = match cfg.metrics_bind {
             Some(addr) => {

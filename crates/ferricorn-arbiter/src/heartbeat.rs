@@ -5,12 +5,10 @@
 //! when its oldest application call in flight started (0 = none). The master compares
 //! both with `timeout` each tick. No file, no `utime` syscall per request.
 
-use std::num::NonZeroUsize;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+use ferricorn_core::shared_array::{SharedArray, ZeroInit};
 
 /// One worker's slot. Cache-line sized so workers never share a line.
 #[repr(C, align(64))]
@@ -29,46 +27,26 @@ impl Slot {
     }
 }
 
-pub struct Heartbeats {
-    base: NonNull<Slot>,
-    len: usize,
-}
+pub struct Heartbeats(SharedArray<Slot>);
 
-// SAFETY: the region is only accessed through atomics.
-unsafe impl Send for Heartbeats {}
-unsafe impl Sync for Heartbeats {}
+// SAFETY: every field is an atomic integer, valid when zero.
+unsafe impl ZeroInit for Slot {}
 
 impl Heartbeats {
-    pub fn new(len: usize) -> nix::Result<Self> {
-        let bytes = NonZeroUsize::new(len.max(1) * std::mem::size_of::<Slot>()).ok_or(nix::Error::EINVAL)?;
-        // SAFETY: a fresh anonymous mapping; zeroed memory is a valid array of Slots.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                bytes,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?
-        };
-        Ok(Self {
-            base: ptr.cast(),
-            len: len.max(1),
-        })
+    pub fn new(len: usize) -> std::io::Result<Self> {
+        SharedArray::new(len).map(Self)
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_empty()
     }
 
-    /// The mapping is never unmapped (master and workers use it until they exit), so a
-    /// slot reference is valid for the rest of the process.
     pub fn slot(&self, i: usize) -> Option<&'static Slot> {
-        // SAFETY: in bounds of a mapping that is never unmapped.
-        (i < self.len).then(|| unsafe { &*self.base.as_ptr().add(i) })
+        self.0.slot(i)
     }
 
     pub fn reset(&self, i: usize, pid: u32) {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod request;
 pub mod settings;
+pub mod shared_array;
 pub mod static_files;
 pub mod syslog;
 

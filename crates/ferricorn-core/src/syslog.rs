@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use crate::log::Level;
@@ -76,6 +77,20 @@ fn err(setting: &'static str, value: &str, why: impl Into<String>) -> SyslogErro
     }
 }
 
+/// `patience`: seconds at start-up, where a slow network must not fail the start, but
+/// only the send timeout when reconnecting from the I/O thread.
+fn tcp_connect(addr: &std::net::SocketAddr, patience: std::time::Duration) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(addr, patience)?;
+    s.set_write_timeout(Some(STREAM_SEND_TIMEOUT))?;
+    Ok(s)
+}
+
+fn unix_connect(path: &Path) -> std::io::Result<UnixStream> {
+    let s = UnixStream::connect(path)?;
+    s.set_write_timeout(Some(STREAM_SEND_TIMEOUT))?;
+    Ok(s)
+}
+
 /// Gunicorn's `parse_syslog_address`: `unix://PATH[#dgram|#stream]`, `udp://HOST[:PORT]`,
 /// `tcp://HOST[:PORT]` (port 514 by default).
 fn connect(addr: &str) -> Result<Transport, SyslogError> {
@@ -99,9 +114,7 @@ fn connect(addr: &str) -> Result<Transport, SyslogError> {
                 Err(_) => {}
             }
         }
-        let s = UnixStream::connect(path).map_err(|x| e(x.to_string()))?;
-        s.set_write_timeout(Some(STREAM_SEND_TIMEOUT))
-            .map_err(|x| e(x.to_string()))?;
+        let s = unix_connect(Path::new(path)).map_err(|x| e(x.to_string()))?;
         return Ok(Transport::Stream(Mutex::new(Some(s)), path.into()));
     }
     let (tcp, rest) = match (addr.strip_prefix("udp://"), addr.strip_prefix("tcp://")) {
@@ -135,9 +148,7 @@ fn connect(addr: &str) -> Result<Transport, SyslogError> {
         .next()
         .ok_or_else(|| e("the host does not resolve".into()))?;
     if tcp {
-        let s = TcpStream::connect(target).map_err(|x| e(x.to_string()))?;
-        s.set_write_timeout(Some(STREAM_SEND_TIMEOUT))
-            .map_err(|x| e(x.to_string()))?;
+        let s = tcp_connect(&target, std::time::Duration::from_secs(5)).map_err(|x| e(x.to_string()))?;
         Ok(Transport::Tcp(Mutex::new(Some(s)), target))
     } else {
         let s = UdpSocket::bind(if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).map_err(|x| e(x.to_string()))?;
@@ -204,6 +215,23 @@ impl Syslog {
         self.last_reconnect.swap(now, std::sync::atomic::Ordering::Relaxed) != now
     }
 
+    /// One line on a stream transport, reconnecting (at most once a second) after a
+    /// failed write.
+    fn write_stream<S: Write>(
+        &self,
+        conn: &Mutex<Option<S>>,
+        bytes: &[u8],
+        connect: impl FnOnce() -> std::io::Result<S>,
+    ) {
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) && self.may_reconnect() {
+            *guard = connect().ok();
+            if let Some(c) = guard.as_mut() {
+                let _ = c.write_all(bytes);
+            }
+        }
+    }
+
     fn send(&self, level: Level, tag: &str, msg: &str) {
         let pri = (self.facility << 3) | severity(level);
         let bytes = format!("<{pri}>{tag}: [{}] {msg}\0", std::process::id());
@@ -226,28 +254,8 @@ impl Syslog {
                     }
                 }
             }
-            Transport::Tcp(conn, addr) => {
-                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) && self.may_reconnect() {
-                    *guard = TcpStream::connect_timeout(addr, STREAM_SEND_TIMEOUT)
-                        .ok()
-                        .filter(|c| c.set_write_timeout(Some(STREAM_SEND_TIMEOUT)).is_ok());
-                    if let Some(c) = guard.as_mut() {
-                        let _ = c.write_all(bytes);
-                    }
-                }
-            }
-            Transport::Stream(conn, path) => {
-                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-                if guard.as_mut().is_none_or(|c| c.write_all(bytes).is_err()) && self.may_reconnect() {
-                    *guard = UnixStream::connect(path)
-                        .ok()
-                        .filter(|c| c.set_write_timeout(Some(STREAM_SEND_TIMEOUT)).is_ok());
-                    if let Some(c) = guard.as_mut() {
-                        let _ = c.write_all(bytes);
-                    }
-                }
-            }
+            Transport::Tcp(conn, addr) => self.write_stream(conn, bytes, || tcp_connect(addr, STREAM_SEND_TIMEOUT)),
+            Transport::Stream(conn, path) => self.write_stream(conn, bytes, || unix_connect(path)),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use ferricorn_core::log::Level;
 use ferricorn_core::settings::{Settings, Value, REGISTRY};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -57,42 +58,39 @@ fn emit_metric(kw: Option<&Bound<'_, PyDict>>) {
     client.send_text(&metric, &value, code);
 }
 
+/// Gunicorn's `log.<level>(msg, *args, extra=...)`: the metric in `extra`, if any, and
+/// the line unless the message is empty (a metric-only call).
+fn log_call(level: Level, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
+    emit_metric(kw);
+    if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
+        ferricorn_core::log::count(level);
+        if ferricorn_core::log::enabled(level) {
+            ferricorn_core::log::write(level, &fmt_msg(msg, args));
+        }
+    }
+}
+
 #[pymethods]
 impl Log {
     #[pyo3(signature = (msg, *args, **kw))]
     fn debug(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
-        emit_metric(kw);
-        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
-            ferricorn_core::debug!("{}", fmt_msg(msg, args));
-        }
+        log_call(Level::Debug, msg, args, kw);
     }
     #[pyo3(signature = (msg, *args, **kw))]
     fn info(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
-        emit_metric(kw);
-        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
-            ferricorn_core::info!("{}", fmt_msg(msg, args));
-        }
+        log_call(Level::Info, msg, args, kw);
     }
     #[pyo3(signature = (msg, *args, **kw))]
     fn warning(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
-        emit_metric(kw);
-        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
-            ferricorn_core::warning!("{}", fmt_msg(msg, args));
-        }
+        log_call(Level::Warning, msg, args, kw);
     }
     #[pyo3(signature = (msg, *args, **kw))]
     fn error(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
-        emit_metric(kw);
-        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
-            ferricorn_core::error!("{}", fmt_msg(msg, args));
-        }
+        log_call(Level::Error, msg, args, kw);
     }
     #[pyo3(signature = (msg, *args, **kw))]
     fn critical(&self, msg: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>) {
-        emit_metric(kw);
-        if !msg.is_none() && msg.is_truthy().unwrap_or(true) {
-            ferricorn_core::critical!("{}", fmt_msg(msg, args));
-        }
+        log_call(Level::Critical, msg, args, kw);
     }
     #[pyo3(signature = (msg, *args, **kw))]
     fn exception(

@@ -3,8 +3,9 @@
 //! contention); the master folds a dead worker's slot into its running totals before
 //! the slot is reused, so counters never go backwards.
 
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shared_array::{SharedArray, ZeroInit};
 
 /// Methods counted by name; others fall under `OTHER`.
 pub const METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER"];
@@ -92,42 +93,19 @@ impl Totals {
     }
 }
 
-/// One `WorkerStats` per worker slot, in an anonymous shared mapping made before fork.
-pub struct StatsRegion {
-    base: NonNull<WorkerStats>,
-    len: usize,
-}
+/// One `WorkerStats` per worker slot (see `shared_array`).
+pub struct StatsRegion(SharedArray<WorkerStats>);
 
-// SAFETY: the region is only accessed through atomics.
-unsafe impl Send for StatsRegion {}
-unsafe impl Sync for StatsRegion {}
+// SAFETY: every field is an atomic integer, valid when zero.
+unsafe impl ZeroInit for WorkerStats {}
 
 impl StatsRegion {
     pub fn new(len: usize) -> std::io::Result<Self> {
-        let len = len.max(1);
-        let bytes = len * std::mem::size_of::<WorkerStats>();
-        // SAFETY: a fresh anonymous shared mapping; all-zero bytes are valid atomics.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast()).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(Self { base, len })
+        SharedArray::new(len).map(Self)
     }
 
-    /// Never unmapped (used until the process exits), hence `'static`.
     pub fn slot(&self, i: usize) -> Option<&'static WorkerStats> {
-        // SAFETY: in bounds of a mapping that is never unmapped.
-        (i < self.len).then(|| unsafe { &*self.base.as_ptr().add(i) })
+        self.0.slot(i)
     }
 
     /// Zeroes a slot for its next worker.

@@ -274,15 +274,7 @@ impl HttpCycle {
             .ok_or_else(|| PyValueError::new_err("http.response.start needs a status"))?
             .extract()?;
         let mut head = ResponseHead::new(status, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            for pair in headers.try_iter()? {
-                let pair = pair?;
-                let name = header_bytes(&pair.get_item(0)?)?;
-                let value = header_bytes(&pair.get_item(1)?)?;
-                head.push(&name, &value)
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            }
-        }
+        push_headers(&mut head, message)?;
         self.head = Some(head);
         Ok(())
     }
@@ -434,7 +426,22 @@ pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<(Bound<
     Ok((message.clone(), kind))
 }
 
-pub(crate) fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+/// The `headers` of an ASGI message, through the shared response-header policy.
+pub(crate) fn push_headers(head: &mut ResponseHead, message: &Bound<'_, PyDict>) -> PyResult<()> {
+    let py = message.py();
+    if let Some(headers) = message.get_item(intern!(py, "headers"))? {
+        for pair in headers.try_iter()? {
+            let pair = pair?;
+            let name = header_bytes(&pair.get_item(0)?)?;
+            let value = header_bytes(&pair.get_item(1)?)?;
+            head.push(&name, &value)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = v.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio::sync::mpsc;
 
-use super::cycle::{header_bytes, message_type, ready, resolve};
+use super::cycle::{message_type, push_headers, ready, resolve};
 use super::{Event, LoopCtx, Mailbox, Reply};
 
 /// Messages from the client, shared with the session task.
@@ -96,15 +96,7 @@ impl WsCycle {
         };
         // Application headers go through the same policy as any response.
         let mut head = ResponseHead::new(200, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        if let Some(headers) = message.get_item(intern!(py, "headers"))? {
-            for pair in headers.try_iter()? {
-                let pair = pair?;
-                let name = header_bytes(&pair.get_item(0)?)?;
-                let value = header_bytes(&pair.get_item(1)?)?;
-                head.push(&name, &value)
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            }
-        }
+        push_headers(&mut head, message)?;
         let extra = head
             .into_response(ferricorn_server::ResponseBody::empty())
             .headers()
