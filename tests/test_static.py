@@ -1164,3 +1164,15 @@ def test_changed_file_is_never_served_stale(spawn, tmp_path):
     os.rename(tmp, f)
     assert get(srv, "/static/v.txt").body == b"version-3"
     assert get(srv, "/static/v.txt", range="bytes=8-").body == b"3"
+
+
+def test_request_limits_apply_to_static_requests(spawn, tmp_path):
+    """--limit-request-* are checked before a static file is looked up, as for the app."""
+    d = tmp_path / "limits"
+    d.mkdir()
+    (d / "a.css").write_text("x")
+    srv = spawn("--static-map", f"/static={d}", "--limit-request-line", "100", "--limit-request-fields", "5", "testapp:app")
+    assert get(srv, "/static/a.css").status == 200
+    assert get(srv, "/static/" + "a" * 120 + ".css").status == 414
+    many = {f"x_h{i}".replace("_", "-"): "v" for i in range(10)}
+    assert get(srv, "/static/a.css", **many).status == 431
