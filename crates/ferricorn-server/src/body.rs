@@ -292,14 +292,11 @@ impl ResponseBody {
         Self::of(Kind::Stream(rx))
     }
 
-    /// The first `len` bytes of an open file, read as hyper asks for more (ASGI's
-    /// `http.response.pathsend`).
-    pub fn from_file(file: std::fs::File, len: u64) -> Self {
+    /// `len` bytes of an open file from `offset`, read as hyper asks for more (ASGI's
+    /// `http.response.pathsend` and `zerocopysend`).
+    pub fn from_file(file: std::fs::File, offset: u64, len: u64) -> Self {
         use crate::static_files::chunks::{Piece, Source};
-        Self::file(FileChunks::new(
-            Source::File(file),
-            vec![Piece::File { offset: 0, len }],
-        ))
+        Self::file(FileChunks::new(Source::File(file), vec![Piece::File { offset, len }]))
     }
 
     /// A static file (or ranges of it), read as hyper asks for more.
@@ -380,7 +377,11 @@ impl Body for ResponseBody {
                 },
                 Kind::Stream(rx) => match rx.poll_recv(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Recv::End) => return Poll::Ready(None),
+                    Poll::Ready(Recv::End) => {
+                        // hyper sends trailers on HTTP/2, and on HTTP/1.1 when the client
+                        // sent `TE: trailers` and the response's `Trailer` header names them.
+                        return Poll::Ready(rx.take_trailers().map(|t| Ok(Frame::trailers(t))));
+                    }
                     Poll::Ready(Recv::Aborted) => {
                         // hyper discards its unflushed write buffer when a body fails, which
                         // would lose chunks the app already yielded. Yield to the connection

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, ReadBuf};
+use std::task::ready;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::framing::{HeadFacts, HeadScanner};
@@ -37,6 +39,46 @@ pub struct ConnState {
     /// A chunked body on this connection broke a framing rule hyper tolerates (see
     /// `framing`); nothing more is served on the connection.
     body_violation: Mutex<Option<&'static str>>,
+    /// Informational responses (103 Early Hints) waiting to be written ahead of the
+    /// final response; see [`EarlyHints`].
+    interim: Mutex<Interim>,
+    /// Set while `interim` holds bytes, so the write path checks it with one load.
+    interim_pending: AtomicBool,
+    /// The connection task, woken when an informational response is queued.
+    interim_waker: futures_util::task::AtomicWaker,
+}
+
+#[derive(Debug, Default)]
+struct Interim {
+    bytes: Vec<u8>,
+    /// The current request's final response has not been handed to hyper yet.
+    open: bool,
+}
+
+/// Sends informational responses (`103 Early Hints`) for the request being handled on
+/// an HTTP/1.1 connection. hyper has no API for them: the bytes are queued here and
+/// written by [`IdleIo`] before anything hyper writes, which is safe because hyper
+/// writes nothing for a request until its final response exists, and the queue closes
+/// when that response is handed over.
+#[derive(Clone)]
+pub struct EarlyHints(pub(crate) Arc<ConnState>);
+
+impl EarlyHints {
+    /// Queues one informational response (`bytes`: its status line, headers and blank
+    /// line). Returns false, sending nothing, once the final response has started.
+    pub fn send(&self, bytes: &[u8]) -> bool {
+        let state = &self.0;
+        {
+            let mut q = state.interim.lock().unwrap_or_else(|p| p.into_inner());
+            if !q.open {
+                return false;
+            }
+            q.bytes.extend_from_slice(bytes);
+            state.interim_pending.store(true, Ordering::Release);
+        }
+        state.interim_waker.wake();
+        true
+    }
 }
 
 /// Resolves when the client goes away; lets a bridge tell an app that waits for it.
@@ -93,6 +135,20 @@ impl ConnState {
         self.busy.store(true, Ordering::Release);
     }
 
+    /// Informational responses may be queued for the request now being handled.
+    pub(crate) fn open_interim(&self) {
+        self.interim.lock().unwrap_or_else(|p| p.into_inner()).open = true;
+    }
+
+    /// The final response exists: informational responses are no longer sent.
+    pub(crate) fn close_interim(&self) {
+        self.interim.lock().unwrap_or_else(|p| p.into_inner()).open = false;
+    }
+
+    pub(crate) fn register_interim_waker(&self, waker: &std::task::Waker) {
+        self.interim_waker.register(waker);
+    }
+
     pub fn response_done(&self) {
         self.busy.store(false, Ordering::Release);
         self.idle_gen.fetch_add(1, Ordering::AcqRel);
@@ -107,6 +163,9 @@ pub struct IdleIo<T> {
     data_since: u64,
     timer: Option<Pin<Box<Sleep>>>,
     scanner: HeadScanner,
+    /// Informational response bytes taken from `ConnState`, partly written.
+    interim: Vec<u8>,
+    interim_written: usize,
 }
 
 impl<T> IdleIo<T> {
@@ -122,7 +181,33 @@ impl<T> IdleIo<T> {
             data_since: 0,
             timer: None,
             scanner: HeadScanner::default(),
+            interim: Vec::new(),
+            interim_written: 0,
         }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> IdleIo<T> {
+    /// Writes queued informational responses; ready once none is left.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.interim.is_empty() {
+            if !self.state.interim_pending.load(Ordering::Acquire) {
+                return Poll::Ready(Ok(()));
+            }
+            let mut q = self.state.interim.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut self.interim, &mut q.bytes);
+            self.state.interim_pending.store(false, Ordering::Release);
+            self.interim_written = 0;
+        }
+        while self.interim_written < self.interim.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.interim[self.interim_written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.interim_written += n;
+        }
+        self.interim.clear();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -187,4 +272,33 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 
 use std::future::Future;
 
-delegate_async_write!(IdleIo<T>);
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_interim(cx))?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_interim(cx))?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    /// hyper flushes on every turn of its connection loop, also while the app runs:
+    /// that is when queued informational responses go out.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_interim(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

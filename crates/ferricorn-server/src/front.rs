@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use crate::access::Pending;
 use crate::body::RequestBody;
-use crate::conn::{ClientGone, ConnState};
+use crate::conn::{ClientGone, ConnState, EarlyHints};
 use crate::serve::Shared;
 use crate::{error_page, ConnInfo, Request, ResponseBody};
 
@@ -168,7 +168,13 @@ async fn respond(
     } else {
         (String::new(), String::new())
     };
-    let call = shared.app.call(Request {
+    // 1xx responses need HTTP/1.1 (RFC 9110 15.2); hyper's HTTP/2 server cannot send them.
+    let early_hints = (head.version == http::Version::HTTP_11).then(|| {
+        state.open_interim();
+        EarlyHints(state.clone())
+    });
+    let hints_enabled = early_hints.is_some();
+    let mut call = shared.app.call(Request {
         head,
         client_gone: ClientGone(state.clone()),
         scheme,
@@ -176,6 +182,13 @@ async fn respond(
         conn: info,
         trusted_proxy,
         client,
+        early_hints,
+    });
+    let call = std::future::poll_fn(|cx| {
+        if hints_enabled {
+            state.register_interim_waker(cx.waker());
+        }
+        call.as_mut().poll(cx)
     });
     let mut aborting = shared.aborting();
     let deadline = async {
@@ -196,6 +209,9 @@ async fn respond(
             error_page::response(504, "The application did not answer in time.", true)
         }
     };
+    if hints_enabled {
+        state.close_interim();
+    }
     if let Some(a) = admission {
         resp.body_mut().hold(a);
     }

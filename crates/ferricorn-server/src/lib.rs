@@ -62,7 +62,7 @@ pub mod tls;
 pub mod websocket;
 
 pub use body::{BodyError, RequestBody, ResponseBody};
-pub use conn::ClientGone;
+pub use conn::{ClientGone, EarlyHints};
 pub use listener::Listener;
 pub use response_head::{HeadError, ResponseHead};
 pub use serve::{serve, Http2Options, ServeOutcome, ServerConfig, StopSignal};
@@ -114,6 +114,8 @@ pub struct Request {
     /// The client: the TCP (or PROXY protocol) peer, or what a trusted `Forwarded`
     /// header says (`--forwarded-header`); port 0 when unknown.
     pub client: Option<SocketAddr>,
+    /// Sends `103 Early Hints` before the response (HTTP/1.1 requests only).
+    pub early_hints: Option<conn::EarlyHints>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -26,6 +26,8 @@ struct State {
     on_drain: Option<Hook>,
     /// Called once when the consumer goes away (the client disconnected or is done).
     on_close: Option<Hook>,
+    /// Trailer fields sent after the last chunk.
+    trailers: Option<http::HeaderMap>,
 }
 
 struct Shared {
@@ -133,6 +135,12 @@ impl Sender {
         Ok(())
     }
 
+    /// Trailer fields for the end of the body (sent if the protocol allows; see
+    /// `ResponseBody`).
+    pub fn set_trailers(&self, trailers: http::HeaderMap) {
+        self.shared.lock().trailers = Some(trailers);
+    }
+
     /// Ends the body normally.
     pub fn finish(self) {
         self.close(false);
@@ -192,6 +200,13 @@ impl Receiver {
         }
         st.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl Receiver {
+    /// The trailers, once the body has ended.
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        self.shared.lock().trailers.take()
     }
 }
 

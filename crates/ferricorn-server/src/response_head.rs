@@ -80,6 +80,29 @@ impl ResponseHead {
         Ok(())
     }
 
+    /// The head as an informational response (`HTTP/1.1 103 Early Hints` and its
+    /// headers), for [`crate::EarlyHints`]. 100 and 101 belong to the server.
+    pub fn interim_bytes(&self) -> Result<Vec<u8>, HeadError> {
+        let code = self.status.as_u16();
+        if !(102..200).contains(&code) {
+            return Err(HeadError::Status(code));
+        }
+        let reason = self
+            .reason
+            .as_deref()
+            .or(self.status.canonical_reason())
+            .unwrap_or(if code == 103 { "Early Hints" } else { "Informational" });
+        let mut out = format!("HTTP/1.1 {code} {reason}\r\n").into_bytes();
+        for (k, v) in &self.headers {
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
+    }
+
     pub fn into_response(self, mut body: ResponseBody) -> Response<ResponseBody> {
         if let Some(len) = self.content_length {
             body.limit(len);
@@ -121,5 +144,17 @@ mod tests {
         assert!(resp.headers().get("server").is_none());
         assert_eq!(resp.headers()["connection"], "close");
         assert!(ResponseHead::new(1000, None).is_err());
+    }
+
+    #[test]
+    fn interim() {
+        let mut h = ResponseHead::new(103, None).unwrap();
+        h.push(b"Link", b"</a.css>; rel=preload").unwrap();
+        assert_eq!(
+            h.interim_bytes().unwrap(),
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"
+        );
+        assert!(ResponseHead::new(101, None).unwrap().interim_bytes().is_err());
+        assert!(ResponseHead::new(200, None).unwrap().interim_bytes().is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ferricorn_server::pipe::{self, Disconnected};
-use ferricorn_server::{error_page, RequestBody, ResponseBody, ResponseHead};
+use ferricorn_server::{error_page, EarlyHints, RequestBody, ResponseBody, ResponseHead};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -229,10 +229,22 @@ pub struct HttpCycle {
     pipe: Option<pipe::Sender>,
     finished: bool,
     head_request: bool,
+    early_hints: Option<EarlyHints>,
+    /// `http.response.start` asked for trailers: the response ends with them.
+    expect_trailers: bool,
+    /// The last body message was sent; only trailers may follow.
+    body_done: bool,
+    trailers: http::HeaderMap,
 }
 
 impl HttpCycle {
-    pub(crate) fn new(ctx: Arc<LoopCtx>, shared: Arc<CycleShared>, reply: Reply, head_request: bool) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<LoopCtx>,
+        shared: Arc<CycleShared>,
+        reply: Reply,
+        head_request: bool,
+        early_hints: Option<EarlyHints>,
+    ) -> Self {
         Self {
             ctx,
             shared,
@@ -241,6 +253,10 @@ impl HttpCycle {
             pipe: None,
             finished: false,
             head_request,
+            early_hints,
+            expect_trailers: false,
+            body_done: false,
+            trailers: http::HeaderMap::new(),
         }
     }
 
@@ -276,16 +292,134 @@ impl HttpCycle {
         let mut head = ResponseHead::new(status, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
         push_headers(&mut head, message)?;
         self.head = Some(head);
+        self.expect_trailers = match message.get_item(intern!(py, "trailers"))? {
+            Some(t) => t.is_truthy()?,
+            None => false,
+        };
         Ok(())
+    }
+
+    /// `http.response.informational` (Gunicorn's message: `status`, `headers`) and
+    /// `http.response.early_hint` (`links`, each a `Link` value): a 1xx before the final
+    /// response, on HTTP/1.1. Dropped on HTTP/1.0 and HTTP/2, as the scope says.
+    fn informational(&mut self, message: &Bound<'_, PyDict>, kind: &str) -> PyResult<()> {
+        let py = message.py();
+        if self.head.is_some() || self.reply.is_none() {
+            return Err(PyRuntimeError::new_err(format!("{kind} after http.response.start")));
+        }
+        let status: u16 = match message.get_item(intern!(py, "status"))? {
+            Some(s) if kind == "http.response.informational" => s.extract()?,
+            _ => 103,
+        };
+        let mut head = ResponseHead::new(status, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        push_headers(&mut head, message)?;
+        if let Some(links) = message.get_item(intern!(py, "links"))? {
+            for link in links.try_iter()? {
+                head.push(b"link", &header_bytes(&link?)?)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            }
+        }
+        let bytes = head
+            .interim_bytes()
+            .map_err(|e| PyValueError::new_err(format!("{kind}: {e}")))?;
+        if let Some(hints) = &self.early_hints {
+            hints.send(&bytes);
+        }
+        Ok(())
+    }
+
+    /// `http.response.trailers`, after the last body message of a response started with
+    /// `trailers: True`.
+    fn trailers(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = message.py();
+        if !self.expect_trailers || !self.body_done || self.finished {
+            return Err(PyRuntimeError::new_err(
+                "http.response.trailers needs trailers=True in http.response.start and follows the last body",
+            ));
+        }
+        if let Some(headers) = message.get_item(intern!(py, "headers"))? {
+            for pair in headers.try_iter()? {
+                let pair = pair?;
+                let name = header_bytes(&pair.get_item(0)?)?;
+                let value = header_bytes(&pair.get_item(1)?)?;
+                let bad = || PyValueError::new_err(format!("invalid trailer {:?}", String::from_utf8_lossy(&name)));
+                let name = http::HeaderName::from_bytes(&name).map_err(|_| bad())?;
+                let value = http::HeaderValue::from_bytes(&value).map_err(|_| bad())?;
+                // Framing and routing fields never come from a trailer (RFC 9110 6.5.1).
+                if !ferricorn_core::request::forbidden_trailer(name.as_str()) {
+                    self.trailers.append(name, value);
+                }
+            }
+        }
+        let more = match message.get_item(intern!(py, "more_trailers"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        if !more {
+            if let Some(tx) = &self.pipe {
+                tx.set_trailers(std::mem::take(&mut self.trailers));
+            }
+            self.finish_stream();
+        }
+        Ok(())
+    }
+
+    /// ASGI's zerocopysend extension: `count` bytes (default: to the end) of the open
+    /// `file` from `offset` (default: its current position). A whole response in one
+    /// message is read by the I/O thread like pathsend; otherwise the bytes are read
+    /// here and go the way of `http.response.body`.
+    fn zerocopysend(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Option<Py<PyAny>>> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::fs::FileExt;
+        let os_err = |e: std::io::Error| pyo3::exceptions::PyOSError::new_err(e.to_string());
+        let fileobj = message
+            .get_item(intern!(py, "file"))?
+            .ok_or_else(|| PyValueError::new_err("http.response.zerocopysend needs a file"))?;
+        let fd: i32 = fileobj.call_method0(intern!(py, "fileno"))?.extract()?;
+        // A duplicate, so the app may close its file as soon as send() returns.
+        // SAFETY: fcntl only reads `fd`; a bad one gives -1.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(os_err(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `dup` is a new descriptor that nothing else owns.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(dup) });
+        let size = file.metadata().map_err(os_err)?.len();
+        let offset: u64 = match message.get_item(intern!(py, "offset"))? {
+            Some(o) if !o.is_none() => o.extract()?,
+            // SAFETY: lseek on a descriptor we own; it only reads the shared position.
+            _ => u64::try_from(unsafe { libc::lseek(dup, 0, libc::SEEK_CUR) }).unwrap_or(0),
+        };
+        let available = size.saturating_sub(offset);
+        let count: u64 = match message.get_item(intern!(py, "count"))? {
+            Some(c) if !c.is_none() => c.extract::<u64>()?.min(available),
+            _ => available,
+        };
+        let more = match message.get_item(intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        if self.reply.is_some() && !more && !self.expect_trailers && !self.head_request {
+            let head = self
+                .head
+                .take()
+                .ok_or_else(|| PyRuntimeError::new_err("http.response.zerocopysend before http.response.start"))?;
+            let mut resp = head.into_response(ResponseBody::from_file(file, offset, count));
+            if !resp.headers().contains_key(http::header::CONTENT_LENGTH) {
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(count));
+            }
+            self.respond(resp);
+            self.end();
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; usize::try_from(count).unwrap_or(usize::MAX)];
+        py.detach(|| file.read_exact_at(&mut buf, offset)).map_err(os_err)?;
+        self.body_bytes(py, Bytes::from(buf), more)
     }
 
     /// Queues body bytes; `Some(future)` when the app must wait for the client.
     fn body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Option<Py<PyAny>>> {
-        if self.finished {
-            return Err(PyRuntimeError::new_err(
-                "http.response.body sent after the response completed",
-            ));
-        }
         let body = match message.get_item(intern!(py, "body"))? {
             Some(b) if !b.is_none() => Bytes::copy_from_slice(
                 b.cast::<PyBytes>()
@@ -298,6 +432,20 @@ impl HttpCycle {
             Some(m) => m.is_truthy()?,
             None => false,
         };
+        self.body_bytes(py, body, more)
+    }
+
+    fn body_bytes(&mut self, py: Python<'_>, body: Bytes, more_body: bool) -> PyResult<Option<Py<PyAny>>> {
+        if self.finished || self.body_done {
+            return Err(PyRuntimeError::new_err(
+                "http.response.body sent after the response completed",
+            ));
+        }
+        // With trailers to come, the last body message does not end the response.
+        let more = more_body || self.expect_trailers;
+        if self.expect_trailers && !more_body {
+            self.body_done = true;
+        }
         if self.reply.is_some() {
             let head = self
                 .head
@@ -393,7 +541,7 @@ impl HttpCycle {
         let body = if self.head_request {
             ResponseBody::empty()
         } else {
-            ResponseBody::from_file(file, len)
+            ResponseBody::from_file(file, 0, len)
         };
         let mut resp = head.into_response(body);
         if !resp.headers().contains_key(http::header::CONTENT_LENGTH) {
@@ -476,6 +624,13 @@ impl HttpCycle {
         match kind.as_str() {
             "http.response.start" => self.start(message)?,
             "http.response.pathsend" => self.pathsend(message)?,
+            "http.response.informational" | "http.response.early_hint" => self.informational(message, &kind)?,
+            "http.response.trailers" => self.trailers(message)?,
+            "http.response.zerocopysend" => {
+                if let Some(fut) = self.zerocopysend(py, message)? {
+                    return Ok(fut);
+                }
+            }
             "http.response.body" => {
                 if let Some(fut) = self.body(py, message)? {
                     return Ok(fut);

@@ -161,7 +161,13 @@ fn start_request(
     let scope = scope::http_scope(py, ctx, &req)?;
     let cycle = Bound::new(
         py,
-        HttpCycle::new(ctx.clone(), shared, reply, req.head.method == http::Method::HEAD),
+        HttpCycle::new(
+            ctx.clone(),
+            shared,
+            reply,
+            req.head.method == http::Method::HEAD,
+            req.early_hints.clone(),
+        ),
     )?;
     let coro = ctx.run_http.bind(py).call1((ctx.app.bind(py), scope, cycle))?;
     ctx.create_task.bind(py).call1((coro,))?;

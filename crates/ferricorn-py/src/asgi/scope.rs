@@ -107,9 +107,15 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     // Each request gets a shallow copy of the lifespan state, as the spec asks.
     scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;
     // Advertised extensions: pathsend (Starlette's FileResponse then hands the file to
-    // the server instead of reading it into Python).
+    // the server instead of reading it into Python), zerocopysend, trailers, and early
+    // hints where the protocol can carry them (HTTP/1.1).
     let extensions = PyDict::new(py);
     extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    extensions.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
+    extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+    if req.early_hints.is_some() {
+        extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+    }
     if let Some(t) = &req.conn.tls {
         extensions.set_item(intern!(py, "tls"), tls_extension(py, t)?)?;
     }

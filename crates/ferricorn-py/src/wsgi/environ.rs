@@ -149,6 +149,13 @@ pub fn build<'py>(
     env.set_item(intern!(py, "wsgi.run_once"), false)?;
     env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
     env.set_item(intern!(py, "wsgi.file_wrapper"), shared.file_wrapper.bind(py))?;
+    match &req.early_hints {
+        Some(h) => env.set_item(
+            intern!(py, "wsgi.early_hints"),
+            Bound::new(py, super::early_hints::EarlyHintsFn(Some(h.clone())))?,
+        )?,
+        None => env.set_item(intern!(py, "wsgi.early_hints"), shared.no_early_hints.bind(py))?,
+    }
     Ok(Ok(env))
 }
 

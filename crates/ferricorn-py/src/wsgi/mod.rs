@@ -6,6 +6,7 @@
 //! byte-budgeted pipe otherwise). Waiting for the socket always happens detached.
 
 mod call;
+mod early_hints;
 mod environ;
 mod errors;
 mod file;
@@ -162,6 +163,8 @@ pub(crate) struct Shared {
     pub cfg: WsgiConfig,
     pub errors: Py<ErrorStream>,
     pub file_wrapper: Py<PyAny>,
+    /// The `wsgi.early_hints` of requests that cannot have any (HTTP/1.0, HTTP/2).
+    pub no_early_hints: Py<early_hints::EarlyHintsFn>,
 }
 
 impl WsgiBridge {
@@ -173,6 +176,7 @@ impl WsgiBridge {
             cfg,
             errors: Py::new(py, ErrorStream)?,
             file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
+            no_early_hints: Py::new(py, early_hints::EarlyHintsFn(None))?,
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
