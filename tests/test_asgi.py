@@ -937,4 +937,9 @@ def test_pathsend_is_advertised_for_http_only(start_server):
 
     srv = start_server("asgi_raw:app")
     scope = json.loads(urllib.request.urlopen(srv.url + "/scope", timeout=5).read())
-    assert scope["extensions"] == {"http.response.pathsend": {}}, scope
+    assert scope["extensions"] == {
+        "http.response.pathsend": {},
+        "http.response.zerocopysend": {},
+        "http.response.trailers": {},
+        "http.response.early_hint": {},
+    }, scope

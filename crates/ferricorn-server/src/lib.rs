@@ -87,6 +87,51 @@ pub struct ConnInfo {
     pub proxy: Option<(&'static str, Option<SocketAddr>)>,
     /// The TLS session, on TLS connections.
     pub tls: Option<Arc<TlsSession>>,
+    /// `peer` and `local` as text, made on first use: formatting addresses costs more
+    /// than the rest of a small request's environ, and a keep-alive connection's
+    /// requests all share them.
+    texts: [std::sync::OnceLock<Option<AddrText>>; 2],
+}
+
+/// An address's IP and port as text.
+#[derive(Debug, Clone)]
+pub struct AddrText {
+    pub ip: String,
+    pub port: String,
+}
+
+impl ConnInfo {
+    /// A plain-HTTP connection (TLS and PROXY details are filled in later).
+    pub fn new(peer: Option<SocketAddr>, local: Option<SocketAddr>, fd: std::os::fd::RawFd) -> Self {
+        Self {
+            peer,
+            local,
+            scheme: "http",
+            fd,
+            proxy: None,
+            tls: None,
+            texts: Default::default(),
+        }
+    }
+
+    /// `peer` as text (once the PROXY header, if any, has set it).
+    pub fn peer_text(&self) -> Option<&AddrText> {
+        Self::text(&self.texts[0], self.peer)
+    }
+
+    pub fn local_text(&self) -> Option<&AddrText> {
+        Self::text(&self.texts[1], self.local)
+    }
+
+    fn text(cell: &std::sync::OnceLock<Option<AddrText>>, addr: Option<SocketAddr>) -> Option<&AddrText> {
+        cell.get_or_init(|| {
+            addr.map(|a| AddrText {
+                ip: a.ip().to_string(),
+                port: a.port().to_string(),
+            })
+        })
+        .as_ref()
+    }
 }
 
 /// What the app may learn about a TLS connection.

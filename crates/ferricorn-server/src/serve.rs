@@ -482,28 +482,14 @@ impl L {
                 let peer = s.peer_addr().ok();
                 let s = tokio::net::TcpStream::from_std(s).ok()?;
                 let _ = s.set_nodelay(true);
-                let info = ConnInfo {
-                    peer,
-                    local: s.local_addr().ok(),
-                    scheme: "http",
-                    fd: conn,
-                    proxy: None,
-                    tls: None,
-                };
+                let info = ConnInfo::new(peer, s.local_addr().ok(), conn);
                 Some((Stream::Tcp(s), info))
             }
             L::Unix(_) => {
                 // SAFETY: as above.
                 let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(conn) };
                 let s = tokio::net::UnixStream::from_std(s).ok()?;
-                let info = ConnInfo {
-                    peer: None,
-                    local: None,
-                    scheme: "http",
-                    fd: conn,
-                    proxy: None,
-                    tls: None,
-                };
+                let info = ConnInfo::new(None, None, conn);
                 Some((Stream::Unix(s), info))
             }
         }
@@ -514,26 +500,12 @@ impl L {
             L::Tcp(l) => l.accept().await.map(|(s, peer)| {
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().ok();
-                let info = ConnInfo {
-                    peer: Some(peer),
-                    local,
-                    scheme: "http",
-                    fd: std::os::fd::AsRawFd::as_raw_fd(&s),
-                    proxy: None,
-                    tls: None,
-                };
+                let info = ConnInfo::new(Some(peer), local, std::os::fd::AsRawFd::as_raw_fd(&s));
                 (Stream::Tcp(s), info)
             }),
             L::Unix(l) => l.accept().await.map(|(s, _)| {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
-                let info = ConnInfo {
-                    peer: None,
-                    local: None,
-                    scheme: "http",
-                    fd,
-                    proxy: None,
-                    tls: None,
-                };
+                let info = ConnInfo::new(None, None, fd);
                 (Stream::Unix(s), info)
             }),
         }

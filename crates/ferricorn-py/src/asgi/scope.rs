@@ -96,13 +96,17 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
         }
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    match req.client {
-        Some(p) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port()))?,
-        None => scope.set_item(intern!(py, "client"), py.None())?,
+    // The connection's addresses as text are made once per connection (see ConnInfo).
+    match (req.client, req.conn.peer_text()) {
+        (Some(p), Some(t)) if Some(p) == req.conn.peer => {
+            scope.set_item(intern!(py, "client"), (t.ip.as_str(), p.port()))?
+        }
+        (Some(p), _) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port()))?,
+        (None, _) => scope.set_item(intern!(py, "client"), py.None())?,
     }
-    match req.conn.local {
-        Some(l) => scope.set_item(intern!(py, "server"), (l.ip().to_string(), l.port()))?,
-        None => scope.set_item(intern!(py, "server"), py.None())?,
+    match (req.conn.local, req.conn.local_text()) {
+        (Some(l), Some(t)) => scope.set_item(intern!(py, "server"), (t.ip.as_str(), l.port()))?,
+        _ => scope.set_item(intern!(py, "server"), py.None())?,
     }
     // Each request gets a shallow copy of the lifespan state, as the spec asks.
     scope.set_item(intern!(py, "state"), ctx.state.bind(py).copy()?)?;

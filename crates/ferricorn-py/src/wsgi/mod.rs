@@ -161,22 +161,29 @@ impl CallClock {
 pub(crate) struct Shared {
     pub app: Py<PyAny>,
     pub cfg: WsgiConfig,
-    pub errors: Py<ErrorStream>,
-    pub file_wrapper: Py<PyAny>,
-    /// The `wsgi.early_hints` of requests that cannot have any (HTTP/1.0, HTTP/2).
-    pub no_early_hints: Py<early_hints::EarlyHintsFn>,
+    /// What every environ starts as (see `environ::template`).
+    pub environ_template: Py<pyo3::types::PyDict>,
 }
 
 impl WsgiBridge {
     pub fn start(py: Python<'_>, app: Py<PyAny>, threads: usize, cfg: WsgiConfig) -> PyResult<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let cfg_inline = cfg.inline;
+        let errors = Py::new(py, ErrorStream)?;
+        let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        // Requests that cannot have early hints (HTTP/1.0, HTTP/2) keep this no-op one.
+        let no_hints = Bound::new(py, early_hints::EarlyHintsFn(None))?;
+        let environ_template = environ::template(
+            py,
+            &cfg,
+            errors.bind(py).as_any(),
+            file_wrapper.bind(py),
+            no_hints.as_any(),
+        )?;
         let shared = Arc::new(Shared {
             app,
             cfg,
-            errors: Py::new(py, ErrorStream)?,
-            file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
-            no_early_hints: Py::new(py, early_hints::EarlyHintsFn(None))?,
+            environ_template,
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));

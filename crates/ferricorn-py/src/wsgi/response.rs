@@ -216,7 +216,7 @@ impl StartResponse {
             }
             this.set_headers(status, headers)?;
         }
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     fn write(mut slf: PyRefMut<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
