@@ -1,4 +1,4 @@
-"""--http2-cleartext prior-knowledge: HTTP/2 without TLS, for peers in
+"""--http2-cleartext prior-knowledge|upgrade|both: HTTP/2 without TLS, for peers in
 --forwarded-allow-ips only (as Gunicorn 27), HTTP/1.1 still served on the same port."""
 
 import json
@@ -38,8 +38,102 @@ def test_off_by_default(start_server):
     assert out != "2 200", out
 
 
-def test_upgrade_mode_warns(start_server):
+def test_both_modes(start_server):
     srv = start_server("--http2-cleartext", "both", "testapp:app")
-    assert "only prior knowledge is served" in srv.log()
+    assert "not supported" not in srv.log()
     rc, out = curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", srv.url + "/")
     assert out == "2 200"
+    rc, out = curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", srv.url + "/")
+    assert out == "2 200"
+
+
+def upgrade_request(port, path="/environ", extra=b""):
+    return (
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port
+        + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        + b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n" + extra + b"\r\n"
+    )
+
+
+def test_upgrade_answers_the_first_request_on_stream_1(start_server):
+    import socket
+
+    import h2.connection
+    import h2.events
+
+    srv = start_server("--http2-cleartext", "upgrade", "testapp:app")
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(upgrade_request(srv.port, "/environ?q=1"))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert b"upgrade: h2c" in head.lower()
+    conn = h2.connection.H2Connection()
+    conn.initiate_upgrade_connection()
+    s.sendall(conn.data_to_send())
+    body, status, ended = b"", None, False
+    events = conn.receive_data(rest) if rest else []
+    while not ended:
+        for ev in events:
+            if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == 1:
+                status = dict(ev.headers)[b":status"]
+            elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == 1:
+                body += ev.data
+                conn.acknowledge_received_data(len(ev.data), 1)
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == 1:
+                ended = True
+        s.sendall(conn.data_to_send())
+        if not ended:
+            events = conn.receive_data(s.recv(65536))
+    assert status == b"200"
+    env = json.loads(body)
+    assert env["SERVER_PROTOCOL"] == "HTTP/2.0"
+    assert env["PATH_INFO"] == "/environ" and env["QUERY_STRING"] == "q=1"
+    assert env["HTTP_HOST"] == "127.0.0.1:%d" % srv.port
+    assert "HTTP_UPGRADE" not in env and "HTTP_HTTP2_SETTINGS" not in env
+    # The connection goes on as HTTP/2: a second stream.
+    conn.send_headers(3, [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x")], end_stream=True)
+    s.sendall(conn.data_to_send())
+    got = b""
+    done = False
+    while not done:
+        for ev in conn.receive_data(s.recv(65536)):
+            if isinstance(ev, h2.events.DataReceived) and ev.stream_id == 3:
+                got += ev.data
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == 3:
+                done = True
+    assert got
+    s.close()
+
+
+def test_upgrade_mode_does_not_serve_prior_knowledge(start_server):
+    srv = start_server("--http2-cleartext", "upgrade", "testapp:app")
+    rc, out = curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", srv.url + "/")
+    assert out == "2 200"
+    rc, out = curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", srv.url + "/")
+    assert out != "2 200", out
+
+
+def test_upgrade_ignored_for_untrusted_peers_and_bodies_and_when_off(start_server):
+    srv = start_server("--http2-cleartext", "upgrade", "--forwarded-allow-ips", "10.0.0.1", "testapp:app")
+    rc, out = curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", srv.url + "/")
+    assert out == "1.1 200", out
+    off = start_server("testapp:app")
+    rc, out = curl("--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", off.url + "/")
+    assert out == "1.1 200", out
+    on = start_server("--http2-cleartext", "upgrade", "testapp:app")
+    # A request with a body is served on HTTP/1.1 (RFC 9110 lets a server ignore Upgrade).
+    res = on.raw(upgrade_request(on.port, "/echo", b"Content-Length: 5\r\nConnection: close\r\n")[:-2]
+                 + b"\r\nhello")
+    assert res.startswith(b"HTTP/1.1 200"), res[:200]
+    assert res.endswith(b"hello")
+
+
+def test_upgrade_to_an_asgi_app(start_server):
+    srv = start_server("--http2-cleartext", "upgrade", "asgi_raw:app")
+    rc, out = curl("--http2", "-w", " %{http_version}", srv.url + "/scope")
+    assert rc == 0 and out.endswith(" 2"), out
+    scope = json.loads(out.rsplit(" ", 1)[0])
+    assert scope["http_version"] == "2"

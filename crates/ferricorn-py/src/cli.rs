@@ -444,11 +444,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
 ];
 
 fn warn_unimplemented(settings: &Settings) {
-    if matches!(settings.str("http2_cleartext"), Some("upgrade" | "both")) {
-        ferricorn_core::warning!(
-            "http2_cleartext: the HTTP/1.1 Upgrade to h2c is not supported (hyper has no server side for it); only prior knowledge is served"
-        );
-    }
     for name in NOT_IMPLEMENTED {
         if settings.source(name) != Source::Default {
             ferricorn_core::warning!("Setting {name} is accepted but has no effect in ferricorn yet");

@@ -759,6 +759,7 @@ fn server_config(
         forwarded_header: s.bool("forwarded_header"),
         half_close: true,
         h2c_prior_knowledge: matches!(s.str("http2_cleartext"), Some("prior-knowledge" | "both")),
+        h2c_upgrade: matches!(s.str("http2_cleartext"), Some("upgrade" | "both")),
         forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
         max_queued: (s.int("max_queued") > 0).then(|| s.int("max_queued") as usize),
         app_threads: s.int("threads").max(1) as usize,

@@ -15,7 +15,7 @@ use crate::serve::Shared;
 use crate::{error_page, ConnInfo, Request, ResponseBody};
 
 pub(crate) async fn handle(
-    req: hyper::Request<Incoming>,
+    mut req: hyper::Request<Incoming>,
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     state: Arc<ConnState>,
@@ -44,9 +44,20 @@ pub(crate) async fn handle(
             .body_violation()
             .map(|_| "an earlier request on the connection had an invalid chunked body")
     });
-    let mut resp = match framing_error {
-        Some(detail) => reject(&info, 400, detail),
-        None => respond(req, &shared, info, &state).await,
+    let h2c = framing_error.is_none()
+        && cfg.h2c_upgrade
+        && info.tls.is_none()
+        && crate::h2c_upgrade::requested(&req)
+        && cfg.forwarded_allow.allows(info.peer.map(|p| p.ip()));
+    let switched = if h2c {
+        crate::h2c_upgrade::upgrade(&mut req, &shared, &info)
+    } else {
+        None
+    };
+    let mut resp = match (framing_error, switched) {
+        (Some(detail), _) => reject(&info, 400, detail),
+        (None, Some(resp)) => resp,
+        (None, None) => respond(req, &shared, info, &state).await,
     };
     // The response that reaches --max-requests is the worker's last on this
     // connection: say so, as Gunicorn's force_close() does, so the client does not

@@ -51,6 +51,7 @@ mod framing;
 mod front;
 #[doc(hidden)]
 pub mod fuzzing;
+mod h2c_upgrade;
 pub mod listener;
 mod overload;
 pub mod pipe;

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub forwarded_header: bool,
     /// `--http2-cleartext prior-knowledge|both`: HTTP/2 without TLS for trusted peers.
     pub h2c_prior_knowledge: bool,
+    /// Serve HTTP/2 after an HTTP/1.1 `Upgrade: h2c` from a trusted peer.
+    pub h2c_upgrade: bool,
     /// `--forwarder-headers`: headers with `_` a trusted proxy may set.
     pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
 }
@@ -184,7 +186,7 @@ where
     }
 }
 
-async fn serve_h2<S>(stream: S, info: ConnInfo, shared: Arc<Shared>)
+pub(crate) async fn serve_h2<S>(stream: S, info: ConnInfo, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -242,6 +244,7 @@ impl Default for ServerConfig {
             request_deadline: None,
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
             h2c_prior_knowledge: false,
+            h2c_upgrade: false,
             forwarded_header: false,
             half_close: true,
         }
