@@ -52,6 +52,9 @@ pub(crate) struct CycleIo {
     drained: bool,
     receive_waiter: Option<Py<PyAny>>,
     send_waiter: Option<Py<PyAny>>,
+    /// What a disconnect watcher needs, until one is started. Most apps never wait for
+    /// `http.disconnect`, so the watcher task is spawned only when one does.
+    watch: Option<(ferricorn_server::ClientGone, tokio::runtime::Handle)>,
 }
 
 pub(crate) struct CycleShared {
@@ -71,7 +74,7 @@ impl CycleShared {
     }
 
     /// Until the response is done, watches for the client going away.
-    pub(crate) async fn watch_disconnect(self: Arc<Self>, gone: ferricorn_server::ClientGone, mailbox: Arc<Mailbox>) {
+    async fn watch_disconnect(self: Arc<Self>, gone: ferricorn_server::ClientGone, mailbox: Arc<Mailbox>) {
         let done = self.done.notified();
         tokio::pin!(done);
         // Registered before the check, so a response finishing in between still wakes us.
@@ -85,9 +88,12 @@ impl CycleShared {
         }
     }
 
-    pub(crate) fn new(mut body: RequestBody, mailbox: &Arc<Mailbox>) -> Arc<Self> {
+    pub(crate) fn new(mut body: RequestBody, mailbox: &Arc<Mailbox>, gone: ferricorn_server::ClientGone) -> Arc<Self> {
         let shared = Arc::new(Self {
-            io: Mutex::new(CycleIo::default()),
+            io: Mutex::new(CycleIo {
+                watch: tokio::runtime::Handle::try_current().ok().map(|rt| (gone, rt)),
+                ..CycleIo::default()
+            }),
             want_body: tokio::sync::Notify::new(),
             done: tokio::sync::Notify::new(),
         });
@@ -614,6 +620,9 @@ impl HttpCycle {
         io.receive_waiter = Some(fut.clone_ref(py));
         if !io.request_complete_sent {
             self.shared.want_body.notify_one();
+        } else if let Some((gone, rt)) = io.watch.take() {
+            // Waiting for `http.disconnect`: from now on the client's leaving matters.
+            rt.spawn(self.shared.clone().watch_disconnect(gone, self.ctx.mailbox.clone()));
         }
         Ok(fut)
     }

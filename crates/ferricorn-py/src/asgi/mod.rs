@@ -107,6 +107,9 @@ pub(crate) struct LoopCtx {
     pub create_future: Py<PyAny>,
     pub state: Py<PyDict>,
     pub root_path: String,
+    /// See `scope::templates`.
+    pub scope_template: Py<PyDict>,
+    pub extensions_templates: [Py<PyDict>; 2],
     pub high_water: usize,
     pub websocket_max_message: Option<usize>,
     pub mailbox: Arc<Mailbox>,
@@ -284,7 +287,10 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         .map_err(err)?;
     let event_loop = loop_thread.getattr("loop").map_err(err)?;
     let state = PyDict::new(py);
+    let (scope_template, extensions_templates) = scope::templates(py, &cfg.root_path).map_err(err)?;
     let ctx = LoopCtx {
+        scope_template,
+        extensions_templates,
         app: app.clone().unbind(),
         run_http: match &cfg.request_hooks {
             Some(h) => helpers
@@ -338,12 +344,7 @@ impl App for AsgiBridge {
             });
         }
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
-        let shared = CycleShared::new(body, &self.mailbox);
-        tokio::spawn(
-            shared
-                .clone()
-                .watch_disconnect(req.client_gone.clone(), self.mailbox.clone()),
-        );
+        let shared = CycleShared::new(body, &self.mailbox, req.client_gone.clone());
         self.mailbox.post(Event::Request(Box::new((req, reply, shared))));
         Box::pin(async move {
             rx.await

@@ -4,7 +4,7 @@ use ferricorn_server::Request;
 use http::Version;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::LoopCtx;
 
@@ -44,14 +44,45 @@ fn tls_extension<'py>(py: Python<'py>, t: &ferricorn_server::TlsSession) -> PyRe
     Ok(ext)
 }
 
-pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
-    let head = &req.head;
+/// What every `http` scope starts as: the constant keys, and a placeholder for each
+/// key a request sets, so that a copy has a hash table of the final size (building the
+/// dict key by key grows it twice). Also the two `extensions` dicts: without and with
+/// early hints (HTTP/1.1). Their values are empty dicts, shared by every request.
+pub fn templates(py: Python<'_>, root_path: &str) -> PyResult<(Py<PyDict>, [Py<PyDict>; 2])> {
     let scope = PyDict::new(py);
     let asgi = PyDict::new(py);
     asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
+    for key in [
+        intern!(py, "http_version"),
+        intern!(py, "method"),
+        intern!(py, "scheme"),
+        intern!(py, "path"),
+        intern!(py, "raw_path"),
+        intern!(py, "query_string"),
+        intern!(py, "headers"),
+        intern!(py, "client"),
+        intern!(py, "server"),
+        intern!(py, "state"),
+        intern!(py, "extensions"),
+    ] {
+        scope.set_item(key, py.None())?;
+    }
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+    let plain = PyDict::new(py);
+    plain.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    plain.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
+    plain.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+    let hints = plain.copy()?;
+    hints.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+    Ok((scope.unbind(), [plain.unbind(), hints.unbind()]))
+}
+
+pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
+    let head = &req.head;
+    let scope = ctx.scope_template.bind(py).copy()?;
     scope.set_item(
         intern!(py, "http_version"),
         match head.version {
@@ -60,19 +91,34 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
             _ => intern!(py, "1.1"),
         },
     )?;
-    scope.set_item(intern!(py, "method"), head.method.as_str())?;
-    scope.set_item(intern!(py, "scheme"), req.scheme)?;
+    let method = match head.method {
+        http::Method::GET => intern!(py, "GET").clone(),
+        http::Method::POST => intern!(py, "POST").clone(),
+        _ => PyString::new(py, head.method.as_str()),
+    };
+    scope.set_item(intern!(py, "method"), method)?;
+    scope.set_item(
+        intern!(py, "scheme"),
+        if req.scheme == "https" {
+            intern!(py, "https")
+        } else {
+            intern!(py, "http")
+        },
+    )?;
     let raw_path = head.uri.path();
-    let decoded: Vec<u8> = percent_encoding::percent_decode(raw_path.as_bytes()).collect();
     // ASGI: `path` is the full path below the server, so it includes `root_path`.
-    let path = format!("{}{}", ctx.root_path, String::from_utf8_lossy(&decoded));
-    scope.set_item(intern!(py, "path"), path)?;
+    if ctx.root_path.is_empty() && !raw_path.contains('%') {
+        scope.set_item(intern!(py, "path"), raw_path)?;
+    } else {
+        let decoded: Vec<u8> = percent_encoding::percent_decode(raw_path.as_bytes()).collect();
+        let path = format!("{}{}", ctx.root_path, String::from_utf8_lossy(&decoded));
+        scope.set_item(intern!(py, "path"), path)?;
+    }
     scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
     scope.set_item(
         intern!(py, "query_string"),
         PyBytes::new(py, head.uri.query().unwrap_or("").as_bytes()),
     )?;
-    scope.set_item(intern!(py, "root_path"), ctx.root_path.as_str())?;
     let headers = PyList::empty(py);
     for (name, value) in &head.headers {
         let pair = PyTuple::new(
@@ -113,13 +159,9 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     // Advertised extensions: pathsend (Starlette's FileResponse then hands the file to
     // the server instead of reading it into Python), zerocopysend, trailers, and early
     // hints where the protocol can carry them (HTTP/1.1).
-    let extensions = PyDict::new(py);
-    extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
-    extensions.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
-    extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
-    if req.early_hints.is_some() {
-        extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
-    }
+    let extensions = ctx.extensions_templates[usize::from(req.early_hints.is_some())]
+        .bind(py)
+        .copy()?;
     if let Some(t) = &req.conn.tls {
         extensions.set_item(intern!(py, "tls"), tls_extension(py, t)?)?;
     }
