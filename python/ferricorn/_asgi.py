@@ -43,6 +43,23 @@ def new_loop(kind):
     return asyncio.new_event_loop()
 
 
+def cancel_later(loop, grace):
+    """Gunicorn's ``asgi_disconnect_grace_period``: the returned function cancels an app
+    task ``grace`` seconds after its client left, unless it has finished by then."""
+
+    def cancel_if_pending(task):
+        if not task.done():
+            task.cancel()
+
+    def schedule(task):
+        if grace > 0:
+            loop.call_later(grace, cancel_if_pending, task)
+        else:
+            cancel_if_pending(task)
+
+    return schedule
+
+
 async def run_http(app, scope, cycle):
     try:
         await app(scope, cycle.receive, cycle.send)

@@ -428,7 +428,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "permit_obsolete_folding",
     "permit_unconventional_http_version",
     "casefold_http_method",
-    "asgi_disconnect_grace_period",
     "dirty_apps",
     "dirty_workers",
     "dirty_timeout",

@@ -915,6 +915,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 websocket_max_message: (s.int("websocket_max_message_size") > 0)
                     .then(|| s.int("websocket_max_message_size") as usize),
                 request_hooks: asgi_request_hooks(py, &worker, hooks),
+                disconnect_grace: s.int("asgi_disconnect_grace_period") as f64,
             };
             match crate::asgi::start(py, app, cfg) {
                 Ok((bridge, runtime)) => {

@@ -55,6 +55,28 @@ pub(crate) struct CycleIo {
     /// What a disconnect watcher needs, until one is started. Most apps never wait for
     /// `http.disconnect`, so the watcher task is spawned only when one does.
     watch: Option<(ferricorn_server::ClientGone, tokio::runtime::Handle)>,
+    /// The app's task, until the response is done: cancelled after the grace period
+    /// if its client leaves.
+    task: Option<Py<PyAny>>,
+}
+
+/// Held by the bridge's response future: dropped before the response started (the
+/// client left, or the request deadline passed), it reports the client gone.
+pub(crate) struct GoneOnDrop(pub Option<(Arc<CycleShared>, Arc<Mailbox>)>);
+
+impl GoneOnDrop {
+    /// The response started: a later disconnect is the response body's business.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        if let Some((shared, mailbox)) = self.0.take() {
+            shared.client_gone(&mailbox);
+        }
+    }
 }
 
 pub(crate) struct CycleShared {
@@ -111,6 +133,29 @@ impl CycleShared {
 
     fn lock(&self) -> MutexGuard<'_, CycleIo> {
         self.io.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On the loop thread, once the app's task exists. A client that left already
+    /// starts its grace period now.
+    pub(crate) fn set_task(&self, py: Python<'_>, ctx: &LoopCtx, task: Py<PyAny>) {
+        let mut io = self.lock();
+        if io.response_done {
+            return;
+        }
+        io.task = Some(task);
+        if io.disconnected {
+            cancel_after_grace(py, ctx, &mut io);
+        }
+    }
+}
+
+/// Schedules the cancellation of the app's task (once), as Gunicorn's
+/// `asgi_disconnect_grace_period`; the task may still finish on its own meanwhile.
+fn cancel_after_grace(py: Python<'_>, ctx: &LoopCtx, io: &mut CycleIo) {
+    if let Some(task) = io.task.take() {
+        if let Err(e) = ctx.cancel_later.bind(py).call1((task,)) {
+            ferricorn_core::debug!("could not schedule the ASGI task's cancellation: {e}");
+        }
     }
 }
 
@@ -192,9 +237,12 @@ pub(crate) fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>) {
 }
 
 /// On the loop thread: resolve what the app awaits, now that the I/O state changed.
-pub(crate) fn wake(py: Python<'_>, _ctx: &LoopCtx, shared: &Arc<CycleShared>) {
+pub(crate) fn wake(py: Python<'_>, ctx: &LoopCtx, shared: &Arc<CycleShared>) {
     let (recv, send) = {
         let mut io = shared.lock();
+        if io.disconnected && !io.response_done {
+            cancel_after_grace(py, ctx, &mut io);
+        }
         let recv = match io.receive_waiter.take() {
             Some(fut) => match next_message(&mut io) {
                 Some(msg) => Some((fut, msg)),
@@ -277,6 +325,7 @@ impl HttpCycle {
         let waiting = {
             let mut io = self.shared.lock();
             io.response_done = true;
+            io.task = None;
             io.receive_waiter.is_some()
         };
         self.shared.done.notify_waiters();

@@ -97,6 +97,8 @@ pub struct AsgiConfig {
     pub websocket_max_message: Option<usize>,
     /// `(worker, pre_request, post_request)` when the config file defines either hook.
     pub request_hooks: Option<Py<PyAny>>,
+    /// `--asgi-disconnect-grace-period`, seconds.
+    pub disconnect_grace: f64,
 }
 
 /// What the loop thread needs to start a request.
@@ -107,6 +109,9 @@ pub(crate) struct LoopCtx {
     pub create_future: Py<PyAny>,
     pub state: Py<PyDict>,
     pub root_path: String,
+    /// `cancel_later(task)` cancels an app task `--asgi-disconnect-grace-period`
+    /// seconds after its client left, if it still runs (see `_asgi.cancel_later`).
+    pub cancel_later: Py<PyAny>,
     /// See `scope::templates`.
     pub scope_template: Py<PyDict>,
     pub extensions_templates: [Py<PyDict>; 2],
@@ -166,14 +171,15 @@ fn start_request(
         py,
         HttpCycle::new(
             ctx.clone(),
-            shared,
+            shared.clone(),
             reply,
             req.head.method == http::Method::HEAD,
             req.early_hints.clone(),
         ),
     )?;
     let coro = ctx.run_http.bind(py).call1((ctx.app.bind(py), scope, cycle))?;
-    ctx.create_task.bind(py).call1((coro,))?;
+    let task = ctx.create_task.bind(py).call1((coro,))?;
+    shared.set_task(py, ctx, task.unbind());
     Ok(())
 }
 
@@ -301,6 +307,11 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
             None => helpers.getattr("run_http").map_err(err)?.unbind(),
         },
         create_task: event_loop.getattr("create_task").map_err(err)?.unbind(),
+        cancel_later: helpers
+            .getattr("cancel_later")
+            .and_then(|f| f.call1((event_loop.clone(), cfg.disconnect_grace)))
+            .map_err(err)?
+            .unbind(),
         create_future: event_loop.getattr("create_future").map_err(err)?.unbind(),
         state: state.clone().unbind(),
         root_path: cfg.root_path.clone(),
@@ -345,10 +356,16 @@ impl App for AsgiBridge {
         }
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
         let shared = CycleShared::new(body, &self.mailbox, req.client_gone.clone());
+        // hyper drops this future when the client leaves before the response starts:
+        // the app then gets http.disconnect (and, after the grace period, cancelled).
+        let mut gone = cycle::GoneOnDrop(Some((shared.clone(), self.mailbox.clone())));
         self.mailbox.post(Event::Request(Box::new((req, reply, shared))));
         Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
+            let resp = rx
+                .await
+                .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true));
+            gone.disarm();
+            resp
         })
     }
 }
