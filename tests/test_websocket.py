@@ -375,6 +375,12 @@ def test_close_before_accept_is_403(raw_srv):
     assert record(raw_srv)["deny_first"] == {"type": "websocket.connect"}
 
 
+def test_denial_response_extension(raw_srv):
+    status, body = handshake_status(raw_srv, "/deny-response")
+    assert (status, body) == (401, b"no token")
+    assert record(raw_srv)["deny_ext"] is True
+
+
 def test_raise_before_accept_is_403_with_traceback(raw_srv):
     status, _ = handshake_status(raw_srv, "/raise-before")
     assert status == 403

@@ -87,6 +87,16 @@ async def ws_app(scope, receive, send):
         await send({"type": "websocket.close", "code": 1008})
         return
 
+    if path == "/deny-response":
+        # The websocket.http.response extension: the app's own refusal.
+        await receive()
+        RECORD["deny_ext"] = "websocket.http.response" in scope.get("extensions", {})
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"token"})
+        return
+
     if path == "/raise-before":
         await receive()
         raise RuntimeError("ws-boom-before-accept")

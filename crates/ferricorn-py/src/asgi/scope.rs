@@ -20,6 +20,7 @@ pub fn websocket_scope<'py>(
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
     scope.del_item(intern!(py, "method"))?;
     let extensions = PyDict::new(py);
+    extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
     if let Some(t) = &req.conn.tls {
         extensions.set_item(intern!(py, "tls"), tls_extension(py, t)?)?;
     }

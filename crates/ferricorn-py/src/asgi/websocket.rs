@@ -57,6 +57,9 @@ pub struct WsCycle {
     out: Option<mpsc::UnboundedSender<WsOut>>,
     runtime: tokio::runtime::Handle,
     state: State,
+    /// The websocket.http.response extension: the HTTP response the app answers the
+    /// handshake with instead of accepting it, and its body so far.
+    denial: Option<(ResponseHead, Vec<u8>)>,
 }
 
 impl WsCycle {
@@ -75,14 +78,65 @@ impl WsCycle {
             out: None,
             runtime,
             state: State::New,
+            denial: None,
         }
     }
 
+    /// Refuses the handshake: with the app's own response (websocket.http.response),
+    /// else with a 403, as Gunicorn and uvicorn do.
     fn deny(&mut self) {
         if let Some(reply) = self.reply.take() {
-            let _ = reply.send(error_page::response(403, "WebSocket connection denied", true));
+            let resp = match self.denial.take() {
+                Some((head, body)) => head.into_response(ferricorn_server::ResponseBody::full(body.into())),
+                None => error_page::response(403, "WebSocket connection denied", true),
+            };
+            let _ = reply.send(resp);
         }
         self.state = State::Closed;
+    }
+
+    fn denial_start(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = message.py();
+        if self.denial.is_some() {
+            return Err(PyRuntimeError::new_err("websocket.http.response.start sent twice"));
+        }
+        let status: u16 = message
+            .get_item(intern!(py, "status"))?
+            .ok_or_else(|| PyValueError::new_err("websocket.http.response.start needs a status"))?
+            .extract()?;
+        if !(200..600).contains(&status) {
+            return Err(PyValueError::new_err(format!(
+                "invalid status {status} for a denial response"
+            )));
+        }
+        let mut head = ResponseHead::new(status, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        push_headers(&mut head, message)?;
+        self.denial = Some((head, Vec::new()));
+        Ok(())
+    }
+
+    fn denial_body(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = message.py();
+        let Some((_, body)) = self.denial.as_mut() else {
+            return Err(PyRuntimeError::new_err(
+                "websocket.http.response.body before websocket.http.response.start",
+            ));
+        };
+        if let Some(b) = message.get_item(intern!(py, "body"))?.filter(|b| !b.is_none()) {
+            body.extend_from_slice(
+                b.cast::<PyBytes>()
+                    .map_err(|_| pyo3::exceptions::PyTypeError::new_err("body must be bytes"))?
+                    .as_bytes(),
+            );
+        }
+        let more = match message.get_item(intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        if !more {
+            self.deny();
+        }
+        Ok(())
     }
 
     fn accept(&mut self, message: &Bound<'_, PyDict>) -> PyResult<()> {
@@ -198,7 +252,9 @@ impl WsCycle {
         let (message, kind) = message_type(message)?;
         let message = &message;
         match (kind.as_str(), &self.state) {
-            ("websocket.accept", State::New | State::Connecting) => self.accept(message)?,
+            ("websocket.accept", State::New | State::Connecting) if self.denial.is_none() => self.accept(message)?,
+            ("websocket.http.response.start", State::New | State::Connecting) => self.denial_start(message)?,
+            ("websocket.http.response.body", State::New | State::Connecting) => self.denial_body(message)?,
             ("websocket.close", State::New | State::Connecting) => self.deny(),
             ("websocket.send", State::Open) => {
                 let out = if let Some(text) = message.get_item(intern!(py, "text"))?.filter(|t| !t.is_none()) {
