@@ -316,7 +316,7 @@ impl HttpCycle {
 
     fn respond(&mut self, resp: http::Response<ResponseBody>) {
         if let Some(reply) = self.reply.take() {
-            let _ = reply.send(resp);
+            self.ctx.replies.send(reply, resp);
         }
     }
 

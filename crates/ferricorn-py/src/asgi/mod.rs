@@ -10,6 +10,7 @@
 //! waiting for the disconnect.
 
 mod cycle;
+mod replies;
 mod scope;
 mod websocket;
 
@@ -118,6 +119,8 @@ pub(crate) struct LoopCtx {
     pub high_water: usize,
     pub websocket_max_message: Option<usize>,
     pub mailbox: Arc<Mailbox>,
+    /// Where HTTP responses go back to the I/O thread.
+    pub replies: Arc<replies::Replies>,
 }
 
 /// The loop's reader callback for the eventfd.
@@ -255,6 +258,7 @@ impl AsgiRuntime {
 
 pub struct AsgiBridge {
     mailbox: Arc<Mailbox>,
+    replies: Arc<replies::Replies>,
     pulse: Py<LoopPulse>,
 }
 
@@ -271,6 +275,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
     let helpers = py.import("ferricorn._asgi").map_err(err)?;
     let app = helpers.getattr("as_asgi3").and_then(|f| f.call1((app,))).map_err(err)?;
     let mailbox = Arc::new(Mailbox::new().map_err(|e| e.to_string())?);
+    let replies = replies::Replies::new();
     let drain = Bound::new(
         py,
         Drain {
@@ -318,6 +323,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         high_water: cfg.high_water,
         websocket_max_message: cfg.websocket_max_message,
         mailbox: mailbox.clone(),
+        replies: replies.clone(),
     };
     drain.borrow_mut().ctx = Some(Arc::new(ctx));
     loop_thread.call_method0("start").map_err(err)?;
@@ -333,7 +339,11 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         return Err(failure.to_string());
     }
     Ok((
-        AsgiBridge { mailbox, pulse },
+        AsgiBridge {
+            mailbox,
+            replies,
+            pulse,
+        },
         AsgiRuntime {
             loop_thread: loop_thread.unbind(),
             lifespan: lifespan.unbind(),
@@ -354,6 +364,7 @@ impl App for AsgiBridge {
                     .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
             });
         }
+        self.replies.ensure_pump();
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
         let shared = CycleShared::new(body, &self.mailbox, req.client_gone.clone());
         // hyper drops this future when the client leaves before the response starts:
