@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a clean machine: Debian packages (curl, wrk,
-# nginx), a virtualenv with the Python test dependencies, and the Rust components.
+# nginx, haproxy, h2load from nghttp2-client), a virtualenv with the Python test
+# dependencies, and the Rust components.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
 need_apt=()
-for pair in curl:curl wrk:wrk nginx:nginx ss:iproute2 openssl:openssl systemd-socket-activate:systemd; do
+for pair in curl:curl wrk:wrk nginx:nginx ss:iproute2 openssl:openssl systemd-socket-activate:systemd \
+        haproxy:haproxy h2load:nghttp2-client; do
     tool=${pair%%:*} pkg=${pair##*:}
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$pkg")
 done

@@ -301,6 +301,9 @@ impl ForwarderHeaders {
 pub struct ProxyHeader {
     /// The client's address; `None` for `UNKNOWN` (v1) or `LOCAL`/unspecified (v2).
     pub source: Option<std::net::SocketAddr>,
+    /// The address the client connected to (the proxy's listener): Gunicorn's
+    /// `PROXY_ADDR`/`PROXY_PORT`.
+    pub destination: Option<std::net::SocketAddr>,
     /// `TCP4`, `TCP6`, `UNKNOWN`, `LOCAL` or `UNSPEC`, as Gunicorn reports it.
     pub protocol: &'static str,
     /// Bytes the header took on the wire.
@@ -367,22 +370,24 @@ fn parse_v1(buf: &[u8]) -> ProxyParse {
     match parts.as_slice() {
         ["PROXY", "UNKNOWN", ..] => ProxyParse::Header(ProxyHeader {
             source: None,
+            destination: None,
             protocol: "UNKNOWN",
             len,
         }),
         ["PROXY", proto @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
-            let (Ok(src), Ok(_dst)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
+            let (Ok(src), Ok(dst)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
                 return ProxyParse::Invalid("PROXY v1 address is invalid");
             };
-            let (Ok(sport), Ok(_)) = (sport.parse::<u16>(), dport.parse::<u16>()) else {
+            let (Ok(sport), Ok(dport)) = (sport.parse::<u16>(), dport.parse::<u16>()) else {
                 return ProxyParse::Invalid("PROXY v1 port is invalid");
             };
-            if (*proto == "TCP4") != src.is_ipv4() {
+            if (*proto == "TCP4") != src.is_ipv4() || src.is_ipv4() != dst.is_ipv4() {
                 return ProxyParse::Invalid("PROXY v1 address does not match the protocol");
             }
             let protocol = if *proto == "TCP4" { "TCP4" } else { "TCP6" };
             ProxyParse::Header(ProxyHeader {
                 source: Some(std::net::SocketAddr::new(src, sport)),
+                destination: Some(std::net::SocketAddr::new(dst, dport)),
                 protocol,
                 len,
             })
@@ -406,6 +411,7 @@ fn parse_v2(buf: &[u8]) -> ProxyParse {
         0 => {
             return ProxyParse::Header(ProxyHeader {
                 source: None,
+                destination: None,
                 protocol: "LOCAL",
                 len,
             })
@@ -417,9 +423,12 @@ fn parse_v2(buf: &[u8]) -> ProxyParse {
     match family {
         0x11 if body.len() >= 12 => {
             let ip = std::net::Ipv4Addr::new(body[0], body[1], body[2], body[3]);
+            let dst = std::net::Ipv4Addr::new(body[4], body[5], body[6], body[7]);
             let port = u16::from_be_bytes([body[8], body[9]]);
+            let dport = u16::from_be_bytes([body[10], body[11]]);
             ProxyParse::Header(ProxyHeader {
                 source: Some((ip, port).into()),
+                destination: Some((dst, dport).into()),
                 protocol: "TCP4",
                 len,
             })
@@ -427,15 +436,22 @@ fn parse_v2(buf: &[u8]) -> ProxyParse {
         0x21 if body.len() >= 36 => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&body[..16]);
+            let mut dst = [0u8; 16];
+            dst.copy_from_slice(&body[16..32]);
             let port = u16::from_be_bytes([body[32], body[33]]);
+            let dport = u16::from_be_bytes([body[34], body[35]]);
             ProxyParse::Header(ProxyHeader {
                 source: Some((std::net::Ipv6Addr::from(octets), port).into()),
+                destination: Some((std::net::Ipv6Addr::from(dst), dport).into()),
                 protocol: "TCP6",
                 len,
             })
         }
-        0x00 => ProxyParse::Header(ProxyHeader {
+        // UNSPEC, and (PROXY spec 2.2: "fall back to UNSPEC") the valid families we do
+        // not carry: UDP over IPv4/IPv6, UNIX stream/datagram. The real peer stays.
+        0x00 | 0x12 | 0x22 | 0x31 | 0x32 => ProxyParse::Header(ProxyHeader {
             source: None,
+            destination: None,
             protocol: "UNSPEC",
             len,
         }),

@@ -84,7 +84,8 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// The connection's socket, for last-resort writes when the I/O loop is stuck.
     pub fd: std::os::fd::RawFd,
-    /// From a PROXY header: its protocol (`TCP4`...) and the proxy's own address.
+    /// From a PROXY header: its protocol (`TCP4`...) and the address the client
+    /// connected to (Gunicorn's `PROXY_ADDR`/`PROXY_PORT`).
     pub proxy: Option<(&'static str, Option<SocketAddr>)>,
     /// The TLS session, on TLS connections.
     pub tls: Option<Arc<TlsSession>>,

@@ -32,6 +32,42 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 
 delegate_async_write!(Prefixed<S>);
 
+impl<S: AsyncRead + Unpin> Prefixed<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            inner,
+        }
+    }
+
+    /// Whether the stream opens with `expected`, reading (and keeping for whoever reads
+    /// next) only as much as it takes to tell.
+    pub async fn starts_with(&mut self, expected: &[u8], timeout: Duration) -> bool {
+        let check = async {
+            loop {
+                let n = self.prefix.len().min(expected.len());
+                if self.prefix[..n] != expected[..n] {
+                    return false;
+                }
+                if n == expected.len() {
+                    return true;
+                }
+                let mut chunk = [0u8; 64];
+                match self.inner.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(k) => {
+                        let mut joined = Vec::with_capacity(self.prefix.len() + k);
+                        joined.extend_from_slice(&self.prefix);
+                        joined.extend_from_slice(&chunk[..k]);
+                        self.prefix = Bytes::from(joined);
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, check).await.unwrap_or(false)
+    }
+}
+
 /// Time a peer gets to send its PROXY header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,7 +118,7 @@ where
                     .await;
                 return None;
             }
-            info.proxy = Some((h.protocol, info.peer));
+            info.proxy = Some((h.protocol, h.destination));
             if let Some(src) = h.source {
                 info.peer = Some(src);
             }

@@ -98,13 +98,15 @@ impl Default for Http2Options {
 async fn serve_tcp(stream: tokio::net::TcpStream, mut info: ConnInfo, shared: Arc<Shared>) {
     let cfg = &shared.config;
     if cfg.proxy_protocol != ProxyMode::Off {
+        // h2c is for trusted peers: the proxy itself, not the client its header names.
+        let h2c = cfg.h2c_prior_knowledge && cfg.forwarded_allow.allows(info.peer.map(|p| p.ip()));
         let Some(stream) = crate::proxy_io::accept(stream, cfg.proxy_protocol, &cfg.proxy_allow, &mut info).await
         else {
             return;
         };
         match cfg.tls.clone() {
             Some(tls) => serve_tls(stream, tls, info, shared.clone()).await,
-            None => serve_connection(stream, info, shared.clone()).await,
+            None => serve_cleartext(stream, h2c, info, shared.clone()).await,
         }
         return;
     }
@@ -118,6 +120,34 @@ async fn serve_tcp(stream: tokio::net::TcpStream, mut info: ConnInfo, shared: Ar
             }
         }
         None => serve_connection(stream, info, shared.clone()).await,
+    }
+}
+
+/// A UNIX-socket connection (its peers are trusted, as by Gunicorn): PROXY header
+/// (when enabled), then HTTP/1.1, or HTTP/2 with prior knowledge when enabled.
+async fn serve_unix(stream: tokio::net::UnixStream, mut info: ConnInfo, shared: Arc<Shared>) {
+    let cfg = &shared.config;
+    let stream = if cfg.proxy_protocol != ProxyMode::Off {
+        match crate::proxy_io::accept(stream, cfg.proxy_protocol, &cfg.proxy_allow, &mut info).await {
+            Some(s) => s,
+            None => return,
+        }
+    } else {
+        crate::proxy_io::Prefixed::new(stream)
+    };
+    let h2c = cfg.h2c_prior_knowledge;
+    serve_cleartext(stream, h2c, info, shared.clone()).await;
+}
+
+/// HTTP/1.1, or HTTP/2 when `h2c` allows prior knowledge and the preface comes.
+async fn serve_cleartext<S>(mut stream: crate::proxy_io::Prefixed<S>, h2c: bool, info: ConnInfo, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if h2c && stream.starts_with(H2_PREFACE, shared.config.header_timeout).await {
+        serve_h2(stream, info, shared).await;
+    } else {
+        serve_connection(stream, info, shared).await;
     }
 }
 
@@ -546,7 +576,7 @@ fn dispatch(
     tokio::spawn(async move {
         match stream {
             Stream::Tcp(s) => serve_tcp(s, info, shared.clone()).await,
-            Stream::Unix(s) => serve_connection(s, info, shared.clone()).await,
+            Stream::Unix(s) => serve_unix(s, info, shared.clone()).await,
         }
         drop(permit);
         if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
