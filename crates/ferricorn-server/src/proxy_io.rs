@@ -68,6 +68,26 @@ impl<S: AsyncRead + Unpin> Prefixed<S> {
     }
 }
 
+/// Writes a refusal and closes gently: closing with unread input would make the kernel
+/// send a reset that can destroy the answer before the client reads it, so what the
+/// client still sends is read and dropped for a moment (bounded in time and bytes).
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &[u8]) {
+    if stream.write_all(answer).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 256 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
 /// Time a peer gets to send its PROXY header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -105,17 +125,13 @@ where
         }),
         ProxyParse::Invalid(why) => {
             ferricorn_core::warning!("Invalid PROXY header from ip={ip}: {why}");
-            let _ = stream
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                .await;
+            refuse(stream, b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
             None
         }
         ProxyParse::Header(h) => {
             if !allow.allows(info.peer.map(|p| p.ip())) {
                 ferricorn_core::warning!("PROXY header from ip={ip}, which is not in proxy_allow_ips");
-                let _ = stream
-                    .write_all(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-                    .await;
+                refuse(stream, b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
                 return None;
             }
             info.proxy = Some((h.protocol, h.destination));
