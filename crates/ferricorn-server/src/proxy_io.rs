@@ -125,13 +125,21 @@ where
         }),
         ProxyParse::Invalid(why) => {
             ferricorn_core::warning!("Invalid PROXY header from ip={ip}: {why}");
-            refuse(stream, b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+            refuse(
+                stream,
+                b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            )
+            .await;
             None
         }
         ProxyParse::Header(h) => {
             if !allow.allows(info.peer.map(|p| p.ip())) {
                 ferricorn_core::warning!("PROXY header from ip={ip}, which is not in proxy_allow_ips");
-                refuse(stream, b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+                refuse(
+                    stream,
+                    b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                )
+                .await;
                 return None;
             }
             info.proxy = Some((h.protocol, h.destination));
