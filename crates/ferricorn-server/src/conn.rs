@@ -46,6 +46,9 @@ pub struct ConnState {
     interim_pending: AtomicBool,
     /// The connection task, woken when an informational response is queued.
     interim_waker: futures_util::task::AtomicWaker,
+    /// A write to the socket returned Pending and no flush completed since: hyper may
+    /// hold bytes it has not written yet.
+    write_pending: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +56,24 @@ struct Interim {
     bytes: Vec<u8>,
     /// The current request's final response has not been handed to hyper yet.
     open: bool,
+    /// Which request of the connection is current (a handle kept from an earlier one
+    /// must not send ahead of a later response).
+    request: u64,
+}
+
+thread_local! {
+    /// Set while the front end calls the app's bridge, which may run the app inline on
+    /// this I/O thread; hyper is then waiting for that call and writes nothing.
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (the bridge's `call`) marked as inline: early hints sent during it may go
+/// straight to the socket (see [`EarlyHints::send`]).
+pub(crate) fn in_call<R>(f: impl FnOnce() -> R) -> R {
+    IN_CALL.with(|c| c.set(true));
+    let r = f();
+    IN_CALL.with(|c| c.set(false));
+    r
 }
 
 /// Sends informational responses (`103 Early Hints`) for the request being handled on
@@ -61,19 +82,51 @@ struct Interim {
 /// writes nothing for a request until its final response exists, and the queue closes
 /// when that response is handed over.
 #[derive(Clone)]
-pub struct EarlyHints(pub(crate) Arc<ConnState>);
+pub struct EarlyHints {
+    pub(crate) state: Arc<ConnState>,
+    pub(crate) request: u64,
+    /// The plain TCP socket (-1 under TLS), for hints sent by an app running inline.
+    pub(crate) fd: std::os::fd::RawFd,
+}
 
 impl EarlyHints {
-    /// Queues one informational response (`bytes`: its status line, headers and blank
-    /// line). Returns false, sending nothing, once the final response has started.
+    /// Sends one informational response (`bytes`: its status line, headers and blank
+    /// line). Returns false, sending nothing, once its request's final response has
+    /// started.
+    ///
+    /// An app running inline on the I/O thread holds that thread until it returns, so
+    /// queued bytes would wait for the final response: there, when hyper has nothing
+    /// unwritten, they are written to the socket at once (without blocking; a remainder
+    /// is queued, still ahead of hyper's next bytes).
     pub fn send(&self, bytes: &[u8]) -> bool {
-        let state = &self.0;
+        let state = &self.state;
         {
             let mut q = state.interim.lock().unwrap_or_else(|p| p.into_inner());
-            if !q.open {
+            if !q.open || q.request != self.request {
                 return false;
             }
-            q.bytes.extend_from_slice(bytes);
+            let mut rest = bytes;
+            if self.fd >= 0
+                && IN_CALL.with(|c| c.get())
+                && q.bytes.is_empty()
+                && !state.write_pending.load(Ordering::Acquire)
+            {
+                // SAFETY: a non-blocking send of a valid buffer on the connection's
+                // socket, which this thread owns while the inline call runs.
+                let n = unsafe {
+                    libc::send(
+                        self.fd,
+                        rest.as_ptr().cast(),
+                        rest.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                rest = &rest[usize::try_from(n).unwrap_or(0).min(rest.len())..];
+                if rest.is_empty() {
+                    return true;
+                }
+            }
+            q.bytes.extend_from_slice(rest);
             state.interim_pending.store(true, Ordering::Release);
         }
         state.interim_waker.wake();
@@ -135,9 +188,13 @@ impl ConnState {
         self.busy.store(true, Ordering::Release);
     }
 
-    /// Informational responses may be queued for the request now being handled.
-    pub(crate) fn open_interim(&self) {
-        self.interim.lock().unwrap_or_else(|p| p.into_inner()).open = true;
+    /// Informational responses may be sent for the request now being handled; the
+    /// number identifies it.
+    pub(crate) fn open_interim(&self) -> u64 {
+        let mut q = self.interim.lock().unwrap_or_else(|p| p.into_inner());
+        q.open = true;
+        q.request += 1;
+        q.request
     }
 
     /// The final response exists: informational responses are no longer sent.
@@ -272,10 +329,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 
 use std::future::Future;
 
+impl<T> IdleIo<T> {
+    /// Notes a write that could not finish (see `ConnState::write_pending`).
+    fn track<R>(&self, p: Poll<R>) -> Poll<R> {
+        if p.is_pending() {
+            self.state.write_pending.store(true, Ordering::Release);
+        }
+        p
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_interim(cx))?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let p = self.poll_interim(cx);
+        ready!(self.track(p))?;
+        let p = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(p)
     }
 
     fn poll_write_vectored(
@@ -283,8 +352,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_interim(cx))?;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let p = self.poll_interim(cx);
+        ready!(self.track(p))?;
+        let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track(p)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -294,8 +365,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     /// hyper flushes on every turn of its connection loop, also while the app runs:
     /// that is when queued informational responses go out.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_interim(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let p = self.poll_interim(cx);
+        ready!(self.track(p))?;
+        let p = Pin::new(&mut self.inner).poll_flush(cx);
+        // hyper flushes its socket only once its own buffer is written out.
+        if matches!(p, Poll::Ready(Ok(()))) {
+            self.state.write_pending.store(false, Ordering::Release);
+        }
+        self.track(p)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

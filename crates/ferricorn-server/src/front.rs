@@ -180,12 +180,14 @@ async fn respond(
         (String::new(), String::new())
     };
     // 1xx responses need HTTP/1.1 (RFC 9110 15.2); hyper's HTTP/2 server cannot send them.
-    let early_hints = (head.version == http::Version::HTTP_11).then(|| {
-        state.open_interim();
-        EarlyHints(state.clone())
+    let fd = info.fd;
+    let early_hints = (head.version == http::Version::HTTP_11).then(|| EarlyHints {
+        request: state.open_interim(),
+        state: state.clone(),
+        fd,
     });
     let hints_enabled = early_hints.is_some();
-    let mut call = shared.app.call(Request {
+    let request = Request {
         head,
         client_gone: ClientGone(state.clone()),
         scheme,
@@ -194,7 +196,8 @@ async fn respond(
         trusted_proxy,
         client,
         early_hints,
-    });
+    };
+    let mut call = crate::conn::in_call(|| shared.app.call(request));
     let call = std::future::poll_fn(|cx| {
         if hints_enabled {
             state.register_interim_waker(cx.waker());

@@ -400,8 +400,13 @@ impl HttpCycle {
                 let bad = || PyValueError::new_err(format!("invalid trailer {:?}", String::from_utf8_lossy(&name)));
                 let name = http::HeaderName::from_bytes(&name).map_err(|_| bad())?;
                 let value = http::HeaderValue::from_bytes(&value).map_err(|_| bad())?;
-                // Framing and routing fields never come from a trailer (RFC 9110 6.5.1).
-                if !ferricorn_core::request::forbidden_trailer(name.as_str()) {
+                // Framing and routing fields never come from a trailer (RFC 9110 6.5.1),
+                // nor connection-specific ones (HTTP/2 resets a stream that has them).
+                const CONNECTION_SPECIFIC: [&str; 5] =
+                    ["connection", "keep-alive", "upgrade", "proxy-connection", "te"];
+                if !ferricorn_core::request::forbidden_trailer(name.as_str())
+                    && !CONNECTION_SPECIFIC.contains(&name.as_str())
+                {
                     self.trailers.append(name, value);
                 }
             }
