@@ -1162,7 +1162,8 @@ def test_statsd_unix_socket(start_server, exists):
 
         assert wait_until(got, 5, 0.1), listener.lines()
         assert any(re.fullmatch(r"u\.gunicorn\.request\.duration:\d+\.\d+\|ms", l) for l in listener.lines())
-        assert "u.gunicorn.request.status.200:1|c|@1.0" in listener.lines()
+        # One datagram per metric: the status counter may land a moment after the others.
+        assert wait_until(lambda: "u.gunicorn.request.status.200:1|c|@1.0" in listener.lines(), 5), listener.lines()
     finally:
         if listener:
             listener.close()
