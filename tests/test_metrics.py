@@ -1179,7 +1179,7 @@ def test_statsd_ipv6(start_server):
         srv = start_server("-w", "1", "--statsd-host", listener.address, APP)
         assert request(srv.port)[0] == 200
         listener.wait_line("gunicorn.requests:1|c|@1.0")
-        assert "gunicorn.request.status.200:1|c|@1.0" in listener.lines()
+        listener.wait_line("gunicorn.request.status.200:1|c|@1.0")
 
 
 def test_statsd_host_without_port_uses_8125(start_server):
