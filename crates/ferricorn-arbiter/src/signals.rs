@@ -101,8 +101,31 @@ impl SelfPipe {
     }
 }
 
-/// In a freshly forked worker: restore default dispositions, unblock everything and
-/// forget the master's pipe, before any runtime installs its own handlers.
+/// Blocks the master's signals around `fork()` (the returned mask restores them): a
+/// signal meant for the new worker that arrived before it replaced the master's handler
+/// would run that handler, land in the master's pipe and be lost to the worker (a TERM
+/// sent by a master that is stopping would leave the worker running). In the child they
+/// stay pending until the worker has installed its own handlers.
+pub fn block_for_fork() -> Option<SigSet> {
+    let mut set = SigSet::empty();
+    for sig in HANDLED {
+        set.add(sig);
+    }
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).ok()?;
+    Some(old)
+}
+
+/// Restores the mask `block_for_fork` replaced (the master after the fork).
+pub fn unblock_after_fork(old: Option<SigSet>) {
+    if let Some(old) = old {
+        let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+}
+
+/// In a freshly forked worker: restore default dispositions and forget the master's
+/// pipe, before any runtime installs its own handlers. The master's signals stay blocked
+/// (see `block_for_fork`) until the worker sets its own mask.
 pub fn reset_in_child() {
     for fd in [
         WRITE_FD.swap(-1, Ordering::Relaxed),
@@ -119,5 +142,4 @@ pub fn reset_in_child() {
         // SAFETY: restoring the default disposition is always sound.
         let _ = unsafe { sigaction(sig, &dfl) };
     }
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }

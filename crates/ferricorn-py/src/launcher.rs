@@ -289,6 +289,7 @@ impl Launcher for PyLauncher {
             // SAFETY: called while attached, with no other thread in this process, as
             // CPython's fork protocol requires.
             unsafe { pyo3::ffi::PyOS_BeforeFork() };
+            let mask = ferricorn_arbiter::signals::block_for_fork();
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
@@ -298,6 +299,7 @@ impl Launcher for PyLauncher {
                 let code = run_worker(py, self, age, slot);
                 exit_now(py, code);
             }
+            ferricorn_arbiter::signals::unblock_after_fork(mask);
             unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
             if pid < 0 {
                 return Err(ArbiterError::Fork(nix::Error::last()));
@@ -504,10 +506,12 @@ fn worker_signal_set() -> nix::sys::signal::SigSet {
 }
 
 /// Blocks the worker's signals in the calling thread, and so in every thread it creates
-/// afterwards; only the signal thread takes them, with `sigwait`.
+/// afterwards; only the signal thread takes them, with `sigwait`. Every other signal is
+/// unblocked (the master blocked its own across the fork): one that arrived meanwhile,
+/// such as a TERM while booting, is delivered now, to the worker's handlers.
 fn block_worker_signals() {
     use nix::sys::signal::{pthread_sigmask, SigmaskHow};
-    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&worker_signal_set()), None) {
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&worker_signal_set()), None) {
         ferricorn_core::warning!("can't block worker signals: {e}");
     }
 }
@@ -836,8 +840,8 @@ impl Busy {
 fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot) -> i32 {
     let inherited = std::mem::take(&mut launcher.listeners);
     ferricorn_arbiter::signals::reset_in_child();
-    block_worker_signals();
     defer_boot_term();
+    block_worker_signals();
     let pid = std::process::id();
     ferricorn_core::info!("Booting worker with pid: {pid}");
     let boot = &launcher.boot;
