@@ -1,4 +1,5 @@
-"""WSGI apps for the benchmark scenarios (bench/run.py); `hello` is examples.hello:app.
+"""WSGI and raw ASGI 3 apps for the benchmark scenarios (bench/run.py); `hello` is
+examples.hello:app, `asgi-hello` its ASGI twin here (no framework in either).
 
 Every app answers any path; a GET on `/` is what the harness uses as its readiness probe
 (in `static50k` it polls `/static/50k.bin`, a file the server serves itself, without the app).
@@ -9,6 +10,7 @@ Bodies are built once at import, so the scenarios measure the server, not the ap
 
 import time
 
+BODY_HELLO = b"Hello, World!\n"  # the 14 bytes of examples/hello.py
 BODY_10K = b"x" * 10240
 BODY_1M = b"x" * (1024 * 1024)
 
@@ -42,6 +44,58 @@ def sleep10ms(environ, start_response):
     """`sleep10ms`: an I/O-bound call, 10 ms of blocking sleep (the GIL is released)."""
     time.sleep(0.01)
     return _respond(start_response, b"slept 10 ms\n", "text/plain")
+
+
+# ---------------------------------------------------------------------------- ASGI
+
+async def _lifespan(receive, send):
+    """Accept the lifespan protocol (servers ask for it by default), so no server logs it as unsupported."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _asgi_respond(send, body, content_type=b"application/octet-stream"):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi_hello(scope, receive, send):
+    """`asgi-hello`: the 14-byte "Hello, World!\\n" of examples/hello.py, as a raw ASGI 3 app."""
+    if scope["type"] == "http":
+        await _asgi_respond(send, BODY_HELLO, b"text/plain")
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def asgi_ten_k(scope, receive, send):
+    """`asgi-10k`: a 10 KiB response body."""
+    if scope["type"] == "http":
+        await _asgi_respond(send, BODY_10K)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+
+
+async def asgi_echo(scope, receive, send):
+    """`asgi-echo`: read the whole request body (`http.request` messages until `more_body` is false)
+    and send it back with a content-length."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["type"] != "http":
+        return
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            return
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    await _asgi_respond(send, b"".join(chunks))
 
 
 def _load(spec):

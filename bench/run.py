@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side load benchmark: ferricorn vs Gunicorn, Granian, uvicorn, bjoern and a
-pure-Rust reference, over several WSGI scenarios (bench/apps.py), plus a static-file
+pure-Rust reference, over several WSGI scenarios (bench/apps.py), raw ASGI scenarios
+(asgi-*: ferricorn, Gunicorn's asgi worker, Granian ASGI, uvicorn), plus a static-file
 scenario (static50k) where ferricorn and Granian serve a file themselves, next to nginx.
 
 Every server runs exactly one worker, pinned to one CPU; wrk runs on the other CPU(s).
@@ -15,6 +16,7 @@ not installed are skipped with a note. See bench/README.md.
     python bench/run.py                      # full run with whatever is installed here
     python bench/run.py --scenarios hello,echo --rounds 2 --duration 5
     python bench/run.py --smoke              # a few seconds: hello only, checks the harness works
+    python bench/run.py --instructions --scenarios hello,asgi-hello --rounds 2   # CPU instructions/request (callgrind)
 """
 
 import argparse
@@ -49,9 +51,12 @@ STATIC_BYTES = 51200
 STATIC_FILE = "50k.bin"
 # Servers that serve a static file themselves (static scenarios take only these; nginx takes only those).
 STATIC_SERVERS = ["ferricorn", "granian", "nginx"]
+# Servers with an ASGI mode (ASGI scenarios take only these).
+ASGI_SERVERS = ["ferricorn", "gunicorn", "granian", "uvicorn"]
 
 # name -> app, request (path: "/" unless given), expected response body length, default threads/connections.
 # "static": the server serves the file STATIC_FILE from a temp directory under /static/ itself.
+# "asgi": the app is a raw ASGI 3 app (the servers run in their ASGI mode; threads do not apply).
 SCENARIOS = {
     "hello": {"app": "examples.hello:app", "body": 14, "threads": 1, "connections": 64,
               "what": 'GET, the 14-byte "Hello, World!\\n" of examples/hello.py'},
@@ -68,8 +73,15 @@ SCENARIOS = {
                   "what": f"GET /static/{STATIC_FILE}, a {STATIC_BYTES:,}-byte file of random bytes that the server "
                           "serves itself as a static file (the app is not called); `DIR` is the temp directory "
                           "holding it"},
+    "asgi-hello": {"app": "bench.apps:asgi_hello", "asgi": True, "body": 14, "threads": 1, "connections": 64,
+                   "what": 'GET, the 14-byte "Hello, World!\\n" from a raw ASGI 3 app'},
+    "asgi-10k": {"app": "bench.apps:asgi_ten_k", "asgi": True, "body": 10240, "threads": 1, "connections": 64,
+                 "what": "GET, a 10 KiB response body from a raw ASGI 3 app"},
+    "asgi-echo": {"app": "bench.apps:asgi_echo", "asgi": True, "body": ECHO_BYTES, "post": ECHO_BYTES, "threads": 1,
+                  "connections": 64, "what": "POST of 10 KiB, read through `http.request` messages (`more_body`) "
+                                             "and sent back, from a raw ASGI 3 app"},
 }
-ECHO_LUA = f"""-- wrk script for the echo scenario: POST a {ECHO_BYTES}-byte body
+ECHO_LUA = f"""-- wrk script for the echo scenarios: POST a {ECHO_BYTES}-byte body
 wrk.method = "POST"
 wrk.body = string.rep("x", {ECHO_BYTES})
 wrk.headers["Content-Type"] = "application/octet-stream"
@@ -126,38 +138,48 @@ http {{
 """
 
 
-def server_cmd(name, app, port, workers, threads, static=None):
+def server_cmd(name, app, port, workers, threads, static=None, asgi=False):
     """The command line for one server, or a string saying why it cannot run.
 
-    static: for a static scenario, {"dir": directory served at /static/, "tmp": nginx's directory}."""
+    static: for a static scenario, {"dir": directory served at /static/, "tmp": nginx's directory}.
+    asgi: the app is an ASGI 3 app: the server's ASGI mode, on uvloop everywhere (threads do not apply)."""
     bind = f"127.0.0.1:{port}"
     if name == "ferricorn":
         exe = tool("ferricorn")
         base = [exe] if exe else [sys.executable, "-m", "ferricorn"]
         extra = ["--static-map", f"/static={static['dir']}"] if static else []
-        return base + ["-w", str(workers), "--threads", str(threads), "-b", bind, "--log-level", "warning"] + extra + [app]
+        mode = ["--interface", "asgi", "--asgi-loop", "uvloop"] if asgi else ["--threads", str(threads)]
+        return base + ["-w", str(workers)] + mode + ["-b", bind, "--log-level", "warning"] + extra + [app]
     if name == "gunicorn":
         exe = tool("gunicorn")
         if not exe:
             return "not installed (python bench/run.py --setup)"
-        worker = "sync" if threads == 1 else "gthread"
-        return [exe, "-w", str(workers), "-k", worker, "--threads", str(threads), "-b", bind,
-                "--log-level", "warning", app]
+        if asgi:  # Gunicorn 27's native asyncio worker
+            mode = ["-k", "asgi", "--asgi-loop", "uvloop"]
+        else:
+            mode = ["-k", "sync" if threads == 1 else "gthread", "--threads", str(threads)]
+        return [exe, "-w", str(workers)] + mode + ["-b", bind, "--log-level", "warning", app]
     if name == "granian":
         exe = tool("granian")
         if not exe:
             return "not installed (python bench/run.py --setup)"
         extra = ["--static-path-route", "/static", "--static-path-mount", static["dir"]] if static else []
-        return [exe, "--interface", "wsgi", "--workers", str(workers), "--runtime-threads", "1",
-                "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning"] + extra + [app]
+        # ASGI: Granian's defaults (task implementation asyncio, runtime mode auto, HTTP auto, WebSockets on)
+        # on uvloop. --task-impl rust (experimental) is ~10% faster on asgi-hello but ~45% slower on asgi-echo;
+        # --runtime-mode st / --http 1 / --no-ws made no difference beyond noise (bench/README.md).
+        mode = ["--interface", "asgi", "--loop", "uvloop"] if asgi else ["--interface", "wsgi"]
+        threads_opt = [] if asgi else ["--blocking-threads", str(threads)]
+        return [exe] + mode + ["--workers", str(workers), "--runtime-threads", "1"] + threads_opt + [
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"] + extra + [app]
     if name == "uvicorn":
         exe = tool("uvicorn")
         if not exe:
             return "not installed (python bench/run.py --setup)"
         # WSGI through uvicorn's own WSGIMiddleware: a fixed pool of 10 threads, no flag for it.
-        return [exe, "--interface", "wsgi", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", "--no-access-log", app]
+        mode = ["--interface", "asgi3"] if asgi else ["--interface", "wsgi"]
+        return [exe] + mode + ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+                               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                               "--no-access-log", app]
     if name == "bjoern":
         if importlib.util.find_spec("bjoern") is None:
             return "not installed (it needs libev headers to build; python bench/run.py --setup tries it)"
@@ -178,9 +200,12 @@ def server_cmd(name, app, port, workers, threads, static=None):
 
 def applies(name, scenario):
     """The pure-Rust reference serves one fixed body: it only takes part in `hello`. Static scenarios
-    take only the servers that serve files themselves (STATIC_SERVERS); nginx takes part only in those."""
+    take only the servers that serve files themselves (STATIC_SERVERS); nginx takes part only in those.
+    ASGI scenarios take only the servers with an ASGI mode (ASGI_SERVERS)."""
     if SCENARIOS.get(scenario, {}).get("static"):
         return name in STATIC_SERVERS
+    if SCENARIOS.get(scenario, {}).get("asgi"):
+        return name in ASGI_SERVERS
     if name == "nginx":
         return False
     return name != "rust" or scenario == "hello"
@@ -205,14 +230,17 @@ def request(port, method="GET", body=None, timeout=2.0, path="/"):
         conn.close()
 
 
-def wait_ready(port, proc, timeout=30, path="/"):
-    """Poll `path` (every 5 ms) until the server answers 200; False if it died or never answered."""
+def wait_ready(port, proc, timeout=30, path="/", probe_timeout=1):
+    """Poll `path` (every 5 ms) until the server answers 200; False if it died or never answered.
+
+    probe_timeout: how long one probe waits for its answer once connected (under valgrind: long, so that
+    exactly one probe reaches the server, whatever its start-up time)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            status, _ = request(port, timeout=1, path=path)
+            status, _ = request(port, timeout=probe_timeout, path=path)
             if status == 200:
                 return True
         except OSError:
@@ -221,12 +249,12 @@ def wait_ready(port, proc, timeout=30, path="/"):
     return False
 
 
-def check_response(port, sc, expect=None):
+def check_response(port, sc, expect=None, timeout=5):
     """One request as the load will send it; returns a problem or None. expect: the exact body, if known."""
     payload = b"x" * sc["post"] if sc.get("post") else None
     expect = payload if payload is not None else expect
     try:
-        status, body = request(port, "POST" if payload else "GET", payload, timeout=5, path=sc.get("path", "/"))
+        status, body = request(port, "POST" if payload else "GET", payload, timeout=timeout, path=sc.get("path", "/"))
     except OSError as e:
         return f"check request failed: {e}"
     if status != 200:
@@ -238,19 +266,38 @@ def check_response(port, sc, expect=None):
     return None
 
 
-def stop(proc):
-    """TERM the server, then KILL whatever is left of its process group (it has its own session)."""
+def stop(proc, grace=10, whole_group=False, nudge=5):
+    """TERM the server, then KILL whatever is left of its process group (it has its own session).
+
+    whole_group: wait (within `grace` seconds) for every process of the group to exit by itself (under
+    valgrind each writes its counts when it exits, and a killed one loses them); after `nudge` seconds TERM
+    the whole group once more (under valgrind Granian's master sometimes never passes TERM on to its
+    worker). Returns True if something was left to kill."""
+    start = time.monotonic()
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
+        if not whole_group:
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+    nudged = False
+    while whole_group and time.monotonic() < start + grace:
+        proc.poll()  # reaps the server's first process, so that its zombie does not count as the group's
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+            os.killpg(proc.pid, signal.SIGTERM if not nudged and time.monotonic() > start + nudge else 0)
+            nudged = nudged or time.monotonic() > start + nudge
+        except (ProcessLookupError, PermissionError):
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
     try:
         os.killpg(proc.pid, signal.SIGKILL)
+        killed = killed or whole_group
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+    return killed
 
 
 # ---------------------------------------------------------------------------- memory
@@ -420,6 +467,94 @@ def run_load(port, duration, connections, load, script, payload, path="/"):
     return python_load(port, duration, connections, payload, path)
 
 
+# ---------------------------------------------------------------------------- instructions per request
+
+# Under callgrind every process of the tree (--trace-children) counts the instructions it executes in user
+# space (Ir: kernel time is not counted). --dump-before=*fork writes a process's counts so far and zeroes them
+# before it forks (fork, vfork, _Fork...), so a forked worker does not inherit its master's counts: the sum over
+# all the files is each instruction once.
+CALLGRIND = ["valgrind", "--tool=callgrind", "-q", "--trace-children=yes", "--dump-before=*fork"]
+INSTR_REQUESTS = 2000  # the runs send N and 2N requests
+INSTR_CONNECTIONS = 1  # sequential keep-alive requests: the same work in every run (see bench/README.md)
+INSTR_TIMEOUT = 600  # seconds for a start, a request, a graceful stop under valgrind
+
+
+def send_requests(port, count, connections, payload, path, expect):
+    """Exactly `count` requests, spread over `connections` keep-alive connections (http.client opens a
+    new one when the server closes); returns the problems (empty: every answer was 200 with `expect` bytes)."""
+    import http.client
+
+    problems = []
+
+    def worker(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=INSTR_TIMEOUT)
+        headers = {"Content-Type": "application/octet-stream"} if payload is not None else {}
+        try:
+            for _ in range(n):
+                conn.request("POST" if payload is not None else "GET", path, body=payload, headers=headers)
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200 or (expect is not None and len(body) != expect):
+                    problems.append(f"status {r.status}, {len(body)}-byte body")
+        except (OSError, http.client.HTTPException) as e:
+            problems.append(f"{type(e).__name__}: {e}")
+        finally:
+            conn.close()
+
+    ts = [threading.Thread(target=worker, args=(count // connections + (i < count % connections),))
+          for i in range(connections)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return problems
+
+
+def callgrind_total(out_dir):
+    """Instructions summed over every callgrind output file (every process, every dump) in out_dir."""
+    total = files = 0
+    for f in Path(out_dir).iterdir():
+        text = f.read_text(errors="replace")
+        m = re.search(r"^totals:\s*(\d+)", text, re.M) or re.search(r"^summary:\s*(\d+)", text, re.M)
+        if m:
+            total += int(m.group(1))
+            files += 1
+    return total, files
+
+
+def count_instructions(cmd, spec, count, connections, cwd, env, static_data=None):
+    """Start a server under callgrind (cmd(port, out_dir) -> its command line), wait for its first 200 (one probe
+    reaches it), check one request, send exactly `count` requests, stop it gracefully; returns
+    {"instructions", "files", "wall_s"}. Raises RuntimeError if something went wrong."""
+    out_dir = tempfile.mkdtemp(prefix="ferricorn-bench-callgrind-")
+    port = free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd(port, out_dir), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    errlog = []
+    threading.Thread(target=lambda: errlog.extend(proc.stderr), daemon=True).start()
+    try:
+        path = spec.get("path", "/")
+        if not wait_ready(port, proc, timeout=INSTR_TIMEOUT, path=path, probe_timeout=INSTR_TIMEOUT):
+            time.sleep(0.2)
+            tail = b"".join(errlog).decode(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError("did not start under valgrind" + (f": {' / '.join(tail)}" if tail else ""))
+        problem = spec["body"] is not None and check_response(port, spec, static_data, timeout=INSTR_TIMEOUT)
+        if problem:
+            raise RuntimeError(problem)
+        payload = b"x" * spec["post"] if spec.get("post") else None
+        problems = send_requests(port, count, connections, payload, path, spec["body"])
+        if problems:
+            raise RuntimeError(f"{len(problems)} bad answers of {count} requests under valgrind, e.g. {problems[0]}")
+    finally:
+        killed = stop(proc, grace=INSTR_TIMEOUT, whole_group=True)
+        total, files = callgrind_total(out_dir)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    if killed:
+        raise RuntimeError(f"did not stop within {INSTR_TIMEOUT} s of TERM under valgrind: killed, its counts are lost")
+    return {"instructions": total, "files": files, "wall_s": time.monotonic() - t0}
+
+
 # ---------------------------------------------------------------------------- machine
 
 def cpu_model():
@@ -470,8 +605,9 @@ def elf_has_debug_info(path):
         return None
 
 
-def versions(nginx=False):
-    """Versions of Python, ferricorn (build kind, git revision), the peers, wrk; nginx's when it took part."""
+def versions(nginx=False, valgrind=False):
+    """Versions of Python, ferricorn (build kind, git revision), the peers, wrk; nginx's when it took part,
+    valgrind's when it counted instructions."""
     v = {"python": platform.python_version()}
     for pkg in ["ferricorn", "gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern"]:
         try:
@@ -500,6 +636,9 @@ def versions(nginx=False):
         out = subprocess.run([exe, "-v"], capture_output=True, text=True)
         m = re.search(r"nginx/(\S+)", out.stdout + out.stderr)
         v["nginx"] = m.group(1) if m else "?"
+    if valgrind and shutil.which("valgrind"):
+        out = subprocess.run(["valgrind", "--version"], capture_output=True, text=True)
+        v["valgrind"] = out.stdout.strip().removeprefix("valgrind-") or "?"
     return v
 
 
@@ -560,6 +699,28 @@ def table(summary, scenarios, names):
     return "\n".join(rows)
 
 
+def summarize_instructions(runs):
+    per = [r["instr_per_req"] for r in runs]
+    return {"instr_per_req": med(per), "per_round": per, "fixed": med(r["fixed"] for r in runs),
+            "spread_pct": 100 * (max(per) - min(per)) / med(per) if len(per) > 1 and med(per) else None,
+            "runs": len(runs)}
+
+
+def instructions_table(summary, scenarios, names):
+    """--instructions: one row per scenario and server."""
+    head = ["scenario", "server", "instructions/request", "per round", "spread", "start-up + exit, M instructions"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "--:" for i in range(len(head))) + "|"]
+    for sc in scenarios:
+        for name in names:
+            s = summary.get(sc, {}).get(name)
+            if s:
+                rows.append("| " + " | ".join([
+                    sc, "pure-Rust ref" if name == "rust" else name, fmt(s["instr_per_req"], ",.0f"),
+                    " / ".join(format(x, ",.0f") for x in s["per_round"]), fmt(s["spread_pct"], ".2f", "%"),
+                    fmt(s["fixed"] / 1e6, ",.0f")]) + " |")
+    return "\n".join(rows)
+
+
 NGINX_TARGET = 0.8  # static scenarios: ferricorn >= 0.8x nginx per core, and faster than Granian
 
 
@@ -607,6 +768,16 @@ def markdown(report, tbl):
     peers = ", ".join(f"{k} {v[k]}" for k in ["gunicorn", "granian", "uvicorn", "uvloop", "httptools", "bjoern", "nginx"]
                       if k in v)
     static = [sc for sc in p["scenarios"] if SCENARIOS.get(sc, {}).get("static")]
+    instr = report.get("instructions")
+    if instr:
+        method = (f"{p['rounds']} interleaved rounds; per round, scenario and server two fresh servers under "
+                  f"valgrind's callgrind, one sent {instr['requests']:,} requests and one {2 * instr['requests']:,} "
+                  f"(after its first 200 and one checked request), on {instr['connections']} keep-alive "
+                  "connection(s); 1 worker per server; medians over rounds.")
+    else:
+        method = (f"{p['rounds']} interleaved rounds; per round, scenario and server a fresh server, "
+                  f"{p['warmup']} s wrk warm-up, then {p['duration']} s measured; 1 worker per server; medians over "
+                  f"rounds (errors: sum). Load generator: {report['loader']}.")
     lines = [
         f"# ferricorn benchmark, {report['date']}",
         "",
@@ -614,12 +785,10 @@ def markdown(report, tbl):
         + (f", {m['mem_gib']:.0f} GiB RAM" if m.get("mem_gib") else "") + f", {m['platform']}"
         + (f"; load average at start {' '.join(m['loadavg'])}" if m.get("loadavg") else ""),
         f"- Pinning: {m['pinning']}",
-        f"- Method: {p['rounds']} interleaved rounds; per round, scenario and server a fresh server, "
-        f"{p['warmup']} s wrk warm-up, then {p['duration']} s measured; 1 worker per server; medians over rounds "
-        f"(errors: sum). Load generator: {report['loader']}.",
+        f"- Method: {method}",
         f"- Versions: Python {v['python']}; ferricorn {v.get('ferricorn', '?')} ({v.get('ferricorn_build', '?')}"
         + (f", git {v['git']}" if "git" in v else "") + f"); {peers or 'no peers installed'}"
-        + (f"; wrk {v['wrk']}" if "wrk" in v else ""),
+        + (f"; valgrind {v['valgrind']}" if instr and "valgrind" in v else f"; wrk {v['wrk']}" if "wrk" in v else ""),
         f"- Command: `{report['command']}`",
         "",
         tbl,
@@ -627,6 +796,27 @@ def markdown(report, tbl):
     ]
     if report.get("vs_nginx"):
         lines += report["vs_nginx"] + [""]
+    if instr:
+        lines += [
+            "instructions/request = (I(2N) - I(N)) / N, where I(k) is the number of instructions (callgrind's `Ir`, "
+            "user space only: time in the kernel is not counted) that the server's whole process tree (master, "
+            "workers, helpers: every process valgrind followed, `--trace-children=yes`) executed in the run that "
+            "was sent k requests, from its start to its exit after TERM. Subtracting the two runs removes the "
+            "start-up, the readiness probe, the checked request and the shutdown; what is left is the cost of N "
+            "requests in a warm server. The count does not depend on the machine's load, so it is repeatable "
+            "where req/s is not (spread = (max - min) / median over rounds). start-up + exit = I(N) - N x "
+            "instructions/request. Under valgrind the server's threads run one at a time and about 50x slower, "
+            "so work driven by timers (heartbeats, idle wake-ups) is slightly over-represented.",
+        ]
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]] if report["notes"] else []
+        lines += ["", "## Commands", "",
+                  "Run from the repository root with `PYTHONPATH=<repo root>` and `PYTHONHASHSEED=0`; `PORT` is a free "
+                  "loopback port, `OUT` a fresh temp directory per server run.", ""]
+        for sc, cmds in report["commands"].items():
+            lines += [f"`{sc}`: {SCENARIOS[sc]['what'] if sc in SCENARIOS else 'custom app'}", "", "```"]
+            lines += [f"{name}: {c}" for name, c in cmds.items()]
+            lines += ["```", ""]
+        return "\n".join(lines)
     lines += [
         "req/s, p50/p99 (wrk's latency distribution) and RSS are medians over rounds; errors are non-2xx "
         "responses plus socket errors (connect/read/write/timeout), summed over rounds. RSS is the sum of "
@@ -649,7 +839,7 @@ def markdown(report, tbl):
         lines += [f"`{sc}`: {SCENARIOS[sc]['what'] if sc in SCENARIOS else 'custom app'}", "", "```"]
         lines += [f"{name}: {c}" for name, c in cmds.items()]
         lines += ["```", ""]
-    if "echo" in report["commands"] and report["loader"] == "wrk":
+    if any(SCENARIOS.get(sc, {}).get("post") for sc in report["commands"]) and report["loader"] == "wrk":
         lines += ["`echo.lua`:", "", "```lua", ECHO_LUA.rstrip(), "```", ""]
     if any("nginx" in report["commands"].get(sc, {}) for sc in static):
         lines += ["`TMP/nginx.conf` (`TMP`: a temp directory; written before each start with the run's port):", "",
@@ -657,9 +847,9 @@ def markdown(report, tbl):
     return "\n".join(lines)
 
 
-def default_results_path(date, model, cores):
+def default_results_path(date, model, cores, suffix=""):
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "machine"
-    return ROOT / "bench" / "results" / f"{date}-{slug}-{cores}c.md"
+    return ROOT / "bench" / "results" / f"{date}-{slug}-{cores}c{suffix}.md"
 
 
 # ---------------------------------------------------------------------------- setup
@@ -720,6 +910,13 @@ def main():
     ap.add_argument("--out", help="also write every run as JSON here")
     ap.add_argument("--results", help="markdown report path (default: bench/results/DATE-MACHINE.md; not in --smoke)")
     ap.add_argument("--no-results", action="store_true", help="do not write the markdown report")
+    ap.add_argument("--instructions", action="store_true",
+                    help="instead of the load: CPU instructions per request of each server's whole process tree, "
+                         "under valgrind's callgrind (a run with N requests and one with 2N, per round; the "
+                         "difference divided by N)")
+    ap.add_argument("--instructions-requests", type=int, default=INSTR_REQUESTS, metavar="N",
+                    help=f"with --instructions: N (default {INSTR_REQUESTS}); connections: --connections "
+                         f"(default {INSTR_CONNECTIONS}: sequential keep-alive requests)")
     args = ap.parse_args()
     if args.setup:
         return setup(sys.argv[1:], args.dry_run)
@@ -738,6 +935,10 @@ def main():
     bad += [n for n in names if n not in ALL_SERVERS]
     if bad:
         ap.error(f"unknown scenario/server: {', '.join(bad)}")
+    if args.instructions and not shutil.which("valgrind"):
+        ap.error("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    if args.instructions and args.smoke:
+        ap.error("--instructions and --smoke do not go together")
 
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     pinned = bool(shutil.which("taskset")) and (len(usable) >= 2 or args.server_cpu)
@@ -757,16 +958,18 @@ def main():
     loadavg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if args.instructions:
+        env["PYTHONHASHSEED"] = "0"  # the same string hashes (dict layouts, collisions) in every run
     results = {sc: {n: [] for n in names if applies(n, sc)} for sc in scenarios}
     notes, commands, skipped = [], {}, {}
     script = None
-    if "echo" in scenarios and load["wrk"]:
+    if any(SCENARIOS[sc].get("post") for sc in scenarios) and load["wrk"] and not args.instructions:
         fd, script = tempfile.mkstemp(prefix="ferricorn-bench-echo-", suffix=".lua")
         with os.fdopen(fd, "w") as f:
             f.write(ECHO_LUA)
 
     def conns(sc):
-        return args.connections or SCENARIOS[sc]["connections"]
+        return args.connections or (INSTR_CONNECTIONS if args.instructions else SCENARIOS[sc]["connections"])
 
     def threads(sc):
         return args.threads or SCENARIOS[sc]["threads"]
@@ -778,14 +981,24 @@ def main():
         commands[sc] = {}
         static_shown = {"dir": "DIR", "tmp": "TMP"} if SCENARIOS[sc].get("static") else None
         for name in results[sc]:
-            cmd = server_cmd(name, SCENARIOS[sc]["app"], "PORT", args.workers, threads(sc), static_shown)
+            cmd = server_cmd(name, SCENARIOS[sc]["app"], "PORT", args.workers, threads(sc), static_shown,
+                             SCENARIOS[sc].get("asgi", False))
             if isinstance(cmd, str):
                 skipped[name] = cmd
+            elif args.instructions:
+                cmd = CALLGRIND + ["--callgrind-out-file=OUT/callgrind.out.%p"] + cmd
+                commands[sc][name] = show(pin(cmd, server_cpus if pinned else None))
             else:
                 commands[sc][name] = show(pin(cmd, server_cpus if pinned else None))
-        if load["wrk"]:
+        if args.instructions:
+            n = args.instructions_requests
+            commands[sc]["client"] = (f"{'POST' if SCENARIOS[sc].get('post') else 'GET'} http://127.0.0.1:PORT{path(sc)}"
+                                      f" x {n:,}, then (fresh server) x {2 * n:,}, on {conns(sc)} keep-alive "
+                                      "connection(s) (Python http.client)")
+        elif load["wrk"]:
             commands[sc]["wrk"] = show(pin(wrk_cmd(f"http://127.0.0.1:PORT{path(sc)}", args.duration, conns(sc),
-                                                   load["threads"], "echo.lua" if sc == "echo" else None), load["cpus"]))
+                                                   load["threads"], "echo.lua" if SCENARIOS[sc].get("post") else None),
+                                           load["cpus"]))
 
     # Static scenarios: one file of random bytes, created once, in DIR = <temp>/static (served at /static/),
     # and nginx's config, pid, logs and temp paths in TMP = <temp>/nginx. All removed at the end.
@@ -811,8 +1024,36 @@ def main():
                 for name in results[sc]:
                     if name in skipped:
                         continue
+                    if args.instructions:
+                        def under_callgrind(port, out_dir, name=name, sc=sc, sc_static=sc_static):
+                            if name == "nginx":
+                                Path(sc_static["tmp"], "nginx.conf").write_text(
+                                    nginx_conf(port, sc_static["dir"], sc_static["tmp"], args.workers))
+                            cmd = server_cmd(name, SCENARIOS[sc]["app"], port, args.workers, threads(sc), sc_static,
+                                             SCENARIOS[sc].get("asgi", False))
+                            return pin(CALLGRIND + [f"--callgrind-out-file={out_dir}/callgrind.out.%p"] + cmd,
+                                       server_cpus if pinned else None)
+
+                        n = args.instructions_requests
+                        try:
+                            one, two = [count_instructions(under_callgrind, spec, k, conns(sc), ROOT, env,
+                                                           static_data if sc_static else None) for k in (n, 2 * n)]
+                        except RuntimeError as e:
+                            msg = f"{name} ({sc}, round {rnd + 1}): {e}"
+                            print(msg, file=sys.stderr, flush=True)
+                            notes.append(msg)
+                            continue
+                        per = (two["instructions"] - one["instructions"]) / n
+                        res = {"instr_per_req": per, "fixed": one["instructions"] - n * per, "files": two["files"],
+                               "totals": [one["instructions"], two["instructions"]], "requests": [n, 2 * n],
+                               "wall_s": [one["wall_s"], two["wall_s"]], "round": rnd + 1}
+                        results[sc][name].append(res)
+                        print(f"round {rnd + 1} {sc:10s} {name:9s} {per:12,.0f} instructions/request  (totals "
+                              f"{one['instructions']:,} / {two['instructions']:,} for {n:,} / {2 * n:,} requests; "
+                              f"{two['files']} callgrind files; {one['wall_s']:.0f} / {two['wall_s']:.0f} s)", flush=True)
+                        continue
                     port = free_port()
-                    cmd = server_cmd(name, spec["app"], port, args.workers, threads(sc), sc_static)
+                    cmd = server_cmd(name, spec["app"], port, args.workers, threads(sc), sc_static, spec.get("asgi", False))
                     if name == "nginx":
                         Path(sc_static["tmp"], "nginx.conf").write_text(
                             nginx_conf(port, sc_static["dir"], sc_static["tmp"], args.workers))
@@ -845,13 +1086,15 @@ def main():
                         time.sleep(0.2)
                         rss_idle = tree_rss_kib(proc.pid)
                         if args.warmup:
-                            run_load(port, args.warmup, conns(sc), load, script, payload, path(sc))
+                            run_load(port, args.warmup, conns(sc), load, script if payload else None, payload,
+                                     path(sc))
                         sampler = RssSampler(proc.pid)
                         sampler.start()
                         cpu0, w0 = tree_cpu_s(proc.pid), time.monotonic()
                         sbusy0, lbusy0, me0 = cpus_busy_s(server_set), cpus_busy_s(load_set), self_cpu_s()
                         try:
-                            res = run_load(port, args.duration, conns(sc), load, script, payload, path(sc))
+                            res = run_load(port, args.duration, conns(sc), load, script if payload else None,
+                                           payload, path(sc))
                         finally:
                             wall, used = time.monotonic() - w0, tree_cpu_s(proc.pid) - cpu0
                             sbusy, lbusy, me = cpus_busy_s(server_set), cpus_busy_s(load_set), self_cpu_s()
@@ -867,7 +1110,7 @@ def main():
                                    server_cpu_pct=cpu_pct, other_on_server_cpu_pct=max(0.0, other_server),
                                    other_on_load_cpus_pct=max(0.0, other_load))
                         results[sc][name].append(res)
-                        print(f"round {rnd + 1} {sc:9s} {name:9s} {res['rps']:9.0f} req/s  p50 {fmt(res['p50_ms'], '.2f')} ms"
+                        print(f"round {rnd + 1} {sc:10s} {name:9s} {res['rps']:9.0f} req/s  p50 {fmt(res['p50_ms'], '.2f')} ms"
                               f"  p99 {fmt(res['p99_ms'], '.2f')} ms  errors {res['errors']}  RSS {rss_idle / 1024:.1f}"
                               f"/{rss_load / 1024:.1f} MiB  start {start_ms:.0f} ms  CPU {cpu_pct:.0f}/{fmt(res.get('wrk_cpu_pct'), '.0f')}%",
                               flush=True)
@@ -883,10 +1126,11 @@ def main():
         if static_root:
             shutil.rmtree(static_root, ignore_errors=True)
 
-    summary = {sc: {n: summarize(runs) for n, runs in per.items() if runs} for sc, per in results.items()}
+    summarize_runs = summarize_instructions if args.instructions else summarize
+    summary = {sc: {n: summarize_runs(runs) for n, runs in per.items() if runs} for sc, per in results.items()}
     for name, why in skipped.items():
         notes.insert(0, f"{name}: skipped, {why}")
-    v = versions(nginx=any("nginx" in results[sc] for sc in scenarios))
+    v = versions(nginx=any("nginx" in results[sc] for sc in scenarios), valgrind=args.instructions)
     if v.get("ferricorn_build", "").startswith("dev"):
         notes.insert(0, "ferricorn here is a dev (debug) build of the extension: its numbers are not representative; "
                         "`python bench/run.py --setup` benchmarks a release build")
@@ -895,11 +1139,11 @@ def main():
     if "uvicorn" in summary.get("sleep10ms", {}):
         notes.append("uvicorn runs WSGI apps on its fixed 10-thread pool (no flag for 32): sleep10ms is capped near 1,000 req/s")
     runs_all = [r for per in results.values() for runs in per.values() for r in runs]
-    disturbed = [r for r in runs_all if max(r["other_on_server_cpu_pct"], r["other_on_load_cpus_pct"]) >= 5]
+    disturbed = [r for r in runs_all if max(r.get("other_on_server_cpu_pct", 0), r.get("other_on_load_cpus_pct", 0)) >= 5]
     if pinned and disturbed:
         notes.append(f"in {len(disturbed)} of {len(runs_all)} runs other processes took >= 5% of the server's or wrk's "
                      "CPU (column `other CPU %`): those numbers are disturbed; rerun on a quiet machine")
-    if loadavg and float(loadavg[0]) >= 0.5:
+    if loadavg and float(loadavg[0]) >= 0.5 and not args.instructions:
         notes.append(f"the machine was not idle at the start (load average {' '.join(loadavg)}): other work may "
                      "have competed for the CPUs")
     busy = sorted({f"{n} ({sc})" for sc, per in summary.items() for n, s in per.items()
@@ -921,11 +1165,16 @@ def main():
         "command": shlex.join(["python", "bench/run.py"] + sys.argv[1:]),
         "commands": commands,
         "notes": notes,
-        "vs_nginx": vs_nginx(summary, scenarios),
+        "vs_nginx": [] if args.instructions else vs_nginx(summary, scenarios),
         "summary": summary,
         "runs": results,
     }
-    tbl = table(summary, scenarios, names)
+    if args.instructions:
+        report["instructions"] = {"requests": args.instructions_requests,
+                                  "connections": args.connections or INSTR_CONNECTIONS}
+        tbl = instructions_table(summary, scenarios, names)
+    else:
+        tbl = table(summary, scenarios, names)
     print("\n" + tbl)
     for line in report["vs_nginx"]:
         print(line)
@@ -934,7 +1183,8 @@ def main():
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     if not args.no_results and (args.results or not args.smoke):
-        path = Path(args.results) if args.results else default_results_path(now.strftime("%Y-%m-%d"), model, os.cpu_count())
+        path = Path(args.results) if args.results else default_results_path(
+            now.strftime("%Y-%m-%d"), model, os.cpu_count(), "-instructions" if args.instructions else "")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown(report, tbl) + "\n")
         print(f"\nwrote {rel(path)}")
