@@ -1,10 +1,14 @@
-//! Per-connection state and the keep-alive idle timer.
+//! Per-connection state and the connection's timeouts between requests.
 //!
 //! hyper has one timer for "waiting for a request head", which would either cut slow
 //! clients on their first request or keep idle keep-alive connections for too long.
 //! Gunicorn's `keepalive` is an idle timeout: the time between the end of one response
-//! and the first byte of the next request. [`IdleIo`] implements exactly that: it arms
-//! a timer when the connection becomes idle and reports EOF if no byte arrives in time.
+//! and the first byte of the next request. [`IdleIo`] implements exactly that (EOF if no
+//! byte arrives in time) and, in place of hyper's, the head timeout: a head that has
+//! started must be complete within it (a slow client trickling bytes is cut off). Both
+//! use one timer per connection, moved with `Sleep::reset` (an armed tokio timer whose
+//! deadline only moves later is not taken out of the timer wheel), instead of two timers
+//! created and dropped per request.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,7 +21,7 @@ use std::time::Duration;
 use std::task::ready;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::framing::{HeadFacts, HeadScanner};
 
@@ -216,7 +220,12 @@ pub struct IdleIo<T> {
     inner: T,
     state: Arc<ConnState>,
     idle: Option<Duration>,
-    armed_for: u64,
+    head_timeout: Duration,
+    opened: Instant,
+    /// The idle generation `since` was taken for, and when that generation began (as
+    /// far as this reader could tell: the first time it waited in it).
+    since_gen: u64,
+    since: Instant,
     data_since: u64,
     timer: Option<Pin<Box<Sleep>>>,
     scanner: HeadScanner,
@@ -226,15 +235,19 @@ pub struct IdleIo<T> {
 }
 
 impl<T> IdleIo<T> {
-    /// `idle`: the keep-alive timeout; `None` disables the idle timer.
-    pub fn new(inner: T, state: Arc<ConnState>, idle: Option<Duration>) -> Self {
-        // Generation 0 is the first request: it is bounded by hyper's header timeout,
-        // not by keep-alive.
+    /// `idle`: the keep-alive timeout (`None`: no idle timer); `head_timeout`: how long a
+    /// request head may take, from the connection's start for the first request, from
+    /// the end of the previous response for the others.
+    pub fn new(inner: T, state: Arc<ConnState>, idle: Option<Duration>, head_timeout: Duration) -> Self {
+        let opened = Instant::now();
         Self {
             inner,
             state,
             idle,
-            armed_for: 0,
+            head_timeout,
+            opened,
+            since_gen: 0,
+            since: opened,
             data_since: 0,
             timer: None,
             scanner: HeadScanner::default(),
@@ -289,7 +302,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                     }
                 }
                 if buf.filled().len() > before {
-                    this.timer = None;
                     this.data_since = this.state.idle_gen.load(Ordering::Acquire);
                 } else if buf.remaining() > 0 {
                     this.state.mark_closed();
@@ -301,27 +313,42 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                 Poll::Ready(Err(e))
             }
             Poll::Pending => {
-                let Some(idle) = this.idle else { return Poll::Pending };
-                let gen = this.state.idle_gen.load(Ordering::Acquire);
-                if gen == 0
-                    || this.state.busy.load(Ordering::Acquire)
-                    || this.data_since == gen
-                    || this.state.upgraded.load(Ordering::Acquire)
-                {
+                // A request in progress (its body has its own timeout) or a switched
+                // protocol: no deadline here.
+                if this.state.busy.load(Ordering::Acquire) || this.state.upgraded.load(Ordering::Acquire) {
                     return Poll::Pending;
                 }
-                if this.armed_for != gen || this.timer.is_none() {
-                    this.armed_for = gen;
-                    this.timer = Some(Box::pin(tokio::time::sleep(idle)));
-                }
-                if let Some(t) = this.timer.as_mut() {
-                    if t.as_mut().poll(cx).is_ready() {
-                        // Idle too long: report EOF so hyper closes the connection cleanly.
-                        this.timer = None;
-                        return Poll::Ready(Ok(()));
+                let gen = this.state.idle_gen.load(Ordering::Acquire);
+                let start = if gen == 0 {
+                    this.opened
+                } else {
+                    if this.since_gen != gen {
+                        this.since_gen = gen;
+                        this.since = Instant::now();
                     }
+                    this.since
+                };
+                // Idle (no byte of the next request yet) or reading a head.
+                let idle = this.idle.filter(|_| gen > 0 && this.data_since != gen);
+                let deadline = start + idle.unwrap_or(this.head_timeout);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
                 }
-                Poll::Pending
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if idle.is_some() {
+                    // Idle too long: report EOF so hyper closes the connection cleanly.
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the request head did not arrive in time",
+                    )))
+                }
             }
         }
     }

@@ -120,6 +120,23 @@ impl HeadScanner {
                         State::ChunkData(left)
                     };
                 }
+                // Head lines are taken a line at a time: only their ends are state changes.
+                State::RequestLine | State::Headers => match data.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        self.push_all(&data[..end]);
+                        if end > 0 {
+                            self.prev = data[end - 1];
+                        }
+                        data = &data[end + 1..];
+                        self.byte(b'\n', on_head);
+                        self.prev = b'\n';
+                    }
+                    None => {
+                        self.push_all(data);
+                        self.prev = data[data.len() - 1];
+                        data = &[];
+                    }
+                },
                 _ => {
                     let b = data[0];
                     data = &data[1..];
@@ -270,6 +287,12 @@ impl HeadScanner {
         }
     }
 
+    fn push_all(&mut self, bytes: &[u8]) {
+        self.line_len += bytes.len();
+        let room = LINE_CAP.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
     fn header_line(&mut self) {
         let line = trim_cr(&self.line);
         if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
@@ -341,6 +364,25 @@ mod tests {
             s.feed(c, &mut |f| out.push(f));
         }
         out
+    }
+
+    /// Heads are scanned a line at a time: where the reads split the stream must not matter.
+    #[test]
+    fn any_split_of_the_stream_gives_the_same_facts() {
+        let stream: &[u8] = b"\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nX: y\r\n\r\nhello\
+            GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+            GET / HTTP/1.1\r\nContent-Length: 1\nContent-Length: 1\r\n\r\nx";
+        let whole = scan(&[stream]);
+        assert_eq!(whole.len(), 3);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&bytes), whole);
+        for cut in 0..stream.len() {
+            assert_eq!(scan(&[&stream[..cut], &stream[cut..]]), whole, "split at {cut}");
+        }
+        for size in 2..9 {
+            let parts: Vec<&[u8]> = stream.chunks(size).collect();
+            assert_eq!(scan(&parts), whole, "chunks of {size}");
+        }
     }
 
     #[test]

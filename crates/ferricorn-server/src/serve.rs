@@ -659,7 +659,7 @@ where
 {
     let cfg = &shared.config;
     let state = Arc::new(ConnState::default());
-    let io = IdleIo::new(stream, state.clone(), cfg.keepalive);
+    let io = IdleIo::new(stream, state.clone(), cfg.keepalive, cfg.header_timeout);
     let conn_state = state.clone();
     let info = Arc::new(info);
     let info_for_log = info.clone();
@@ -671,7 +671,8 @@ where
         .timer(TokioTimer::new())
         .keep_alive(cfg.keepalive.is_some())
         .half_close(cfg.half_close)
-        .header_read_timeout(cfg.header_timeout)
+        // The head timeout is IdleIo's (one timer per connection, not two per request).
+        .header_read_timeout(None)
         .max_headers(cfg.limits.fields)
         .max_buf_size(max_head.clamp(8192, 4 << 20));
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();

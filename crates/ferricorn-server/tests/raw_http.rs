@@ -172,6 +172,57 @@ fn idle_keepalive_connection_is_closed() {
     assert!(t.elapsed() < Duration::from_secs(3), "closed after {:?}", t.elapsed());
 }
 
+/// A head trickled byte by byte does not hold the connection past the head timeout,
+/// on the first request and on a keep-alive one; a slow but timely head is served.
+#[test]
+fn trickled_heads_are_cut_at_the_head_timeout() {
+    let cfg = ServerConfig {
+        keepalive: Some(Duration::from_secs(5)),
+        header_timeout: Duration::from_millis(600),
+        ..ServerConfig::default()
+    };
+    let srv = Server::start(cfg);
+    let trickle = |s: &mut TcpStream, bytes: &[u8], pause: Duration| -> bool {
+        for b in bytes {
+            if s.write_all(&[*b]).is_err() {
+                return false;
+            }
+            std::thread::sleep(pause);
+        }
+        true
+    };
+    let read_some = |s: &mut TcpStream| -> Vec<u8> {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    for keepalive_first in [false, true] {
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if keepalive_first {
+            s.write_all(head).unwrap();
+            assert!(read_some(&mut s).starts_with(b"HTTP/1.1 200"));
+        }
+        let t = Instant::now();
+        // 27 bytes at 50 ms: 1.35 s, over the 0.6 s allowed; the idle timeout (5 s) never applies.
+        trickle(&mut s, head, Duration::from_millis(50));
+        let got = read_some(&mut s);
+        assert!(
+            got.is_empty(),
+            "a late head was served: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "cut after {:?}", t.elapsed());
+    }
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(trickle(&mut s, head, Duration::from_millis(5)));
+    assert!(read_some(&mut s).starts_with(b"HTTP/1.1 200"));
+}
+
 #[test]
 fn graceful_stop_finishes_and_returns() {
     let srv = Server::start(ServerConfig::default());
