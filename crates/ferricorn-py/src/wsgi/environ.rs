@@ -105,10 +105,13 @@ pub fn build<'py>(
     let raw_uri = PyString::new(py, raw_uri.as_str());
     env.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
-    env.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        PyString::intern(py, ferricorn_core::request::protocol_name(head.version)),
-    )?;
+    // `intern!` caches the object; `PyString::intern` would look it up on every request.
+    let protocol = match ferricorn_core::request::protocol_name(head.version) {
+        "HTTP/1.0" => intern!(py, "HTTP/1.0"),
+        "HTTP/2.0" => intern!(py, "HTTP/2.0"),
+        _ => intern!(py, "HTTP/1.1"),
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     if head.version == Version::HTTP_2 && !head.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in the :authority pseudo-header.
         if let Some(authority) = head.uri.authority() {
