@@ -467,6 +467,123 @@ def run_load(port, duration, connections, load, script, payload, path="/"):
     return python_load(port, duration, connections, payload, path)
 
 
+# ---------------------------------------------------------------------------- idle keep-alive connections
+
+# Servers that keep an idle HTTP/1.1 connection open (Gunicorn's sync worker closes each one after its response),
+# and what each needs so that neither a connection limit nor an idle timeout closes N connections during the
+# measurement: ferricorn caps connections per worker (--worker-connections, default 1,000) and closes idle ones after
+# --keep-alive (2 s); Granian accepts at most --backpressure connections at once (default 1,024 per worker).
+IDLE_SERVERS = ["ferricorn", "granian", "uvicorn", "bjoern"]
+
+
+def idle_extra(name, n):
+    return {"ferricorn": ["--worker-connections", str(n + 1000), "--keep-alive", "600"],
+            "granian": ["--backpressure", str(n + 1000)],
+            "uvicorn": ["--timeout-keep-alive", "600"]}.get(name, [])
+
+
+def idle_cost(port, proc, n, warm=50):
+    """Opens `warm` then `n` keep-alive connections, each with one complete GET; returns the server tree's RSS
+    (KiB) after the warm ones and after all, and how many of the n are still open 1 s later."""
+    socks = []
+
+    def one():
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"Hello, World!\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        socks.append(s)
+
+    try:
+        for _ in range(warm):
+            one()
+        time.sleep(0.5)
+        before = tree_rss_kib(proc.pid)
+        for _ in range(n):
+            one()
+        time.sleep(1)
+        after = tree_rss_kib(proc.pid)
+        open_now = 0
+        for s in socks[warm:]:
+            s.setblocking(False)
+            try:
+                open_now += s.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                open_now += 1
+            except OSError:
+                pass
+        return before, after, open_now
+    finally:
+        for s in socks:
+            s.close()
+
+
+def idle_mode(args, names, env, server_cpus, now, model):
+    """--idle-connections N: what N idle keep-alive connections cost each server (hello app, 1 worker)."""
+    import resource
+
+    n = args.idle_connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 1200:
+        sys.exit(f"--idle-connections {n} needs {n + 1200} file descriptors; the hard limit is {hard} (ulimit -Hn)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
+    rows, commands, notes = [], {}, []
+    for name in [x for x in names if x in IDLE_SERVERS]:
+        cmd = server_cmd(name, SCENARIOS["hello"]["app"], "PORT", args.workers, 1)
+        if isinstance(cmd, str):
+            notes.append(f"{name}: skipped, {cmd}")
+            continue
+        commands[name] = show(pin(cmd + idle_extra(name, n), server_cpus))
+        for rnd in range(args.rounds):
+            port = free_port()
+            cmd = server_cmd(name, SCENARIOS["hello"]["app"], port, args.workers, 1) + idle_extra(name, n)
+            proc = subprocess.Popen(pin(cmd, server_cpus), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                if not wait_ready(port, proc):
+                    notes.append(f"{name} (round {rnd + 1}): did not start")
+                    continue
+                time.sleep(0.2)
+                idle = tree_rss_kib(proc.pid)
+                before, after, still = idle_cost(port, proc, n)
+            except OSError as e:
+                notes.append(f"{name} (round {rnd + 1}): {e}")
+                continue
+            finally:
+                stop(proc)
+            per = (after - before) / n
+            rows.append((name, rnd + 1, idle, before, after, per, still))
+            print(f"round {rnd + 1} {name:9s} RSS {idle / 1024:.1f} MiB idle, {before / 1024:.1f} -> {after / 1024:.1f} "
+                  f"MiB for {n:,} idle connections: {per:.1f} KiB each; {still:,} still open", flush=True)
+    lines = [f"# ferricorn benchmark: idle keep-alive connections, {now.strftime('%Y-%m-%d %H:%M UTC')}", "",
+             f"- Machine: {model}, {os.cpu_count()} cores",
+             f"- Method: per server and round a fresh server (1 worker, the `hello` app), 50 keep-alive connections "
+             f"opened to warm it, its process tree's RSS taken, then {n:,} more connections opened, each with one "
+             "complete GET and its response read, and left idle; 1 s later the RSS again and how many of them the "
+             "server still holds open. KiB/connection = (RSS after - RSS before) / N. Gunicorn's sync worker is not "
+             "measured: it closes every connection after its response.",
+             f"- Command: `{shlex.join(['python', 'bench/run.py'] + sys.argv[1:])}`", "",
+             "| server | round | RSS idle MiB | RSS before MiB | RSS after MiB | KiB/connection | still open |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
+    lines += [f"| {r[0]} | {r[1]} | {r[2] / 1024:.1f} | {r[3] / 1024:.1f} | {r[4] / 1024:.1f} | {r[5]:.1f} | {r[6]:,} |"
+              for r in rows]
+    lines += ["", "## Commands", "", "```"] + [f"{k}: {v}" for k, v in commands.items()] + ["```"]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {x}" for x in notes]
+    print("\n".join(lines[-len(rows) - 6:]))
+    if not args.no_results:
+        path = Path(args.results) if args.results else default_results_path(
+            now.strftime("%Y-%m-%d"), model, os.cpu_count(), "-idle")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        print(f"\nwrote {rel(path)}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- instructions per request
 
 # Under callgrind every process of the tree (--trace-children) counts the instructions it executes in user
@@ -914,6 +1031,9 @@ def main():
                     help="instead of the load: CPU instructions per request of each server's whole process tree, "
                          "under valgrind's callgrind (a run with N requests and one with 2N, per round; the "
                          "difference divided by N)")
+    ap.add_argument("--idle-connections", type=int, metavar="N",
+                    help="instead of the load: what N idle keep-alive connections cost each server in RSS "
+                         "(hello app; ferricorn, granian, uvicorn, bjoern)")
     ap.add_argument("--instructions-requests", type=int, default=INSTR_REQUESTS, metavar="N",
                     help=f"with --instructions: N (default {INSTR_REQUESTS}); connections: --connections "
                          f"(default {INSTR_CONNECTIONS}: sequential keep-alive requests)")
@@ -958,6 +1078,9 @@ def main():
     loadavg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if args.idle_connections:
+        return idle_mode(args, names, env, server_cpus if pinned else None,
+                         datetime.datetime.now(datetime.timezone.utc), cpu_model())
     if args.instructions:
         env["PYTHONHASHSEED"] = "0"  # the same string hashes (dict layouts, collisions) in every run
     results = {sc: {n: [] for n in names if applies(n, sc)} for sc in scenarios}
