@@ -9,7 +9,7 @@ use ferricorn_server::{error_page, EarlyHints, RequestBody, ResponseBody, Respon
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::{Event, LoopCtx, Mailbox, Reply};
 
@@ -38,6 +38,33 @@ impl Ready {
 
 pub(crate) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, Ready { value: Some(value) })?.into_any())
+}
+
+/// A complete awaitable whose result is `None`: what most `send()` calls return. It holds
+/// no state, so one object serves every call; its iterator ends without raising
+/// (returning NULL with no exception set is how a C iterator says it is exhausted).
+#[pyclass(module = "ferricorn", frozen)]
+pub struct Done;
+
+#[pymethods]
+impl Done {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self) -> Option<()> {
+        None
+    }
+}
+
+static DONE: pyo3::sync::PyOnceLock<Py<Done>> = pyo3::sync::PyOnceLock::new();
+
+pub(crate) fn done(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(DONE.get_or_try_init(py, || Py::new(py, Done))?.clone_ref(py).into_any())
 }
 
 /// Request-side state, shared by the I/O thread (body reads, disconnects) and the loop.
@@ -622,15 +649,16 @@ impl HttpCycle {
 }
 
 /// An ASGI message sent by the app: the dict and its `type`.
-pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyDict>, String)> {
+pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyString>)> {
     let py = message.py();
     let message = message
         .cast::<PyDict>()
         .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
-    let kind: String = message
+    let kind = message
         .get_item(intern!(py, "type"))?
         .ok_or_else(|| PyValueError::new_err("an ASGI message needs a type"))?
-        .extract()?;
+        .cast_into::<PyString>()
+        .map_err(|_| PyTypeError::new_err("an ASGI message type must be a str"))?;
     Ok((message.clone(), kind))
 }
 
@@ -640,10 +668,16 @@ pub(crate) fn push_headers(head: &mut ResponseHead, message: &Bound<'_, PyDict>)
     if let Some(headers) = message.get_item(intern!(py, "headers"))? {
         for pair in headers.try_iter()? {
             let pair = pair?;
-            let name = header_bytes(&pair.get_item(0)?)?;
-            let value = header_bytes(&pair.get_item(1)?)?;
-            head.push(&name, &value)
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            // The usual shape, a tuple of two bytes, is read in place.
+            let (name, value) = match pair.cast::<PyTuple>() {
+                Ok(t) if t.len() == 2 => (t.get_borrowed_item(0)?.to_owned(), t.get_borrowed_item(1)?.to_owned()),
+                _ => (pair.get_item(0)?, pair.get_item(1)?),
+            };
+            let pushed = match (name.cast::<PyBytes>(), value.cast::<PyBytes>()) {
+                (Ok(n), Ok(v)) => head.push(n.as_bytes(), v.as_bytes()),
+                _ => head.push(&header_bytes(&name)?, &header_bytes(&value)?),
+            };
+            pushed.map_err(|e| PyValueError::new_err(e.to_string()))?;
         }
     }
     Ok(())
@@ -683,11 +717,11 @@ impl HttpCycle {
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let (message, kind) = message_type(message)?;
-        let message = &message;
-        match kind.as_str() {
+        let (message, kind) = (&message, kind.to_str()?);
+        match kind {
             "http.response.start" => self.start(message)?,
             "http.response.pathsend" => self.pathsend(message)?,
-            "http.response.informational" | "http.response.early_hint" => self.informational(message, &kind)?,
+            "http.response.informational" | "http.response.early_hint" => self.informational(message, kind)?,
             "http.response.trailers" => self.trailers(message)?,
             "http.response.zerocopysend" => {
                 if let Some(fut) = self.zerocopysend(py, message)? {
@@ -701,7 +735,7 @@ impl HttpCycle {
             }
             other => return Err(PyValueError::new_err(format!("unexpected ASGI message type {other:?}"))),
         }
-        ready(py, py.None())
+        done(py)
     }
 
     /// The app raised: 500 if nothing was sent, else cut the response short.

@@ -250,8 +250,8 @@ impl WsCycle {
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let (message, kind) = message_type(message)?;
-        let message = &message;
-        match (kind.as_str(), &self.state) {
+        let (message, kind) = (&message, kind.to_str()?);
+        match (kind, &self.state) {
             ("websocket.accept", State::New | State::Connecting) if self.denial.is_none() => self.accept(message)?,
             ("websocket.http.response.start", State::New | State::Connecting) => self.denial_start(message)?,
             ("websocket.http.response.body", State::New | State::Connecting) => self.denial_body(message)?,
