@@ -102,6 +102,17 @@ impl EarlyHints {
     /// queued bytes would wait for the final response: there, when hyper has nothing
     /// unwritten, they are written to the socket at once (without blocking; a remainder
     /// is queued, still ahead of hyper's next bytes).
+    /// The bridge hands its final response over: from now on [`send`](Self::send) refuses.
+    /// The front end closes the queue too, once it has the response; closing here, on the
+    /// thread that hands it over, leaves no window in which a hint sent right after the
+    /// response (by an app on another thread) could still be queued ahead of it.
+    pub fn close(&self) {
+        let mut q = self.state.interim.lock().unwrap_or_else(|p| p.into_inner());
+        if q.request == self.request {
+            q.open = false;
+        }
+    }
+
     pub fn send(&self, bytes: &[u8]) -> bool {
         let state = &self.state;
         {

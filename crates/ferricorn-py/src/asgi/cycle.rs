@@ -342,6 +342,9 @@ impl HttpCycle {
     }
 
     fn respond(&mut self, resp: http::Response<ResponseBody>) {
+        if let Some(h) = &self.early_hints {
+            h.close();
+        }
         if let Some(reply) = self.reply.take() {
             self.ctx.replies.send(reply, resp);
         }

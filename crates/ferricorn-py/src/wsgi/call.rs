@@ -28,7 +28,8 @@ pub(crate) struct Continuation {
 pub(crate) fn run(py: Python<'_>, shared: &Shared, job: Job, inline: bool) -> Option<Continuation> {
     let Job { req, reply } = job;
     let uri = req.head.uri.clone();
-    let responder = match Bound::new(py, StartResponse::new(reply, shared.cfg.high_water)) {
+    let hints = req.early_hints.clone();
+    let responder = match Bound::new(py, StartResponse::new(reply, shared.cfg.high_water, hints)) {
         Ok(r) => r,
         Err(e) => {
             ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));

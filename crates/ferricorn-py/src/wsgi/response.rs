@@ -15,6 +15,8 @@ type Reply = tokio::sync::oneshot::Sender<Response<ResponseBody>>;
 pub struct StartResponse {
     head: Option<ResponseHead>,
     reply: Option<Reply>,
+    /// The request's early-hints queue, closed when the response is handed over.
+    hints: Option<ferricorn_server::EarlyHints>,
     pipe: Option<pipe::Sender>,
     high_water: usize,
     /// What `post_request` hooks see: the status line, the app's header list, bytes sent.
@@ -24,10 +26,11 @@ pub struct StartResponse {
 }
 
 impl StartResponse {
-    pub fn new(reply: Reply, high_water: usize) -> Self {
+    pub fn new(reply: Reply, high_water: usize, hints: Option<ferricorn_server::EarlyHints>) -> Self {
         Self {
             head: None,
             reply: Some(reply),
+            hints,
             pipe: None,
             high_water,
             status: None,
@@ -53,6 +56,9 @@ impl StartResponse {
 
     fn send(&mut self, body: ResponseBody) {
         let resp = self.build(body);
+        if let Some(h) = self.hints.take() {
+            h.close();
+        }
         if let Some(reply) = self.reply.take() {
             // The connection may be gone already; nothing else to do then.
             let _ = reply.send(resp);
@@ -125,6 +131,9 @@ impl StartResponse {
             return;
         }
         let resp = ferricorn_server::error_page::response(status, detail, true);
+        if let Some(h) = self.hints.take() {
+            h.close();
+        }
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(resp);
         }
