@@ -49,6 +49,10 @@ pub(crate) struct Mailbox {
     /// The eventfd was bumped and the loop has not drained yet: under load most posts
     /// then skip the syscall.
     pending: std::sync::atomic::AtomicBool,
+    /// New requests posted since the flusher last ran (see `post_batched`).
+    batch_open: std::sync::atomic::AtomicBool,
+    batch_notify: tokio::sync::Notify,
+    flusher: std::sync::Once,
 }
 
 impl Mailbox {
@@ -65,14 +69,46 @@ impl Mailbox {
             rx,
             efd: unsafe { OwnedFd::from_raw_fd(fd) },
             pending: Default::default(),
+            batch_open: Default::default(),
+            batch_notify: tokio::sync::Notify::new(),
+            flusher: std::sync::Once::new(),
         })
     }
 
     pub(crate) fn post(&self, event: Event) {
-        if self.tx.send(event).is_ok() && !self.pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self.tx.send(event).is_ok() {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if !self.pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
             let one: u64 = 1;
             // SAFETY: an 8-byte write to our own eventfd; EAGAIN (counter full) is harmless.
             unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// From the I/O thread (inside its runtime): a new request. Waking the loop thread
+    /// for each one lets it preempt the I/O thread (both often share a core) after every
+    /// request it reads. Instead the wake-up is left to a flusher task, which the
+    /// runtime polls after the tasks that are ready now: the requests read from one
+    /// batch of ready connections reach the loop with one wake-up.
+    pub(crate) fn post_batched(self: &Arc<Self>, event: Event) {
+        self.flusher.call_once(|| {
+            tokio::spawn(self.clone().flush_batches());
+        });
+        if self.tx.send(event).is_ok() && !self.batch_open.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.batch_notify.notify_one();
+        }
+    }
+
+    async fn flush_batches(self: Arc<Self>) {
+        loop {
+            self.batch_notify.notified().await;
+            // Cleared before the wake-up: a later post opens a new batch and notifies.
+            self.batch_open.store(false, std::sync::atomic::Ordering::Release);
+            self.wake();
         }
     }
 
@@ -370,7 +406,8 @@ impl App for AsgiBridge {
         // hyper drops this future when the client leaves before the response starts:
         // the app then gets http.disconnect (and, after the grace period, cancelled).
         let mut gone = cycle::GoneOnDrop(Some((shared.clone(), self.mailbox.clone())));
-        self.mailbox.post(Event::Request(Box::new((req, reply, shared))));
+        self.mailbox
+            .post_batched(Event::Request(Box::new((req, reply, shared))));
         Box::pin(async move {
             let resp = rx
                 .await
