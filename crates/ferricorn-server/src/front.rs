@@ -171,9 +171,13 @@ async fn respond(
         None => None,
     };
     let mut head = head;
-    // A WebSocket session outlives hyper's connection: it registers with the drain.
-    head.extensions
-        .insert(crate::serve::SessionGuardFactory(shared.clone()));
+    // A WebSocket session outlives hyper's connection: it registers with the drain. Only
+    // an upgrade request can start one (and filling the extensions map costs every other
+    // request an allocation).
+    if head.headers.contains_key(header::UPGRADE) {
+        head.extensions
+            .insert(crate::serve::SessionGuardFactory(shared.clone()));
+    }
     let (method_for_log, path_for_log) = if cfg.request_deadline.is_some() {
         (head.method.to_string(), head.uri.path().to_string())
     } else {
