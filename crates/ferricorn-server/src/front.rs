@@ -57,7 +57,10 @@ pub(crate) async fn handle(
     let mut resp = match (framing_error, switched) {
         (Some(detail), _) => reject(&info, 400, detail),
         (None, Some(resp)) => resp,
-        (None, None) => respond(req, &shared, info, &state).await,
+        // Boxed: hyper keeps the space for this future for the connection's whole life, so
+        // the request's state (large: the app call, the deadline, the admission) lives in
+        // an allocation freed with the request instead of on every idle connection.
+        (None, None) => Box::pin(respond(req, &shared, info, &state)).await,
     };
     // The response that reaches --max-requests is the worker's last on this
     // connection: say so, as Gunicorn's force_close() does, so the client does not
