@@ -100,16 +100,32 @@ pub fn forwarded_scheme(
     secure: &[(HeaderName, String)],
 ) -> Result<Option<&'static str>, Rejection> {
     let mut found: Option<&'static str> = None;
-    for (name, expected) in secure {
-        for value in headers.get_all(name) {
-            let scheme = if value.as_bytes().eq_ignore_ascii_case(expected.as_bytes()) {
-                "https"
-            } else {
-                "http"
-            };
-            match found {
-                Some(prev) if prev != scheme => return Err(Rejection::bad_request("Contradictory scheme headers")),
-                _ => found = Some(scheme),
+    let mut see = |value: &http::HeaderValue, expected: &str| {
+        let scheme = if value.as_bytes().eq_ignore_ascii_case(expected.as_bytes()) {
+            "https"
+        } else {
+            "http"
+        };
+        match found {
+            Some(prev) if prev != scheme => Err(Rejection::bad_request("Contradictory scheme headers")),
+            _ => {
+                found = Some(scheme);
+                Ok(())
+            }
+        }
+    };
+    // A request usually has fewer headers than there are lookups to hash: compare names
+    // while walking them once. (The outcome does not depend on the order.)
+    if headers.len() <= 2 * secure.len() {
+        for (name, value) in headers {
+            if let Some((_, expected)) = secure.iter().find(|(n, _)| n == name) {
+                see(value, expected)?;
+            }
+        }
+    } else {
+        for (name, expected) in secure {
+            for value in headers.get_all(name) {
+                see(value, expected)?;
             }
         }
     }
@@ -170,6 +186,29 @@ mod tests {
         assert_eq!(forwarded_scheme(&h, &secure).unwrap(), Some("https"));
         h.insert("x-forwarded-ssl", "off".parse().unwrap());
         assert_eq!(forwarded_scheme(&h, &secure).unwrap_err().status, 400);
+    }
+
+    /// Few headers are walked, many are looked up: the same answers either way.
+    #[test]
+    fn schemes_with_few_and_many_headers() {
+        let secure = default_secure_scheme_headers();
+        for filler in [0, 20] {
+            let mut h = HeaderMap::new();
+            for i in 0..filler {
+                h.insert(
+                    HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap(),
+                    "1".parse().unwrap(),
+                );
+            }
+            h.append("x-forwarded-proto", "https".parse().unwrap());
+            h.append("x-forwarded-proto", "HTTPS".parse().unwrap());
+            assert_eq!(forwarded_scheme(&h, &secure).unwrap(), Some("https"), "{filler}");
+            h.append("x-forwarded-proto", "http".parse().unwrap());
+            assert_eq!(forwarded_scheme(&h, &secure).unwrap_err().status, 400, "{filler}");
+            h.remove("x-forwarded-proto");
+            h.insert("x-forwarded-ssl", "off".parse().unwrap());
+            assert_eq!(forwarded_scheme(&h, &secure).unwrap(), Some("http"), "{filler}");
+        }
     }
 }
 

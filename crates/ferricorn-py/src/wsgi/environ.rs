@@ -169,16 +169,18 @@ pub fn build<'py>(
     }
 
     let mut key = String::with_capacity(64);
-    for name in head.headers.keys() {
+    // HeaderMap's iterator yields a name's values one after the other: one walk, no
+    // lookup per name.
+    let mut headers = head.headers.iter().peekable();
+    while let Some((name, first)) = headers.next() {
         let n = name.as_str();
-        let mut values = head.headers.get_all(name).iter();
-        let Some(first) = values.next() else { continue };
-        let value = match (values.next(), std::str::from_utf8(first.as_bytes())) {
+        let repeated = headers.peek().is_some_and(|(next, _)| *next == name);
+        let value = match (repeated, std::str::from_utf8(first.as_bytes())) {
             // One ASCII value, the common case: straight into a Python str.
-            (None, Ok(v)) if v.is_ascii() => PyString::new(py, v),
-            (more, _) => {
+            (false, Ok(v)) if v.is_ascii() => PyString::new(py, v),
+            _ => {
                 let mut value = latin1(first.as_bytes());
-                for v in more.into_iter().chain(values) {
+                while let Some((_, v)) = headers.next_if(|(next, _)| *next == name) {
                     value.push(',');
                     value.push_str(&latin1(v.as_bytes()));
                 }
