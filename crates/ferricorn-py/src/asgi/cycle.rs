@@ -511,10 +511,9 @@ impl HttpCycle {
     /// Queues body bytes; `Some(future)` when the app must wait for the client.
     fn body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Option<Py<PyAny>>> {
         let body = match message.get_item(intern!(py, "body"))? {
-            Some(b) if !b.is_none() => Bytes::copy_from_slice(
+            Some(b) if !b.is_none() => crate::pyhelpers::body_bytes(
                 b.cast::<PyBytes>()
-                    .map_err(|_| PyTypeError::new_err("body must be bytes"))?
-                    .as_bytes(),
+                    .map_err(|_| PyTypeError::new_err("body must be bytes"))?,
             ),
             _ => Bytes::new(),
         };

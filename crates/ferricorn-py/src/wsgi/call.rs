@@ -1,6 +1,6 @@
 //! One request on an application thread: environ, app call, response, `close()`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use ferricorn_server::pipe::Disconnected;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -182,9 +182,9 @@ fn fail(
     }
 }
 
-fn as_bytes<'a>(item: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
     match item.cast::<PyBytes>() {
-        Ok(b) => Ok(b.as_bytes()),
+        Ok(b) => Ok(b),
         Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
             "the application must yield bytes, not {}",
             item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
@@ -207,11 +207,11 @@ fn send_list(result: &Bound<'_, PyAny>, responder: &Bound<'_, StartResponse>) ->
     }
     let n = seq.len()?;
     let data = if n == 1 {
-        Bytes::copy_from_slice(as_bytes(&seq.get_item(0)?)?)
+        crate::pyhelpers::body_bytes(as_bytes(&seq.get_item(0)?)?)
     } else {
         let mut buf = BytesMut::new();
         for i in 0..n {
-            buf.extend_from_slice(as_bytes(&seq.get_item(i)?)?);
+            buf.extend_from_slice(as_bytes(&seq.get_item(i)?)?.as_bytes());
         }
         buf.freeze()
     };
@@ -238,7 +238,7 @@ fn consume(
     }
     for item in result.try_iter()? {
         let item = item?;
-        let chunk = Bytes::copy_from_slice(as_bytes(&item)?);
+        let chunk = crate::pyhelpers::body_bytes(as_bytes(&item)?);
         if let Err(Disconnected) = responder.borrow_mut().write_chunk(py, chunk)? {
             return Ok(());
         }

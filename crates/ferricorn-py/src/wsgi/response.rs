@@ -232,7 +232,7 @@ impl StartResponse {
         let bytes = data
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
-        let chunk = Bytes::copy_from_slice(bytes.as_bytes());
+        let chunk = crate::pyhelpers::body_bytes(bytes);
         let py = slf.py();
         match slf.write_chunk(py, chunk)? {
             Ok(()) => Ok(()),
