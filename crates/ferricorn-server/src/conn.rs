@@ -94,14 +94,6 @@ pub struct EarlyHints {
 }
 
 impl EarlyHints {
-    /// Sends one informational response (`bytes`: its status line, headers and blank
-    /// line). Returns false, sending nothing, once its request's final response has
-    /// started.
-    ///
-    /// An app running inline on the I/O thread holds that thread until it returns, so
-    /// queued bytes would wait for the final response: there, when hyper has nothing
-    /// unwritten, they are written to the socket at once (without blocking; a remainder
-    /// is queued, still ahead of hyper's next bytes).
     /// The bridge hands its final response over: from now on [`send`](Self::send) refuses.
     /// The front end closes the queue too, once it has the response; closing here, on the
     /// thread that hands it over, leaves no window in which a hint sent right after the
@@ -113,6 +105,14 @@ impl EarlyHints {
         }
     }
 
+    /// Sends one informational response (`bytes`: its status line, headers and blank
+    /// line). Returns false, sending nothing, once its request's final response has
+    /// started.
+    ///
+    /// An app running inline on the I/O thread holds that thread until it returns, so
+    /// queued bytes would wait for the final response: there, when hyper has nothing
+    /// unwritten, they are written to the socket at once (without blocking; a remainder
+    /// is queued, still ahead of hyper's next bytes).
     pub fn send(&self, bytes: &[u8]) -> bool {
         let state = &self.state;
         {

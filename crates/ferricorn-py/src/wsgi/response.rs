@@ -56,6 +56,11 @@ impl StartResponse {
 
     fn send(&mut self, body: ResponseBody) {
         let resp = self.build(body);
+        self.hand_over(resp);
+    }
+
+    /// The one way the final response leaves the app's thread: early hints close first.
+    fn hand_over(&mut self, resp: Response<ResponseBody>) {
         if let Some(h) = self.hints.take() {
             h.close();
         }
@@ -130,13 +135,7 @@ impl StartResponse {
             self.abort();
             return;
         }
-        let resp = ferricorn_server::error_page::response(status, detail, true);
-        if let Some(h) = self.hints.take() {
-            h.close();
-        }
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(resp);
-        }
+        self.hand_over(ferricorn_server::error_page::response(status, detail, true));
     }
 
     fn set_headers(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
