@@ -123,16 +123,16 @@ impl HeadScanner {
                 // Head lines are taken a line at a time: only their ends are state changes.
                 State::RequestLine | State::Headers => match data.iter().position(|&b| b == b'\n') {
                     Some(end) => {
-                        self.push_all(&data[..end]);
+                        self.push(&data[..end]);
                         if end > 0 {
                             self.prev = data[end - 1];
                         }
                         data = &data[end + 1..];
-                        self.byte(b'\n', on_head);
+                        self.head_line_end(on_head);
                         self.prev = b'\n';
                     }
                     None => {
-                        self.push_all(data);
+                        self.push(data);
                         self.prev = data[data.len() - 1];
                         data = &[];
                     }
@@ -140,57 +140,21 @@ impl HeadScanner {
                 _ => {
                     let b = data[0];
                     data = &data[1..];
-                    self.byte(b, on_head);
+                    self.byte(b);
                     self.prev = b;
                 }
             }
         }
     }
 
-    fn byte(&mut self, b: u8, on_head: &mut impl FnMut(HeadFacts)) {
+    fn byte(&mut self, b: u8) {
         match self.state {
             State::Idle => {
                 if b != b'\r' && b != b'\n' {
                     self.state = State::RequestLine;
                     self.line.clear();
                     self.line_len = 0;
-                    self.push(b);
-                }
-            }
-            State::RequestLine => {
-                if b == b'\n' {
-                    self.connect = self.line.starts_with(b"CONNECT ");
-                    self.request_line.clear();
-                    self.request_line.extend(trim_cr(&self.line).iter().map(|&c| c as char));
-                    self.facts = HeadFacts {
-                        bare_lf: self.prev != b'\r',
-                        ..HeadFacts::default()
-                    };
-                    self.content_length = None;
-                    self.chunked = false;
-                    self.state = State::Headers;
-                    self.line.clear();
-                    self.line_len = 0;
-                } else {
-                    self.push(b);
-                }
-            }
-            State::Headers => {
-                if b == b'\n' {
-                    if self.prev != b'\r' {
-                        self.facts.bare_lf = true;
-                    }
-                    let line = trim_cr(&self.line);
-                    if line.is_empty() && self.line_len <= 1 {
-                        on_head(self.facts);
-                        self.state = self.body_state();
-                    } else {
-                        self.header_line();
-                    }
-                    self.line.clear();
-                    self.line_len = 0;
-                } else {
-                    self.push(b);
+                    self.push(&[b]);
                 }
             }
             State::ChunkSize { size, digits, ext, ws } => {
@@ -271,8 +235,39 @@ impl HeadScanner {
                     self.state = State::Trailers { empty_line: false };
                 }
             }
-            State::Body(_) | State::ChunkData(_) | State::Stop => {}
+            // Head lines are fed a line at a time (`head_line_end`), bodies in bulk.
+            State::RequestLine | State::Headers | State::Body(_) | State::ChunkData(_) | State::Stop => {}
         }
+    }
+
+    /// The LF ending a line of the head (the line's bytes are in `line`, the byte before
+    /// the LF in `prev`).
+    fn head_line_end(&mut self, on_head: &mut impl FnMut(HeadFacts)) {
+        if self.state == State::RequestLine {
+            self.connect = self.line.starts_with(b"CONNECT ");
+            self.request_line.clear();
+            self.request_line.extend(trim_cr(&self.line).iter().map(|&c| c as char));
+            self.facts = HeadFacts {
+                bare_lf: self.prev != b'\r',
+                ..HeadFacts::default()
+            };
+            self.content_length = None;
+            self.chunked = false;
+            self.state = State::Headers;
+        } else {
+            if self.prev != b'\r' {
+                self.facts.bare_lf = true;
+            }
+            let line = trim_cr(&self.line);
+            if line.is_empty() && self.line_len <= 1 {
+                on_head(self.facts);
+                self.state = self.body_state();
+            } else {
+                self.header_line();
+            }
+        }
+        self.line.clear();
+        self.line_len = 0;
     }
 
     fn violation(&mut self, what: &'static str) -> State {
@@ -280,14 +275,7 @@ impl HeadScanner {
         State::Stop
     }
 
-    fn push(&mut self, b: u8) {
-        self.line_len += 1;
-        if self.line.len() < LINE_CAP {
-            self.line.push(b);
-        }
-    }
-
-    fn push_all(&mut self, bytes: &[u8]) {
+    fn push(&mut self, bytes: &[u8]) {
         self.line_len += bytes.len();
         let room = LINE_CAP.saturating_sub(self.line.len());
         self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
