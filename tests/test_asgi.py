@@ -347,6 +347,7 @@ def test_receive_after_response_is_disconnect(start_server):
     assert rec, record(srv)
     assert rec["message"] == {"type": "http.disconnect"}
     assert rec["elapsed"] < 1.0
+    assert record(srv)["send_returned"] == [None, None]
 
 
 def test_receive_blocks_until_response_complete_then_disconnect(start_server):

@@ -143,9 +143,14 @@ async def app(scope, receive, send):
         )
 
     if path == "/after-response":
-        # Send the whole response, then see what receive() gives.
+        # Send the whole response (keeping what each send() returned: None, as the spec
+        # says), then see what receive() gives.
         await read_messages(receive)
-        await send_text(send, "done")
+        returned = [
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}),
+            await send({"type": "http.response.body", "body": b"done"}),
+        ]
+        RECORD["send_returned"] = returned
         t0 = time.monotonic()
         try:
             m = await asyncio.wait_for(receive(), 3)

@@ -1,4 +1,5 @@
-//! Small bridges to the pure-Python helpers in `ferricorn/_app.py`.
+//! Small bridges to the pure-Python helpers in `ferricorn/_app.py`, and response bodies
+//! taken from Python `bytes` without a copy (`body_bytes`), shared by both bridges.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};

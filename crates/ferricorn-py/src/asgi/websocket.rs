@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio::sync::mpsc;
 
-use super::cycle::{message_type, push_headers, ready, resolve};
+use super::cycle::{done, message_type, push_headers, ready, resolve};
 use super::{Event, LoopCtx, Mailbox, Reply};
 
 /// Messages from the client, shared with the session task.
@@ -291,7 +291,7 @@ impl WsCycle {
                 )))
             }
         }
-        ready(py, py.None())
+        done(py)
     }
 
     fn app_failed(&mut self, traceback: &str) {
