@@ -566,15 +566,16 @@ def idle_mode(args, names, env, server_cpus, now, model):
              "complete GET and its response read, and left idle; 1 s later the RSS again and how many of them the "
              "server still holds open. KiB/connection = (RSS after - RSS before) / N. Gunicorn's sync worker is not "
              "measured: it closes every connection after its response.",
-             f"- Command: `{shlex.join(['python', 'bench/run.py'] + sys.argv[1:])}`", "",
-             "| server | round | RSS idle MiB | RSS before MiB | RSS after MiB | KiB/connection | still open |",
+             f"- Command: `{shlex.join(['python', 'bench/run.py'] + sys.argv[1:])}`", ""]
+    table = ["| server | round | RSS idle MiB | RSS before MiB | RSS after MiB | KiB/connection | still open |",
              "|---|--:|--:|--:|--:|--:|--:|"]
-    lines += [f"| {r[0]} | {r[1]} | {r[2] / 1024:.1f} | {r[3] / 1024:.1f} | {r[4] / 1024:.1f} | {r[5]:.1f} | {r[6]:,} |"
+    table += [f"| {r[0]} | {r[1]} | {r[2] / 1024:.1f} | {r[3] / 1024:.1f} | {r[4] / 1024:.1f} | {r[5]:.1f} | {r[6]:,} |"
               for r in rows]
+    lines += table
     lines += ["", "## Commands", "", "```"] + [f"{k}: {v}" for k, v in commands.items()] + ["```"]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {x}" for x in notes]
-    print("\n".join(lines[-len(rows) - 6:]))
+    print("\n" + "\n".join(table + [f"note: {x}" for x in notes]))
     if not args.no_results:
         path = Path(args.results) if args.results else default_results_path(
             now.strftime("%Y-%m-%d"), model, os.cpu_count(), "-idle")
