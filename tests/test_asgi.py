@@ -3,8 +3,8 @@ interface selection, the complete `http` scope, request body streaming and
 `http.disconnect`, response framing/streaming/backpressure/errors, lifespan, and real
 FastAPI, Starlette and Django ASGI applications.
 
-WebSockets, pathsend/zerocopysend, Early Hints and trailers are not implemented yet and are
-not tested here."""
+WebSockets, pathsend/zerocopysend, Early Hints, trailers and disconnects have their own files
+(test_websocket.py, test_asgi_extensions.py, test_early_hints.py, test_asgi_disconnect.py)."""
 
 import hashlib
 import json
@@ -573,6 +573,18 @@ def test_lifespan_state_is_a_shallow_copy_per_request(start_server):
     st = get_json(srv, "/state")
     assert "mutated_by_request" not in st
     assert st["token"] == "from-lifespan"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_task_factory_set_by_the_app_is_used(start_server, loop):
+    # Requests normally become `asyncio.Task(coro)` directly; a factory the app installed
+    # (here in lifespan startup) must still make every request's task.
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    srv = start_server("asgi_lifespan:task_factory", "--asgi-loop", loop)
+    for _ in range(3):
+        r = raw_request(srv, "GET", "/")
+        assert (r.status, r.body) == (200, b"True True")
 
 
 def test_lifespan_off(start_server, tmp_path):

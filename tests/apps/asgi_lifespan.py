@@ -45,3 +45,28 @@ async def shutdown_marker(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     await _ok(send)
+
+
+async def task_factory(scope, receive, send):
+    """Installs a task factory at startup (as apps using eager tasks or instrumentation
+    do); each request answers with whether its own task came from that factory and
+    whether `asyncio.current_task()` is set."""
+    import asyncio
+
+    if scope["type"] == "lifespan":
+        await receive()
+
+        def factory(loop, coro, **kwargs):
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+            task.made_by_app_factory = True
+            return task
+
+        asyncio.get_running_loop().set_task_factory(factory)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    task = asyncio.current_task()
+    body = f"{task is not None} {getattr(task, 'made_by_app_factory', False)}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
