@@ -614,11 +614,14 @@ def test_invalid_status_is_500(start_server, bad):
 
 def test_header_value_with_crlf_is_500(start_server):
     srv = start_server(APP, "-w", "1")
-    raw = raw_get(srv, "/bad-header-value")
-    assert raw.startswith(b"HTTP/1.1 500"), raw
-    assert b"X-Injected" not in raw
-    assert b"x-injected" not in raw.lower()
-    assert b"never sent" not in raw
+    # Repeated: header names and values the app passes as the same objects are parsed
+    # once and cached; a refused one must be refused every time.
+    for _ in range(3):
+        raw = raw_get(srv, "/bad-header-value")
+        assert raw.startswith(b"HTTP/1.1 500"), raw
+        assert b"X-Injected" not in raw
+        assert b"x-injected" not in raw.lower()
+        assert b"never sent" not in raw
 
 
 def test_header_name_with_space_is_500(start_server):
@@ -656,7 +659,8 @@ def test_no_start_response_is_500(start_server):
 
 def test_hop_by_hop_headers_from_app_are_dropped(start_server):
     srv = start_server(APP, "-w", "1")
-    raw = raw_get(srv, "/hop-by-hop")
+    for _ in range(2):  # the second time from the header cache: the same policy applies
+        raw = raw_get(srv, "/hop-by-hop")
     status, headers, body = split_response(raw)
     assert status.startswith("HTTP/1.1 200"), raw
     servers = header_values(headers, "server")

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod asgi;
 mod cli;
+mod header_cache;
 mod hooks;
 mod launcher;
 mod pyhelpers;

@@ -2,7 +2,7 @@
 //! taken from Python `bytes` without a copy (`body_bytes`), shared by both bridges.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 pub fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     py.import("ferricorn._app")
@@ -89,4 +89,37 @@ pub fn body_bytes(b: &Bound<'_, PyBytes>) -> bytes::Bytes {
         len: data.len(),
         _owner: b.clone().unbind(),
     })
+}
+
+/// The Python `str` for a text that repeats from request to request (the server's
+/// address and port, the client's address, the same for every request behind a proxy):
+/// the last one made is reused while the text stays the same. Callers hold the GIL, so
+/// the lock is never contended.
+pub struct LastStr(std::sync::Mutex<Option<(String, Py<PyString>)>>);
+
+impl LastStr {
+    pub const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    pub fn get<'py>(&self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        let Ok(mut last) = self.0.lock() else {
+            return PyString::new(py, text);
+        };
+        match &mut *last {
+            Some((t, s)) if t == text => s.bind(py).clone(),
+            Some((t, s)) => {
+                let new = PyString::new(py, text);
+                t.clear();
+                t.push_str(text);
+                *s = new.clone().unbind();
+                new
+            }
+            None => {
+                let new = PyString::new(py, text);
+                *last = Some((text.to_string(), new.clone().unbind()));
+                new
+            }
+        }
+    }
 }

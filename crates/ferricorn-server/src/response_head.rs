@@ -59,24 +59,39 @@ impl ResponseHead {
     }
 
     pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), HeadError> {
-        let text = || String::from_utf8_lossy(name).into_owned();
-        let hname = HeaderName::from_bytes(name).map_err(|_| HeadError::Name(text()))?;
+        let name = Self::parse_name(name)?;
+        let value = Self::parse_value(&name, value)?;
+        self.push_parsed(name, value)
+    }
+
+    /// A header name as an application gave it (any case).
+    pub fn parse_name(name: &[u8]) -> Result<HeaderName, HeadError> {
+        HeaderName::from_bytes(name).map_err(|_| HeadError::Name(String::from_utf8_lossy(name).into_owned()))
+    }
+
+    /// A header value: no control characters but tab (obs-text is allowed).
+    pub fn parse_value(name: &HeaderName, value: &[u8]) -> Result<HeaderValue, HeadError> {
         if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(HeadError::Value(text()));
+            return Err(HeadError::Value(name.to_string()));
         }
-        let hvalue = HeaderValue::from_bytes(value).map_err(|_| HeadError::Value(text()))?;
-        if hname == header::CONTENT_LENGTH {
-            let v = std::str::from_utf8(value).unwrap_or("").trim();
+        HeaderValue::from_bytes(value).map_err(|_| HeadError::Value(name.to_string()))
+    }
+
+    /// Adds a header already parsed by [`Self::parse_name`] and [`Self::parse_value`]
+    /// (a bridge may cache those for the objects an application passes every time).
+    pub fn push_parsed(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), HeadError> {
+        if name == header::CONTENT_LENGTH {
+            let v = std::str::from_utf8(value.as_bytes()).unwrap_or("").trim();
             let n = v.parse().map_err(|_| HeadError::ContentLength(v.to_string()))?;
             self.content_length = Some(n);
         }
-        if SERVER_OWNED.contains(&hname.as_str()) {
-            if hname == header::CONNECTION && value.eq_ignore_ascii_case(b"close") {
+        if SERVER_OWNED.contains(&name.as_str()) {
+            if name == header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
                 self.close = true;
             }
             return Ok(());
         }
-        self.headers.push((hname, hvalue));
+        self.headers.push((name, value));
         Ok(())
     }
 

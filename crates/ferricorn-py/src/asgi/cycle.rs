@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ferricorn_server::pipe::{self, Disconnected};
-use ferricorn_server::{error_page, EarlyHints, RequestBody, ResponseBody, ResponseHead};
+use ferricorn_server::{error_page, EarlyHints, HeadError, RequestBody, ResponseBody, ResponseHead};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::{Event, LoopCtx, Mailbox, Reply};
+use crate::header_cache;
 
 /// An awaitable that is already complete: `await` returns its value without a trip
 /// through the event loop (most `receive()` and `send()` calls).
@@ -675,11 +676,22 @@ pub(crate) fn push_headers(head: &mut ResponseHead, message: &Bound<'_, PyDict>)
                 Ok(t) if t.len() == 2 => (t.get_borrowed_item(0)?.to_owned(), t.get_borrowed_item(1)?.to_owned()),
                 _ => (pair.get_item(0)?, pair.get_item(1)?),
             };
-            let pushed = match (name.cast::<PyBytes>(), value.cast::<PyBytes>()) {
-                (Ok(n), Ok(v)) => head.push(n.as_bytes(), v.as_bytes()),
-                _ => head.push(&header_bytes(&name)?, &header_bytes(&value)?),
-            };
-            pushed.map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
+            match (name.cast::<PyBytes>(), value.cast::<PyBytes>()) {
+                // The usual case, bytes literals: parsed once per object (see header_cache).
+                (Ok(n), Ok(v)) => {
+                    let hname =
+                        header_cache::name(&name, || ResponseHead::parse_name(n.as_bytes())).map_err(invalid)?;
+                    let hvalue = header_cache::value(&value, v.as_bytes().len(), || {
+                        ResponseHead::parse_value(&hname, v.as_bytes())
+                    })
+                    .map_err(invalid)?;
+                    head.push_parsed(hname, hvalue).map_err(invalid)?;
+                }
+                _ => head
+                    .push(&header_bytes(&name)?, &header_bytes(&value)?)
+                    .map_err(invalid)?,
+            }
         }
     }
     Ok(())

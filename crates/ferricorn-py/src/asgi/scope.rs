@@ -7,6 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::LoopCtx;
+use crate::pyhelpers::LastStr;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 
 pub fn websocket_scope<'py>(
     py: Python<'py>,
@@ -81,6 +84,25 @@ pub fn templates(py: Python<'_>, root_path: &str) -> PyResult<(Py<PyDict>, [Py<P
     Ok((scope.unbind(), [plain.unbind(), hints.unbind()]))
 }
 
+static CLIENT_IP: LastStr = LastStr::new();
+static SERVER: Mutex<Option<(SocketAddr, Py<PyTuple>)>> = Mutex::new(None);
+
+/// `scope["server"]`: the same tuple for every request on a listener, made once (tuples
+/// are immutable, so sharing one is invisible to the app).
+fn server_tuple<'py>(py: Python<'py>, local: SocketAddr, ip: &str) -> PyResult<Bound<'py, PyTuple>> {
+    let mut last = SERVER.lock().ok();
+    if let Some(Some((addr, t))) = last.as_deref() {
+        if *addr == local {
+            return Ok(t.bind(py).clone());
+        }
+    }
+    let t = (ip, local.port()).into_pyobject(py)?;
+    if let Some(last) = last.as_deref_mut() {
+        *last = Some((local, t.clone().unbind()));
+    }
+    Ok(t)
+}
+
 pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let scope = ctx.scope_template.bind(py).copy()?;
@@ -146,13 +168,13 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     // The connection's addresses as text are made once per connection (see ConnInfo).
     match (req.client, req.conn.peer_text()) {
         (Some(p), Some(t)) if Some(p) == req.conn.peer => {
-            scope.set_item(intern!(py, "client"), (t.ip.as_str(), p.port()))?
+            scope.set_item(intern!(py, "client"), (CLIENT_IP.get(py, &t.ip), p.port()))?
         }
         (Some(p), _) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port()))?,
         (None, _) => scope.set_item(intern!(py, "client"), py.None())?,
     }
     match (req.conn.local, req.conn.local_text()) {
-        (Some(l), Some(t)) => scope.set_item(intern!(py, "server"), (t.ip.as_str(), l.port()))?,
+        (Some(l), Some(t)) => scope.set_item(intern!(py, "server"), server_tuple(py, l, &t.ip)?)?,
         _ => scope.set_item(intern!(py, "server"), py.None())?,
     }
     // Each request gets a shallow copy of the lifespan state, as the spec asks.

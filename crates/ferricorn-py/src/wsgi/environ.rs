@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::{InputStream, Shared};
+use crate::pyhelpers::LastStr;
 
 use ferricorn_core::request::latin1;
 
@@ -57,6 +58,10 @@ pub fn template(
     env.set_item(intern!(py, "wsgi.early_hints"), no_hints)?;
     Ok(env.unbind())
 }
+
+static SERVER_NAME: LastStr = LastStr::new();
+static SERVER_PORT: LastStr = LastStr::new();
+static REMOTE_ADDR: LastStr = LastStr::new();
 
 pub fn build<'py>(
     py: Python<'py>,
@@ -122,8 +127,8 @@ pub fn build<'py>(
     let conn = &req.conn;
     match conn.local_text() {
         Some(local) => {
-            env.set_item(intern!(py, "SERVER_NAME"), local.ip.as_str())?;
-            env.set_item(intern!(py, "SERVER_PORT"), local.port.as_str())?;
+            env.set_item(intern!(py, "SERVER_NAME"), SERVER_NAME.get(py, &local.ip))?;
+            env.set_item(intern!(py, "SERVER_PORT"), SERVER_PORT.get(py, &local.port))?;
         }
         None => {
             // On a UNIX socket the only name we have is the one the client asked for.
@@ -140,7 +145,7 @@ pub fn build<'py>(
     }
     match (req.client, conn.peer_text()) {
         (Some(client), Some(text)) if Some(client) == conn.peer => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), text.ip.as_str())?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), REMOTE_ADDR.get(py, &text.ip))?;
             if client.port() != 0 {
                 env.set_item(intern!(py, "REMOTE_PORT"), text.port.as_str())?;
             }

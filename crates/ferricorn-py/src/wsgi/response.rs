@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use ferricorn_server::pipe::{self, Disconnected};
 use ferricorn_server::ResponseBody;
-use ferricorn_server::ResponseHead;
+use ferricorn_server::{HeadError, ResponseHead};
+
+use crate::header_cache;
 use http::Response;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -152,21 +154,26 @@ impl StartResponse {
             if tuple.len() != 2 {
                 return Err(not_a_list());
             }
-            let name_obj = tuple.get_item(0)?;
-            let value_obj = tuple.get_item(1)?;
+            let name_obj = tuple.get_borrowed_item(0)?;
+            let value_obj = tuple.get_borrowed_item(1)?;
             let name = name_obj
                 .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err("header names must be str"))?
-                .to_str()?;
-            let value = value_obj
-                .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err(format!("value of header {name:?} must be str")))?
-                .to_str()?;
-            // PEP 3333: header values are latin-1 "native strings".
-            let bytes = latin1_bytes(value)
-                .ok_or_else(|| PyValueError::new_err(format!("invalid value for header {name:?}")))?;
-            head.push(name.as_bytes(), &bytes)
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                .map_err(|_| PyTypeError::new_err("header names must be str"))?;
+            let value = value_obj.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!("value of header {:?} must be str", name.to_string_lossy()))
+            })?;
+            let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
+            let hname = header_cache::name(&name_obj, || {
+                ResponseHead::parse_name(name.to_str()?.as_bytes()).map_err(invalid)
+            })?;
+            let hvalue = header_cache::value(&value_obj, value.len()?, || {
+                // PEP 3333: header values are latin-1 "native strings".
+                let bytes = latin1_bytes(value.to_str()?).ok_or_else(|| {
+                    PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy()))
+                })?;
+                ResponseHead::parse_value(&hname, &bytes).map_err(invalid)
+            })?;
+            head.push_parsed(hname, hvalue).map_err(invalid)?;
         }
         self.head = Some(head);
         self.status = Some(status_str.to_string());

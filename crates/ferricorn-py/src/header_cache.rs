@@ -1,0 +1,84 @@
+//! Response headers that an application passes as the same Python objects on every
+//! response (a literal `"Content-Type"`, `b"text/plain"`) are parsed and validated once.
+//!
+//! Two small direct-mapped tables, one for names and one for values, keyed by the
+//! object's address. An entry holds a reference to its key object, so the address cannot
+//! be reused by another object while the entry exists, and `str`/`bytes` contents never
+//! change: a hit is always the right answer. A miss parses as usual and takes the slot.
+//! Callers check the object's type before looking it up (WSGI takes `str`, ASGI `bytes`),
+//! so the cache never widens what a bridge accepts; failures are not cached.
+
+use std::sync::Mutex;
+
+use http::{HeaderName, HeaderValue};
+use pyo3::prelude::*;
+
+const SLOTS: usize = 64;
+const MAX_VALUE_LEN: usize = 128;
+
+struct Table<T> {
+    slots: [Option<(Py<PyAny>, T)>; SLOTS],
+}
+
+impl<T: Clone> Table<T> {
+    const fn new() -> Self {
+        Self {
+            slots: [const { None }; SLOTS],
+        }
+    }
+
+    fn slot(obj: &Bound<'_, PyAny>) -> usize {
+        // Python objects are 16-byte aligned: the low bits carry no information.
+        (obj.as_ptr() as usize >> 4) % SLOTS
+    }
+
+    fn get(&self, obj: &Bound<'_, PyAny>) -> Option<T> {
+        match &self.slots[Self::slot(obj)] {
+            Some((key, parsed)) if key.as_ptr() == obj.as_ptr() => Some(parsed.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, obj: &Bound<'_, PyAny>, parsed: T) {
+        self.slots[Self::slot(obj)] = Some((obj.clone().unbind(), parsed));
+    }
+}
+
+static NAMES: Mutex<Table<HeaderName>> = Mutex::new(Table::new());
+static VALUES: Mutex<Table<HeaderValue>> = Mutex::new(Table::new());
+
+fn cached<T: Clone, E>(
+    table: &Mutex<Table<T>>,
+    obj: &Bound<'_, PyAny>,
+    parse: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    // Every caller holds the GIL, so the lock is never contended; a poisoned one
+    // (impossible: nothing in it panics) just bypasses the cache.
+    if let Some(hit) = table.lock().ok().and_then(|t| t.get(obj)) {
+        return Ok(hit);
+    }
+    let parsed = parse()?;
+    if let Ok(mut t) = table.lock() {
+        t.put(obj, parsed.clone());
+    }
+    Ok(parsed)
+}
+
+/// The parsed header name for `obj`, from the cache or from `parse`.
+pub fn name<E>(obj: &Bound<'_, PyAny>, parse: impl FnOnce() -> Result<HeaderName, E>) -> Result<HeaderName, E> {
+    cached(&NAMES, obj, parse)
+}
+
+/// The parsed header value for `obj` (`len` units long), from the cache or from
+/// `parse`. Long values (cookies, policies) are rarely the same object twice and an
+/// entry keeps its object alive: only short ones are cached.
+pub fn value<E>(
+    obj: &Bound<'_, PyAny>,
+    len: usize,
+    parse: impl FnOnce() -> Result<HeaderValue, E>,
+) -> Result<HeaderValue, E> {
+    if len > MAX_VALUE_LEN {
+        return parse();
+    }
+    cached(&VALUES, obj, parse)
+}
