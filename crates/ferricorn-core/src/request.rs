@@ -3,6 +3,8 @@
 //! whitespace before the colon, chunk syntax); this module adds the semantic rules Gunicorn
 //! 27 applies on top, each mapped to the status Gunicorn answers.
 
+use std::borrow::Cow;
+
 use http::{header, HeaderMap, Method, Uri, Version};
 
 /// A request the server refuses before the application sees it.
@@ -87,16 +89,13 @@ fn is_http10(v: Version) -> bool {
 /// The request target as the client wrote it (`RAW_URI`, the access log's request line):
 /// origin form, authority form (CONNECT) or absolute form on HTTP/1.x; on HTTP/2, where
 /// hyper rebuilds an absolute URI from the pseudo-headers, the `:path`.
-pub fn raw_target(uri: &Uri, version: Version) -> String {
-    let path_and_query = || {
-        uri.path_and_query()
-            .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string())
-    };
+pub fn raw_target(uri: &Uri, version: Version) -> Cow<'_, str> {
+    let path_and_query = || Cow::Borrowed(uri.path_and_query().map_or_else(|| uri.path(), |pq| pq.as_str()));
     match (uri.scheme(), uri.authority()) {
         _ if version == Version::HTTP_2 => path_and_query(),
         (None, None) => path_and_query(),
-        (None, Some(a)) => a.as_str().to_string(),
-        _ => uri.to_string(),
+        (None, Some(a)) => Cow::Borrowed(a.as_str()),
+        _ => Cow::Owned(uri.to_string()),
     }
 }
 
@@ -271,18 +270,29 @@ pub fn latin1(bytes: &[u8]) -> String {
 
 /// `PATH_INFO`: the percent-decoded path (as latin-1) with `script_name` removed from the
 /// front. `None` when the path is outside `script_name` (Gunicorn answers 500).
-pub fn path_info(path: &str, script_name: &str) -> Option<String> {
+pub fn path_info<'a>(path: &'a str, script_name: &str) -> Option<Cow<'a, str>> {
     if path == "*" {
-        return Some(String::new());
+        return Some(Cow::Borrowed(""));
     }
-    let decoded = latin1(&percent_encoding::percent_decode(path.as_bytes()).collect::<Vec<u8>>());
+    // Most paths have nothing to decode: ASCII without `%` is its own latin-1 decoding.
+    let decoded = if path.is_ascii() && !path.contains('%') {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(latin1(
+            &percent_encoding::percent_decode(path.as_bytes()).collect::<Vec<u8>>(),
+        ))
+    };
     if script_name.is_empty() {
         return Some(decoded);
     }
-    match decoded.strip_prefix(script_name) {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => Some(rest.to_string()),
-        _ => None,
+    let rest = decoded.strip_prefix(script_name)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
     }
+    Some(match decoded {
+        Cow::Borrowed(d) => Cow::Borrowed(&d[script_name.len()..]),
+        Cow::Owned(ref d) => Cow::Owned(d[script_name.len()..].to_string()),
+    })
 }
 
 /// Trailer fields Gunicorn refuses in a chunked request body.
@@ -451,6 +461,14 @@ mod tests {
         assert_eq!(path_info("/app", "/app").unwrap(), "");
         assert_eq!(path_info("/apple", "/app"), None);
         assert_eq!(path_info("*", "").unwrap(), "");
+        // Nothing to decode: the path itself, borrowed, with or without SCRIPT_NAME.
+        assert!(matches!(path_info("/plain/x", ""), Some(Cow::Borrowed("/plain/x"))));
+        assert!(matches!(path_info("/app/x", "/app"), Some(Cow::Borrowed("/x"))));
+        assert_eq!(path_info("/app/a%20b", "/app").unwrap(), "/a b");
+        // SCRIPT_NAME is matched against the decoded path.
+        assert_eq!(path_info("/a%2Fpp/x", "/a/pp").unwrap(), "/x");
+        assert_eq!(path_info("/apple%20x", "/app"), None);
+        assert_eq!(path_info("/x%2fy", "").unwrap(), "/x/y");
     }
 
     #[test]

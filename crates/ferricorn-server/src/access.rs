@@ -57,9 +57,11 @@ impl Pending {
             format,
             start: Instant::now(),
             method: req.method().clone(),
-            raw_uri,
+            raw_uri: raw_uri.into_owned(),
             protocol: ferricorn_core::request::protocol_name(req.version()),
-            path_info: ferricorn_core::request::path_info(uri.path(), script_name).unwrap_or_default(),
+            path_info: ferricorn_core::request::path_info(uri.path(), script_name)
+                .unwrap_or_default()
+                .into_owned(),
             query: ferricorn_core::request::latin1(uri.query().unwrap_or("").as_bytes()),
             remote: info.peer.map(|p| p.ip().to_string()),
             server_name: info.local.map(|l| l.ip().to_string()).unwrap_or_default(),

@@ -101,13 +101,13 @@ pub fn build<'py>(
     if forwarded_script.is_some() {
         env.set_item(intern!(py, "SCRIPT_NAME"), script_name.as_str())?;
     }
-    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+    env.set_item(intern!(py, "PATH_INFO"), &*path_info)?;
     match head.uri.query() {
         Some(q) if !q.is_ascii() => env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()))?,
         Some(q) => env.set_item(intern!(py, "QUERY_STRING"), q)?,
         None => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
     }
-    let raw_uri = PyString::new(py, raw_uri.as_str());
+    let raw_uri = PyString::new(py, &raw_uri);
     env.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
     // `intern!` caches the object; `PyString::intern` would look it up on every request.

@@ -62,6 +62,7 @@ impl RequestHooks {
                 (
                     "uri",
                     ferricorn_core::request::raw_target(&head.uri, head.version)
+                        .as_ref()
                         .into_pyobject(py)?
                         .into_any(),
                 ),
@@ -98,7 +99,10 @@ impl RequestHooks {
     ) {
         let Some((hook, arity)) = &self.post else { return };
         let r = resp.borrow();
-        let status = r.status.clone().unwrap_or_else(|| "500 Internal Server Error".into());
+        let status = r
+            .status
+            .as_ref()
+            .map_or_else(|| "500 Internal Server Error".into(), |s| s.bind(py).to_string());
         let code: u16 = status.get(..3).and_then(|c| c.parse().ok()).unwrap_or(500);
         let headers = r
             .headers

@@ -22,7 +22,7 @@ pub struct StartResponse {
     pipe: Option<pipe::Sender>,
     high_water: usize,
     /// What `post_request` hooks see: the status line, the app's header list, bytes sent.
-    pub status: Option<String>,
+    pub status: Option<Py<PyString>>,
     pub headers: Option<Py<PyAny>>,
     pub sent: u64,
 }
@@ -176,7 +176,7 @@ impl StartResponse {
             head.push_parsed(hname, hvalue).map_err(invalid)?;
         }
         self.head = Some(head);
-        self.status = Some(status_str.to_string());
+        self.status = Some(status.cast::<PyString>()?.clone().unbind());
         self.headers = Some(headers.clone().unbind());
         Ok(())
     }
