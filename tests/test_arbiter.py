@@ -367,6 +367,48 @@ def test_usr2_upgrade_under_load(start_server, tmp_path):
 # 4. kill -9 of a worker
 
 
+def test_keepalive_connections_spread_across_workers(start_server):
+    # Every worker accepts on the same socket; left to the kernel, the first worker to
+    # wake takes a whole burst of connections and keep-alive pins them there (all of
+    # wrk's 64 in one worker of two, in 2 runs of 3). Workers publish their connection
+    # counts and an overloaded one steps back from accept (balance.rs).
+    srv = start_server("-w", "3", "--keep-alive", "30", APP)
+    wait_workers(srv, 3)
+    seen = set()
+    wait_until(lambda: seen.add(pid_over_new_connection(srv)) or len(seen) == 3, timeout=20)
+    assert len(seen) == 3, seen
+    conns = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(30)]
+    try:
+        pids = []
+        for c in conns:
+            c.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in conns:
+            pids.append(int(split_response(read_one_response(c))[1]))
+        counts = sorted(pids.count(p) for p in set(pids))
+        # Balanced within one connection: 10 each. Left to the kernel: usually [30].
+        assert len(counts) == 3 and counts[0] >= 7, counts
+    finally:
+        for c in conns:
+            c.close()
+
+
+def pid_over_new_connection(srv):
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as c:
+        c.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return int(split_response(recv_all(c))[1])
+
+
+def read_one_response(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
 def test_killed_worker_replaced_listener_stays_open(start_server):
     srv = start_server("-w", "3", APP)
     kids = wait_workers(srv, 3)

@@ -50,12 +50,14 @@ pub struct WorkerExit {
 /// What the master needs from the embedding (the Python crate): forking a worker with
 /// the interpreter's fork protocol, and the server hooks.
 pub trait Launcher {
-    /// Forks worker number `age`, which publishes its heartbeat in `slot`. Returns the
+    /// Forks worker number `age`, which publishes its heartbeat in `slot` (one of
+    /// `peers`, every worker's, for accept balancing). Returns the
     /// child's pid in the master; in the child it runs the worker and exits, never returning.
     fn spawn(
         &mut self,
         age: u64,
         slot: &'static Slot,
+        peers: &'static [Slot],
         stats: Option<&'static WorkerStats>,
     ) -> Result<Pid, ArbiterError>;
     /// A worker was reaped (`child_exit` hook).
@@ -374,7 +376,11 @@ impl<L: Launcher> Arbiter<L> {
             m.region.clear(slot_index);
             m.region.slot(slot_index)
         });
-        match self.launcher.spawn(age, slot, stats) {
+        // The slots a worker looks at when it balances accepts: lowest-first allocation
+        // keeps the workers' slots at the front.
+        let peers = self.heartbeats.all();
+        let peers = &peers[..(2 * self.cfg.workers).max(16).min(peers.len())];
+        match self.launcher.spawn(age, slot, peers, stats) {
             Ok(pid) => {
                 slot.pid
                     .store(pid.as_raw() as u32, std::sync::atomic::Ordering::Release);
@@ -502,6 +508,7 @@ impl<L: Launcher> Arbiter<L> {
             let Some(worker) = self.workers.remove(&pid.as_raw()) else {
                 continue;
             };
+            self.heartbeats.retire(worker.slot);
             let exit = WorkerExit {
                 pid: pid.as_raw(),
                 age: worker.age,
@@ -578,6 +585,7 @@ impl<L: Launcher> Arbiter<L> {
                 _ => break,
             };
             if let Some(w) = self.workers.remove(&pid.as_raw()) {
+                self.heartbeats.retire(w.slot);
                 self.account_exit(&w, code);
                 self.launcher.worker_exited(&WorkerExit {
                     pid: pid.as_raw(),

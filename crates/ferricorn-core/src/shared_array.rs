@@ -51,6 +51,12 @@ impl<T: ZeroInit> SharedArray<T> {
         self.len == 0
     }
 
+    /// Every slot (see `slot` for why `'static` holds).
+    pub fn all(&self) -> &'static [T] {
+        // SAFETY: `len` slots from `base` are mapped and never unmapped.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.len) }
+    }
+
     /// The mapping is never unmapped (master and workers use it until they exit), so a
     /// slot reference is valid for the rest of the process.
     pub fn slot(&self, i: usize) -> Option<&'static T> {

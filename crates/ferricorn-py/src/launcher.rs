@@ -275,6 +275,7 @@ impl Launcher for PyLauncher {
         &mut self,
         age: u64,
         slot: &'static Slot,
+        peers: &'static [Slot],
         stats: Option<&'static ferricorn_core::metrics::WorkerStats>,
     ) -> Result<Pid, ArbiterError> {
         Python::attach(|py| {
@@ -296,7 +297,7 @@ impl Launcher for PyLauncher {
                 if let Some(stats) = stats {
                     ferricorn_core::metrics::set_worker_stats(stats);
                 }
-                let code = run_worker(py, self, age, slot);
+                let code = run_worker(py, self, age, slot, peers);
                 exit_now(py, code);
             }
             ferricorn_arbiter::signals::unblock_after_fork(mask);
@@ -764,6 +765,7 @@ fn server_config(
         half_close: true,
         h2c_prior_knowledge: matches!(s.str("http2_cleartext"), Some("prior-knowledge" | "both")),
         h2c_upgrade: matches!(s.str("http2_cleartext"), Some("upgrade" | "both")),
+        balance: None,
         forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
         max_queued: (s.int("max_queued") > 0).then(|| s.int("max_queued") as usize),
         app_threads: s.int("threads").max(1) as usize,
@@ -819,6 +821,33 @@ fn max_requests(s: &Settings) -> u64 {
     max + seed % (jitter + 1)
 }
 
+/// This worker's open connections and the other workers', through the heartbeat slots
+/// (see `ferricorn_server::AcceptBalance`).
+#[derive(Debug)]
+struct PeerLoad {
+    me: &'static Slot,
+    peers: &'static [Slot],
+}
+
+impl ferricorn_server::AcceptBalance for PeerLoad {
+    fn publish(&self, open: usize) {
+        let n = u32::try_from(open).unwrap_or(u32::MAX - 1).min(u32::MAX - 1);
+        self.me.connections.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn least_loaded_other(&self) -> Option<usize> {
+        let now = ferricorn_arbiter::heartbeat::now_ms();
+        ferricorn_arbiter::heartbeat::least_loaded_other(self.peers, self.me, now).map(|n| n as usize)
+    }
+
+    fn withdraw(&self) {
+        self.me.connections.store(
+            ferricorn_arbiter::heartbeat::NOT_ACCEPTING,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 /// What the heartbeat reports as the worker's oldest call in flight.
 enum Busy {
     /// The app threads' call start times.
@@ -837,7 +866,7 @@ impl Busy {
 }
 
 /// The worker's whole life; returns its exit code.
-fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot) -> i32 {
+fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot, peers: &'static [Slot]) -> i32 {
     let inherited = std::mem::take(&mut launcher.listeners);
     ferricorn_arbiter::signals::reset_in_child();
     defer_boot_term();
@@ -954,6 +983,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     };
     let mut config = server_config(py, s, hooks, launcher.tls.clone(), static_files);
     config.half_close = asgi_runtime.is_none();
+    config.balance = Some(std::sync::Arc::new(PeerLoad { me: slot, peers }));
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
     start_signal_thread(py, hooks, &worker, abort_target.clone());
     let outcome = py.detach(|| {

@@ -44,6 +44,7 @@ macro_rules! delegate_async_write {
 }
 
 mod access;
+mod balance;
 pub mod body;
 mod conn;
 pub mod error_page;
@@ -62,6 +63,7 @@ pub mod static_files;
 pub mod tls;
 pub mod websocket;
 
+pub use balance::AcceptBalance;
 pub use body::{BodyError, RequestBody, ResponseBody};
 pub use conn::{ClientGone, EarlyHints};
 pub use listener::Listener;

@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub h2c_upgrade: bool,
     /// `--forwarder-headers`: headers with `_` a trusted proxy may set.
     pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
+    /// The other workers' load, to spread connections among them (`None`: one worker).
+    pub balance: Option<Arc<dyn crate::balance::AcceptBalance>>,
 }
 
 /// HTTP/2 (over TLS, negotiated with ALPN `h2`).
@@ -273,6 +275,7 @@ impl Default for ServerConfig {
             app_threads: 1,
             request_deadline: None,
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
+            balance: None,
             h2c_prior_knowledge: false,
             h2c_upgrade: false,
             forwarded_header: false,
@@ -319,8 +322,10 @@ pub(crate) struct Shared {
     stop: StopSignal,
     stop_rx: watch::Receiver<Option<ServeOutcome>>,
     requests: AtomicU64,
-    connections: AtomicUsize,
-    drained: Notify,
+    pub(crate) connections: AtomicUsize,
+    pub(crate) drained: Notify,
+    /// A connection ended (for a worker waiting to accept, see `balance`).
+    pub(crate) connection_ended: Notify,
     stopping: AtomicBool,
     abort_tx: watch::Sender<bool>,
     abort_rx: watch::Receiver<bool>,
@@ -339,7 +344,7 @@ pub struct SessionGuard {
 
 impl SessionGuard {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        shared.connections.fetch_add(1, Ordering::AcqRel);
+        shared.connection_opened();
         Self { shared }
     }
 
@@ -352,9 +357,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if self.shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.drained.notify_waiters();
-        }
+        self.shared.connection_closed();
     }
 }
 
@@ -401,6 +404,7 @@ pub fn serve(
         requests: AtomicU64::new(0),
         connections: AtomicUsize::new(0),
         drained: Notify::new(),
+        connection_ended: Notify::new(),
         stopping: AtomicBool::new(false),
         abort_tx,
         abort_rx,
@@ -438,6 +442,9 @@ async fn run(
     };
     stop.stop(outcome);
     shared.stopping.store(true, Ordering::Relaxed);
+    if let Some(b) = &shared.config.balance {
+        b.withdraw();
+    }
     if matches!(outcome, ServeOutcome::Quick | ServeOutcome::Abort) {
         for t in &accept_tasks {
             t.abort();
@@ -571,7 +578,7 @@ fn dispatch(
         }
         return;
     }
-    shared.connections.fetch_add(1, Ordering::AcqRel);
+    shared.connection_opened();
     let shared = shared.clone();
     tokio::spawn(async move {
         match stream {
@@ -579,9 +586,7 @@ fn dispatch(
             Stream::Unix(s) => serve_unix(s, info, shared.clone()).await,
         }
         drop(permit);
-        if shared.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            shared.drained.notify_waiters();
-        }
+        shared.connection_closed();
     });
 }
 
@@ -603,7 +608,11 @@ fn accept_loop(
     Ok(async move {
         let shed = shared.config.max_queued.is_some();
         let mut stop_rx = shared.stop_rx.clone();
+        if let Some(b) = &shared.config.balance {
+            b.publish(shared.open_connections());
+        }
         loop {
+            crate::balance::defer_to_less_loaded(&shared, &mut stop_rx).await;
             // Shedding load: never wait for a connection slot; a connection that finds
             // none is answered 503. Otherwise wait, so the connection stays in the
             // kernel backlog where another worker may take it.
