@@ -6,7 +6,9 @@
 //! be reused by another object while the entry exists, and `str`/`bytes` contents never
 //! change: a hit is always the right answer. A miss parses as usual and takes the slot.
 //! Callers check the object's type before looking it up (WSGI takes `str`, ASGI `bytes`),
-//! so the cache never widens what a bridge accepts; failures are not cached.
+//! so the cache never widens what a bridge accepts; failures are not cached. Callers
+//! pass objects borrowed from the app's header list, so that reference counts tell a
+//! constant from a temporary (see `lasting`).
 
 use std::sync::Mutex;
 
@@ -47,9 +49,21 @@ impl<T: Clone> Table<T> {
 static NAMES: Mutex<Table<HeaderName>> = Mutex::new(Table::new());
 static VALUES: Mutex<Table<HeaderValue>> = Mutex::new(Table::new());
 
+/// Whether `obj` outlives this response: something besides the header list holds it (a
+/// module's or function's constant, a framework's header store), or the pair holding it
+/// is itself such a constant (`("Content-Type", "text/plain")` in a function is one
+/// constant tuple). An object only the list refers to (`str(len(body))`) is made for this
+/// response: caching it would only evict a constant. `obj` is borrowed from `pair`;
+/// `pair` is held by the header list and by the caller, who is iterating over it.
+pub fn lasting(obj: &Bound<'_, PyAny>, pair: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: both are live objects and the caller holds the GIL.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) > 1 || pyo3::ffi::Py_REFCNT(pair.as_ptr()) > 2 }
+}
+
 fn cached<T: Clone, E>(
     table: &Mutex<Table<T>>,
     obj: &Bound<'_, PyAny>,
+    keep: bool,
     parse: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, E> {
     // Every caller holds the GIL, so the lock is never contended; a poisoned one
@@ -58,27 +72,36 @@ fn cached<T: Clone, E>(
         return Ok(hit);
     }
     let parsed = parse()?;
-    if let Ok(mut t) = table.lock() {
-        t.put(obj, parsed.clone());
+    if keep {
+        if let Ok(mut t) = table.lock() {
+            t.put(obj, parsed.clone());
+        }
     }
     Ok(parsed)
 }
 
-/// The parsed header name for `obj`, from the cache or from `parse`.
-pub fn name<E>(obj: &Bound<'_, PyAny>, parse: impl FnOnce() -> Result<HeaderName, E>) -> Result<HeaderName, E> {
-    cached(&NAMES, obj, parse)
+/// The parsed header name for `obj` (an item of `pair`), from the cache or from `parse`.
+pub fn name<E>(
+    obj: &Bound<'_, PyAny>,
+    pair: &Bound<'_, PyAny>,
+    parse: impl FnOnce() -> Result<HeaderName, E>,
+) -> Result<HeaderName, E> {
+    cached(&NAMES, obj, lasting(obj, pair), parse)
 }
 
-/// The parsed header value for `obj` (`len` units long), from the cache or from
+/// The parsed value (`obj`, `len` units long) of header `name`, from the cache or from
 /// `parse`. Long values (cookies, policies) are rarely the same object twice and an
-/// entry keeps its object alive: only short ones are cached.
+/// entry keeps its object alive: only short ones are cached, and never a
+/// `Content-Length`, which changes with every body.
 pub fn value<E>(
+    name: &HeaderName,
     obj: &Bound<'_, PyAny>,
+    pair: &Bound<'_, PyAny>,
     len: usize,
     parse: impl FnOnce() -> Result<HeaderValue, E>,
 ) -> Result<HeaderValue, E> {
-    if len > MAX_VALUE_LEN {
+    if len > MAX_VALUE_LEN || name == http::header::CONTENT_LENGTH {
         return parse();
     }
-    cached(&VALUES, obj, parse)
+    cached(&VALUES, obj, lasting(obj, pair), parse)
 }

@@ -125,7 +125,9 @@ impl ResponseHead {
         let mut resp = Response::new(body);
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.reserve(self.headers.len());
+        // Room for what the front end adds (`Server`, maybe `Connection`): growing the map
+        // there rehashes it.
+        h.reserve(self.headers.len() + 2);
         for (k, v) in self.headers {
             h.append(k, v);
         }

@@ -669,29 +669,29 @@ pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<(Bound<
 pub(crate) fn push_headers(head: &mut ResponseHead, message: &Bound<'_, PyDict>) -> PyResult<()> {
     let py = message.py();
     if let Some(headers) = message.get_item(intern!(py, "headers"))? {
+        let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
         for pair in headers.try_iter()? {
             let pair = pair?;
-            // The usual shape, a tuple of two bytes, is read in place.
-            let (name, value) = match pair.cast::<PyTuple>() {
-                Ok(t) if t.len() == 2 => (t.get_borrowed_item(0)?.to_owned(), t.get_borrowed_item(1)?.to_owned()),
-                _ => (pair.get_item(0)?, pair.get_item(1)?),
-            };
-            let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
-            match (name.cast::<PyBytes>(), value.cast::<PyBytes>()) {
-                // The usual case, bytes literals: parsed once per object (see header_cache).
-                (Ok(n), Ok(v)) => {
-                    let hname =
-                        header_cache::name(&name, || ResponseHead::parse_name(n.as_bytes())).map_err(invalid)?;
-                    let hvalue = header_cache::value(&value, v.as_bytes().len(), || {
-                        ResponseHead::parse_value(&hname, v.as_bytes())
-                    })
-                    .map_err(invalid)?;
-                    head.push_parsed(hname, hvalue).map_err(invalid)?;
+            // The usual shape, a tuple of two bytes (literals, mostly): read in place and
+            // parsed once per object (see header_cache).
+            if let Ok(t) = pair.cast::<PyTuple>() {
+                if t.len() == 2 {
+                    let (name, value) = (t.get_borrowed_item(0)?, t.get_borrowed_item(1)?);
+                    if let (Ok(n), Ok(v)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) {
+                        let hname =
+                            header_cache::name(&name, t, || ResponseHead::parse_name(n.as_bytes())).map_err(invalid)?;
+                        let hvalue = header_cache::value(&hname, &value, t, v.as_bytes().len(), || {
+                            ResponseHead::parse_value(&hname, v.as_bytes())
+                        })
+                        .map_err(invalid)?;
+                        head.push_parsed(hname, hvalue).map_err(invalid)?;
+                        continue;
+                    }
                 }
-                _ => head
-                    .push(&header_bytes(&name)?, &header_bytes(&value)?)
-                    .map_err(invalid)?,
             }
+            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+            head.push(&header_bytes(&name)?, &header_bytes(&value)?)
+                .map_err(invalid)?;
         }
     }
     Ok(())

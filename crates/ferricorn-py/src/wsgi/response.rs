@@ -163,10 +163,10 @@ impl StartResponse {
                 PyTypeError::new_err(format!("value of header {:?} must be str", name.to_string_lossy()))
             })?;
             let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
-            let hname = header_cache::name(&name_obj, || {
+            let hname = header_cache::name(&name_obj, tuple, || {
                 ResponseHead::parse_name(name.to_str()?.as_bytes()).map_err(invalid)
             })?;
-            let hvalue = header_cache::value(&value_obj, value.len()?, || {
+            let hvalue = header_cache::value(&hname, &value_obj, tuple, value.len()?, || {
                 // PEP 3333: header values are latin-1 "native strings".
                 let bytes = latin1_bytes(value.to_str()?).ok_or_else(|| {
                     PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy()))
