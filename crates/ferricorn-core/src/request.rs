@@ -80,6 +80,10 @@ pub struct Accepted {
     pub force_close: bool,
     /// The client sent `Expect: 100-continue` on HTTP/1.1.
     pub expects_continue: bool,
+    /// A body follows the head: `Transfer-Encoding`, or a `Content-Length` other than 0.
+    pub has_body: bool,
+    /// The request carries an `Upgrade` header.
+    pub upgrade: bool,
 }
 
 fn is_http10(v: Version) -> bool {
@@ -137,6 +141,9 @@ pub fn check_head(
         ));
     }
 
+    // One walk notes what the checks below need (a lookup per name would hash each).
+    let (mut hosts, mut types, mut lengths) = (0usize, 0usize, 0usize);
+    let (mut content_length, mut chunked, mut expect, mut upgrade) = (None, false, false, false);
     for (name, value) in headers {
         if name.as_str().len() + value.len() + 2 > limits.field_size {
             return Err(Rejection::new(
@@ -144,6 +151,20 @@ pub fn check_head(
                 "Request Header Fields Too Large",
                 format!("header {} longer than {} bytes", name, limits.field_size),
             ));
+        }
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONTENT_TYPE {
+            types += 1;
+        } else if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            content_length = content_length.or(Some(value));
+        } else if name == header::TRANSFER_ENCODING {
+            chunked = true;
+        } else if name == header::EXPECT {
+            expect = true;
+        } else if name == header::UPGRADE {
+            upgrade = true;
         }
     }
     if headers.len() > limits.fields {
@@ -154,19 +175,27 @@ pub fn check_head(
         ));
     }
 
-    for name in [header::HOST, header::CONTENT_TYPE, header::CONTENT_LENGTH] {
-        if headers.get_all(&name).iter().count() > 1 {
+    for (name, count) in [
+        (header::HOST, hosts),
+        (header::CONTENT_TYPE, types),
+        (header::CONTENT_LENGTH, lengths),
+    ] {
+        if count > 1 {
             return Err(Rejection::bad_request(format!("duplicate {name} header")));
         }
     }
 
-    let mut accepted = Accepted::default();
-    if let Some(cl) = headers.get(header::CONTENT_LENGTH) {
+    let mut accepted = Accepted {
+        has_body: chunked || content_length.is_some_and(|v| v.as_bytes() != b"0"),
+        upgrade,
+        ..Accepted::default()
+    };
+    if let Some(cl) = content_length {
         let b = cl.as_bytes();
         if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
             return Err(Rejection::bad_request("invalid Content-Length"));
         }
-        if headers.contains_key(header::TRANSFER_ENCODING) {
+        if chunked {
             return Err(Rejection::bad_request("Content-Length and Transfer-Encoding together"));
         }
         if limits.body > 0 {
@@ -183,7 +212,7 @@ pub fn check_head(
             }
         }
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if chunked {
         if is_http10(version) {
             return Err(Rejection::bad_request("Transfer-Encoding on HTTP/1.0"));
         }
@@ -192,7 +221,7 @@ pub fn check_head(
 
     // Gunicorn: any expectation but 100-continue is refused, whatever the version; a
     // 100-continue on HTTP/1.0 is ignored (RFC 9110 10.1.1).
-    for v in headers.get_all(header::EXPECT) {
+    for v in expect.then(|| headers.get_all(header::EXPECT)).into_iter().flatten() {
         if !v.as_bytes().eq_ignore_ascii_case(b"100-continue") {
             return Err(Rejection::new(417, "Expectation Failed", "unsupported Expect"));
         }
@@ -412,6 +441,27 @@ mod tests {
             status(check("GET", "/", V11, &[("content-type", "a"), ("content-type", "a")])),
             400
         );
+        // The duplicate reported is the first of host, content-type, content-length.
+        let dup = check(
+            "POST",
+            "/",
+            V11,
+            &[
+                ("content-length", "1"),
+                ("content-length", "1"),
+                ("host", "a"),
+                ("host", "a"),
+            ],
+        );
+        assert!(matches!(dup, Err(r) if r.detail.contains("host")));
+        // What the front end reads from the same walk.
+        let body = |hs: &[(&str, &str)]| check("POST", "/", V11, hs).unwrap().has_body;
+        assert!(!body(&[]));
+        assert!(!body(&[("content-length", "0")]));
+        assert!(body(&[("content-length", "3")]));
+        assert!(body(&[("transfer-encoding", "chunked")]));
+        assert!(check("GET", "/", V11, &[("upgrade", "websocket")]).unwrap().upgrade);
+        assert!(!check("GET", "/", V11, &[("connection", "upgrade")]).unwrap().upgrade);
     }
 
     #[test]

@@ -141,12 +141,7 @@ async fn respond(
             client = fwd.client.or(client);
         }
     }
-    let has_body = head.headers.contains_key(header::TRANSFER_ENCODING)
-        || head
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    let body = if has_body {
+    let body = if accepted.has_body {
         let mut body = RequestBody::streaming(incoming, cfg.limits.body, cfg.body_read_timeout);
         // Small bodies are read here, on the I/O thread, so a client trickling its
         // upload never holds an application thread. With `Expect: 100-continue` the
@@ -177,7 +172,7 @@ async fn respond(
     // A WebSocket session outlives hyper's connection: it registers with the drain. Only
     // an upgrade request can start one (and filling the extensions map costs every other
     // request an allocation).
-    if head.headers.contains_key(header::UPGRADE) {
+    if accepted.upgrade {
         head.extensions
             .insert(crate::serve::SessionGuardFactory(shared.clone()));
     }

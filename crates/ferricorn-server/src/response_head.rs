@@ -3,7 +3,7 @@
 //! server-owned `Server`/`Date` are dropped (as in Gunicorn), `Connection: close` is
 //! honoured and the declared `Content-Length` caps the body.
 
-use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::ResponseBody;
 
@@ -37,7 +37,8 @@ pub enum HeadError {
 pub struct ResponseHead {
     status: StatusCode,
     reason: Option<String>,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Built in place: the response takes this map as it is.
+    headers: HeaderMap,
     content_length: Option<u64>,
     close: bool,
 }
@@ -52,7 +53,9 @@ impl ResponseHead {
         Ok(Self {
             status,
             reason,
-            headers: Vec::new(),
+            // Room for a typical app's headers plus what the front end adds (`Server`,
+            // maybe `Connection`): growing a map rehashes it.
+            headers: HeaderMap::with_capacity(6),
             content_length: None,
             close: false,
         })
@@ -91,7 +94,7 @@ impl ResponseHead {
             }
             return Ok(());
         }
-        self.headers.push((name, value));
+        self.headers.append(name, value);
         Ok(())
     }
 
@@ -124,13 +127,9 @@ impl ResponseHead {
         }
         let mut resp = Response::new(body);
         *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
         let h = resp.headers_mut();
-        // Room for what the front end adds (`Server`, maybe `Connection`): growing the map
-        // there rehashes it.
-        h.reserve(self.headers.len() + 2);
-        for (k, v) in self.headers {
-            h.append(k, v);
-        }
+        h.reserve(2);
         if self.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
