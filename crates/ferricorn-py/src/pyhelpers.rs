@@ -91,35 +91,49 @@ pub fn body_bytes(b: &Bound<'_, PyBytes>) -> bytes::Bytes {
     })
 }
 
-/// The Python `str` for a text that repeats from request to request (the server's
+/// The Python object made for a key that repeats from request to request (the server's
 /// address and port, the client's address, the same for every request behind a proxy):
-/// the last one made is reused while the text stays the same. Callers hold the GIL, so
-/// the lock is never contended.
-pub struct LastStr(std::sync::Mutex<Option<(String, Py<PyString>)>>);
+/// the last one made is reused while the key stays the same. Only immutable objects
+/// (`str`, `tuple`) are shared this way. Callers hold the GIL, so the lock is never
+/// contended.
+pub struct LastMade<K, T>(std::sync::Mutex<Option<(K, Py<T>)>>);
 
-impl LastStr {
+/// `LastMade` for `str`s keyed by their text.
+pub type LastStr = LastMade<String, PyString>;
+
+impl<K, T> LastMade<K, T> {
     pub const fn new() -> Self {
         Self(std::sync::Mutex::new(None))
     }
 
-    pub fn get<'py>(&self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+    pub fn get_or_make<'py, Q>(
+        &self,
+        py: Python<'py>,
+        key: &Q,
+        make: impl FnOnce() -> PyResult<Bound<'py, T>>,
+    ) -> PyResult<Bound<'py, T>>
+    where
+        Q: ?Sized + PartialEq + ToOwned<Owned = K>,
+        K: std::borrow::Borrow<Q>,
+    {
         let Ok(mut last) = self.0.lock() else {
-            return PyString::new(py, text);
+            return make();
         };
-        match &mut *last {
-            Some((t, s)) if t == text => s.bind(py).clone(),
-            Some((t, s)) => {
-                let new = PyString::new(py, text);
-                t.clear();
-                t.push_str(text);
-                *s = new.clone().unbind();
-                new
-            }
-            None => {
-                let new = PyString::new(py, text);
-                *last = Some((text.to_string(), new.clone().unbind()));
-                new
+        if let Some((k, obj)) = &*last {
+            if k.borrow() == key {
+                return Ok(obj.bind(py).clone());
             }
         }
+        let obj = make()?;
+        *last = Some((key.to_owned(), obj.clone().unbind()));
+        Ok(obj)
+    }
+}
+
+impl LastStr {
+    pub fn get<'py>(&self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        let make = || Ok(PyString::new(py, text));
+        self.get_or_make(py, text, make)
+            .unwrap_or_else(|_: PyErr| PyString::new(py, text))
     }
 }

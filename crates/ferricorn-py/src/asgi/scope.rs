@@ -7,9 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::LoopCtx;
-use crate::pyhelpers::LastStr;
+use crate::pyhelpers::{LastMade, LastStr};
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
 pub fn websocket_scope<'py>(
     py: Python<'py>,
@@ -85,23 +84,8 @@ pub fn templates(py: Python<'_>, root_path: &str) -> PyResult<(Py<PyDict>, [Py<P
 }
 
 static CLIENT_IP: LastStr = LastStr::new();
-static SERVER: Mutex<Option<(SocketAddr, Py<PyTuple>)>> = Mutex::new(None);
-
-/// `scope["server"]`: the same tuple for every request on a listener, made once (tuples
-/// are immutable, so sharing one is invisible to the app).
-fn server_tuple<'py>(py: Python<'py>, local: SocketAddr, ip: &str) -> PyResult<Bound<'py, PyTuple>> {
-    let mut last = SERVER.lock().ok();
-    if let Some(Some((addr, t))) = last.as_deref() {
-        if *addr == local {
-            return Ok(t.bind(py).clone());
-        }
-    }
-    let t = (ip, local.port()).into_pyobject(py)?;
-    if let Some(last) = last.as_deref_mut() {
-        *last = Some((local, t.clone().unbind()));
-    }
-    Ok(t)
-}
+/// `scope["server"]`: the same tuple for every request on a listener.
+static SERVER: LastMade<SocketAddr, PyTuple> = LastMade::new();
 
 pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
@@ -174,7 +158,10 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
         (None, _) => scope.set_item(intern!(py, "client"), py.None())?,
     }
     match (req.conn.local, req.conn.local_text()) {
-        (Some(l), Some(t)) => scope.set_item(intern!(py, "server"), server_tuple(py, l, &t.ip)?)?,
+        (Some(l), Some(t)) => {
+            let server = SERVER.get_or_make(py, &l, || (t.ip.as_str(), l.port()).into_pyobject(py))?;
+            scope.set_item(intern!(py, "server"), server)?
+        }
         _ => scope.set_item(intern!(py, "server"), py.None())?,
     }
     // Each request gets a shallow copy of the lifespan state, as the spec asks.
