@@ -34,7 +34,7 @@ pub struct ConnState {
     /// Facts about request heads read but not yet handled, in order.
     heads: Mutex<VecDeque<HeadFacts>>,
     /// The last request line read (see `HeadScanner::request_line`).
-    last_request_line: Mutex<String>,
+    last_request_line: Mutex<Vec<u8>>,
     /// The client closed its side (or the socket failed).
     peer_closed: AtomicBool,
     /// Switched protocols (WebSocket): keep-alive no longer applies.
@@ -182,7 +182,7 @@ impl ConnState {
     }
 
     pub fn last_request_line(&self) -> String {
-        self.last_request_line.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        ferricorn_core::request::latin1(&self.last_request_line.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The framing rule the current request's body broke, if any.

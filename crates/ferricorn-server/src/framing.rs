@@ -63,8 +63,9 @@ const LINE_CAP: usize = 1024;
 
 pub struct HeadScanner {
     /// The request line of the head being read (or last read), for logging requests
-    /// that hyper refuses before the front end sees them.
-    pub request_line: String,
+    /// that hyper refuses before the front end sees them (bytes as read: it is text only
+    /// if it has to be logged).
+    pub request_line: Vec<u8>,
     state: State,
     line: Vec<u8>,
     line_len: usize,
@@ -84,7 +85,7 @@ pub struct HeadScanner {
 impl Default for HeadScanner {
     fn default() -> Self {
         Self {
-            request_line: String::new(),
+            request_line: Vec::new(),
             state: State::Idle,
             line: Vec::with_capacity(128),
             line_len: 0,
@@ -121,7 +122,7 @@ impl HeadScanner {
                     };
                 }
                 // Head lines are taken a line at a time: only their ends are state changes.
-                State::RequestLine | State::Headers => match data.iter().position(|&b| b == b'\n') {
+                State::RequestLine | State::Headers => match find_lf(data) {
                     Some(end) => {
                         self.push(&data[..end]);
                         if end > 0 {
@@ -246,7 +247,7 @@ impl HeadScanner {
         if self.state == State::RequestLine {
             self.connect = self.line.starts_with(b"CONNECT ");
             self.request_line.clear();
-            self.request_line.extend(trim_cr(&self.line).iter().map(|&c| c as char));
+            self.request_line.extend_from_slice(trim_cr(&self.line));
             self.facts = HeadFacts {
                 bare_lf: self.prev != b'\r',
                 ..HeadFacts::default()
@@ -290,11 +291,13 @@ impl HeadScanner {
             return;
         };
         let name = &line[..colon];
-        let value = trim(&line[colon + 1..]);
+        let value = || trim(&line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"content-length") {
+            let value = value();
             self.facts.content_lengths += 1;
             self.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let value = value();
             self.facts.transfer_encodings += 1;
             let last = value.rsplit(|c| *c == b',').next().map(trim).unwrap_or_default();
             self.chunked = last.eq_ignore_ascii_case(b"chunked") && self.line_len <= LINE_CAP;
@@ -328,6 +331,25 @@ impl HeadScanner {
     }
 }
 
+/// The first `\n` in `data`, eight bytes at a time.
+fn find_lf(data: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const LFS: u64 = ONES * b'\n' as u64;
+    let mut words = data.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else { break };
+        let x = u64::from_le_bytes(bytes) ^ LFS;
+        // Non-zero exactly when some byte of `x` is zero, i.e. some byte was `\n`.
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return word.iter().position(|&b| b == b'\n').map(|i| at + i);
+        }
+        at += 8;
+    }
+    words.remainder().iter().position(|&b| b == b'\n').map(|i| at + i)
+}
+
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -352,6 +374,25 @@ mod tests {
             s.feed(c, &mut |f| out.push(f));
         }
         out
+    }
+
+    #[test]
+    fn find_lf_matches_a_plain_search() {
+        let mut seed = 0x9e37_79b9_u32;
+        for len in 0..70 {
+            for _ in 0..200 {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        // Mostly bytes next to `\n` (9, 11, 0x8a...), sometimes `\n`.
+                        [b'\n', 9, 11, 0x8a, 0x0a ^ 0x80, b'a', 0][(seed % 7) as usize]
+                    })
+                    .collect();
+                assert_eq!(find_lf(&data), data.iter().position(|&b| b == b'\n'), "{data:?}");
+            }
+        }
     }
 
     /// Heads are scanned a line at a time: where the reads split the stream must not matter.
