@@ -12,7 +12,11 @@
 
 use std::sync::Mutex;
 
+use std::borrow::Cow;
+
+use ferricorn_server::{HeadError, ResponseHead};
 use http::{HeaderName, HeaderValue};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 const SLOTS: usize = 64;
@@ -55,7 +59,7 @@ static VALUES: Mutex<Table<HeaderValue>> = Mutex::new(Table::new());
 /// constant tuple). An object only the list refers to (`str(len(body))`) is made for this
 /// response: caching it would only evict a constant. `obj` is borrowed from `pair`;
 /// `pair` is held by the header list and by the caller, who is iterating over it.
-pub fn lasting(obj: &Bound<'_, PyAny>, pair: &Bound<'_, PyAny>) -> bool {
+fn lasting(obj: &Bound<'_, PyAny>, pair: &Bound<'_, PyAny>) -> bool {
     // SAFETY: both are live objects and the caller holds the GIL.
     unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) > 1 || pyo3::ffi::Py_REFCNT(pair.as_ptr()) > 2 }
 }
@@ -80,28 +84,30 @@ fn cached<T: Clone, E>(
     Ok(parsed)
 }
 
-/// The parsed header name for `obj` (an item of `pair`), from the cache or from `parse`.
-pub fn name<E>(
-    obj: &Bound<'_, PyAny>,
+/// Adds one `(name, value)` pair of an application's header list to `head`. `name_bytes`
+/// and `value_bytes` convert the items (each bridge has its own rules: WSGI takes
+/// latin-1 `str`, ASGI `bytes`) and run only when the cache misses; `value_len` is the
+/// value's length in the object's units. Long values (cookies, policies) are rarely the
+/// same object twice and an entry keeps its object alive: only short ones are cached,
+/// and never a `Content-Length`, which changes with every body.
+pub fn push<'a>(
+    head: &mut ResponseHead,
     pair: &Bound<'_, PyAny>,
-    parse: impl FnOnce() -> Result<HeaderName, E>,
-) -> Result<HeaderName, E> {
-    cached(&NAMES, obj, lasting(obj, pair), parse)
-}
-
-/// The parsed value (`obj`, `len` units long) of header `name`, from the cache or from
-/// `parse`. Long values (cookies, policies) are rarely the same object twice and an
-/// entry keeps its object alive: only short ones are cached, and never a
-/// `Content-Length`, which changes with every body.
-pub fn value<E>(
-    name: &HeaderName,
-    obj: &Bound<'_, PyAny>,
-    pair: &Bound<'_, PyAny>,
-    len: usize,
-    parse: impl FnOnce() -> Result<HeaderValue, E>,
-) -> Result<HeaderValue, E> {
-    if len > MAX_VALUE_LEN || name == http::header::CONTENT_LENGTH {
-        return parse();
-    }
-    cached(&VALUES, obj, lasting(obj, pair), parse)
+    name: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    value_len: usize,
+    name_bytes: impl FnOnce() -> PyResult<Cow<'a, [u8]>>,
+    value_bytes: impl FnOnce() -> PyResult<Cow<'a, [u8]>>,
+) -> PyResult<()> {
+    let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
+    let hname = cached(&NAMES, name, lasting(name, pair), || {
+        ResponseHead::parse_name(&name_bytes()?).map_err(invalid)
+    })?;
+    let parse_value = || ResponseHead::parse_value(&hname, &value_bytes()?).map_err(invalid);
+    let hvalue = if value_len > MAX_VALUE_LEN || hname == http::header::CONTENT_LENGTH {
+        parse_value()?
+    } else {
+        cached(&VALUES, value, lasting(value, pair), parse_value)?
+    };
+    head.push_parsed(hname, hvalue).map_err(invalid)
 }

@@ -1,5 +1,6 @@
-//! Small bridges to the pure-Python helpers in `ferricorn/_app.py`, and response bodies
-//! taken from Python `bytes` without a copy (`body_bytes`), shared by both bridges.
+//! Small bridges to the pure-Python helpers in `ferricorn/_app.py`, and what both bridges
+//! share: response bodies taken from Python `bytes` without a copy (`body_bytes`) and
+//! immutable objects reused from request to request (`LastMade`).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};

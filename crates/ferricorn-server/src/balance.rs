@@ -26,9 +26,9 @@ const DEFER: Duration = Duration::from_millis(1);
 /// Steps back before accepting anyway.
 const MAX_DEFERS: u32 = 3;
 
-/// What a worker knows of the other workers sharing its listeners. Set in
-/// [`crate::ServerConfig::balance`] when there are several; `None` leaves accepting to
-/// the kernel alone.
+/// What a worker knows of the other workers sharing its listeners. Every worker sets
+/// [`crate::ServerConfig::balance`] (with no other worker alive nothing is deferred);
+/// `None` (the pure-Rust example, tests) leaves accepting to the kernel alone.
 pub trait AcceptBalance: Send + Sync + std::fmt::Debug {
     /// Publishes this worker's open connections.
     fn publish(&self, open: usize);

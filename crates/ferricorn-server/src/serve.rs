@@ -467,9 +467,9 @@ async fn run(
         return Ok(outcome);
     }
     let drain = async {
-        while shared.connections.load(Ordering::Acquire) > 0 {
+        while shared.open_connections() > 0 {
             let notified = shared.drained.notified();
-            if shared.connections.load(Ordering::Acquire) == 0 {
+            if shared.open_connections() == 0 {
                 break;
             }
             notified.await;
@@ -478,7 +478,7 @@ async fn run(
     tokio::select! {
         _ = drain => {}
         _ = tokio::time::sleep(shared.config.graceful_timeout) => {
-            ferricorn_core::warning!("graceful timeout reached with {} connection(s) open", shared.connections.load(Ordering::Acquire));
+            ferricorn_core::warning!("graceful timeout reached with {} connection(s) open", shared.open_connections());
         }
         _ = int.recv() => return Ok(ServeOutcome::Quick),
         _ = quit.recv() => return Ok(ServeOutcome::Quick),

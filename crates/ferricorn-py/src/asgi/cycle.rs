@@ -678,13 +678,8 @@ pub(crate) fn push_headers(head: &mut ResponseHead, message: &Bound<'_, PyDict>)
                 if t.len() == 2 {
                     let (name, value) = (t.get_borrowed_item(0)?, t.get_borrowed_item(1)?);
                     if let (Ok(n), Ok(v)) = (name.cast::<PyBytes>(), value.cast::<PyBytes>()) {
-                        let hname =
-                            header_cache::name(&name, t, || ResponseHead::parse_name(n.as_bytes())).map_err(invalid)?;
-                        let hvalue = header_cache::value(&hname, &value, t, v.as_bytes().len(), || {
-                            ResponseHead::parse_value(&hname, v.as_bytes())
-                        })
-                        .map_err(invalid)?;
-                        head.push_parsed(hname, hvalue).map_err(invalid)?;
+                        let (n, v) = (n.as_bytes(), v.as_bytes());
+                        header_cache::push(head, t, &name, &value, v.len(), || Ok(n.into()), || Ok(v.into()))?;
                         continue;
                     }
                 }

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use ferricorn_server::pipe::{self, Disconnected};
 use ferricorn_server::ResponseBody;
-use ferricorn_server::{HeadError, ResponseHead};
+use ferricorn_server::ResponseHead;
+use std::borrow::Cow;
 
 use crate::header_cache;
 use http::Response;
@@ -162,18 +163,20 @@ impl StartResponse {
             let value = value_obj.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!("value of header {:?} must be str", name.to_string_lossy()))
             })?;
-            let invalid = |e: HeadError| PyValueError::new_err(e.to_string());
-            let hname = header_cache::name(&name_obj, tuple, || {
-                ResponseHead::parse_name(name.to_str()?.as_bytes()).map_err(invalid)
-            })?;
-            let hvalue = header_cache::value(&hname, &value_obj, tuple, value.len()?, || {
-                // PEP 3333: header values are latin-1 "native strings".
-                let bytes = latin1_bytes(value.to_str()?).ok_or_else(|| {
-                    PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy()))
-                })?;
-                ResponseHead::parse_value(&hname, &bytes).map_err(invalid)
-            })?;
-            head.push_parsed(hname, hvalue).map_err(invalid)?;
+            header_cache::push(
+                &mut head,
+                tuple,
+                &name_obj,
+                &value_obj,
+                value.len()?,
+                || Ok(Cow::Borrowed(name.to_str()?.as_bytes())),
+                || {
+                    // PEP 3333: header values are latin-1 "native strings".
+                    latin1_bytes(value.to_str()?).map(Cow::Owned).ok_or_else(|| {
+                        PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy()))
+                    })
+                },
+            )?;
         }
         self.head = Some(head);
         self.status = Some(status.cast::<PyString>()?.clone().unbind());
