@@ -487,12 +487,8 @@ impl PyLauncher {
 struct ErrorApp(String);
 
 impl ferricorn_server::App for ErrorApp {
-    fn call(
-        &self,
-        _req: ferricorn_server::Request,
-    ) -> ferricorn_server::BoxFuture<http::Response<ferricorn_server::ResponseBody>> {
-        let resp = ferricorn_server::error_page::response(500, &self.0, false);
-        Box::pin(async move { resp })
+    fn call(&self, _req: ferricorn_server::Request) -> ferricorn_server::Reply {
+        ferricorn_server::Reply::Ready(ferricorn_server::error_page::response(500, &self.0, false))
     }
 }
 

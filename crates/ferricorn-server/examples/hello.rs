@@ -4,18 +4,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferricorn_server::{serve, App, BoxFuture, Listener, Request, ResponseBody, ServerConfig};
+use ferricorn_server::{serve, App, Listener, Reply, Request, ResponseBody, ServerConfig};
 
 struct Hello;
 
 impl App for Hello {
-    fn call(&self, _req: Request) -> BoxFuture<http::Response<ResponseBody>> {
-        Box::pin(async {
-            let mut resp = http::Response::new(ResponseBody::full(Bytes::from_static(b"Hello, World!\n")));
-            resp.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-            resp
-        })
+    fn call(&self, _req: Request) -> Reply {
+        let mut resp = http::Response::new(ResponseBody::full(Bytes::from_static(b"Hello, World!\n")));
+        resp.headers_mut()
+            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        Reply::Ready(resp)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::access::Pending;
 use crate::body::RequestBody;
 use crate::conn::{ClientGone, ConnState, EarlyHints};
 use crate::serve::Shared;
-use crate::{error_page, ConnInfo, Request, ResponseBody};
+use crate::{error_page, BoxFuture, ConnInfo, Reply, Request, ResponseBody};
 
 pub(crate) async fn handle(
     mut req: hyper::Request<Incoming>,
@@ -93,7 +93,7 @@ async fn respond(
     state: &Arc<ConnState>,
 ) -> Response<ResponseBody> {
     let cfg = &shared.config;
-    let (head, incoming) = req.into_parts();
+    let (mut head, incoming) = req.into_parts();
     let accepted = match check_head(
         &head.method,
         &head.uri,
@@ -168,7 +168,6 @@ async fn respond(
         },
         None => None,
     };
-    let mut head = head;
     // A WebSocket session outlives hyper's connection: it registers with the drain. Only
     // an upgrade request can start one (and filling the extensions map costs every other
     // request an allocation).
@@ -176,10 +175,10 @@ async fn respond(
         head.extensions
             .insert(crate::serve::SessionGuardFactory(shared.clone()));
     }
-    let (method_for_log, path_for_log) = if cfg.request_deadline.is_some() {
-        (head.method.to_string(), head.uri.path().to_string())
+    let log_as = if cfg.request_deadline.is_some() {
+        format!("{} {}", head.method, head.uri.path())
     } else {
-        (String::new(), String::new())
+        String::new()
     };
     // 1xx responses need HTTP/1.1 (RFC 9110 15.2); hyper's HTTP/2 server cannot send them.
     let fd = info.fd;
@@ -199,31 +198,9 @@ async fn respond(
         client,
         early_hints,
     };
-    let mut call = crate::conn::in_call(|| shared.app.call(request));
-    let call = std::future::poll_fn(|cx| {
-        if hints_enabled {
-            state.register_interim_waker(cx.waker());
-        }
-        call.as_mut().poll(cx)
-    });
-    let mut aborting = shared.aborting();
-    let deadline = async {
-        match cfg.request_deadline {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    let mut resp = tokio::select! {
-        resp = call => resp,
-        // The worker is being aborted (timeout): answer what has not started, as Gunicorn
-        // does, instead of leaving the client with a reset.
-        _ = aborting.wait_for(|a| *a) => error_page::response(500, "Internal Server Error", true),
-        // The call goes on (its answer is dropped); `--timeout` still recycles a worker
-        // whose call never returns.
-        _ = deadline => {
-            ferricorn_core::warning!("Request deadline exceeded: {} {}", method_for_log, path_for_log);
-            error_page::response(504, "The application did not answer in time.", true)
-        }
+    let mut resp = match crate::conn::in_call(|| shared.app.call(request)) {
+        Reply::Ready(resp) => resp,
+        Reply::Later(call) => wait_for_app(call, shared, state, hints_enabled, log_as).await,
     };
     if hints_enabled {
         state.close_interim();
@@ -236,6 +213,42 @@ async fn respond(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Waits for a response the app gives later, answering in its place if the worker is
+/// aborted or `--request-deadline` passes first.
+async fn wait_for_app(
+    mut call: BoxFuture<Response<ResponseBody>>,
+    shared: &Shared,
+    state: &ConnState,
+    hints_enabled: bool,
+    log_as: String,
+) -> Response<ResponseBody> {
+    let call = std::future::poll_fn(|cx| {
+        if hints_enabled {
+            state.register_interim_waker(cx.waker());
+        }
+        call.as_mut().poll(cx)
+    });
+    let mut aborting = shared.aborting();
+    let deadline = async {
+        match shared.config.request_deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        resp = call => resp,
+        // The worker is being aborted (timeout): answer what has not started, as Gunicorn
+        // does, instead of leaving the client with a reset.
+        _ = aborting.wait_for(|a| *a) => error_page::response(500, "Internal Server Error", true),
+        // The call goes on (its answer is dropped); `--timeout` still recycles a worker
+        // whose call never returns.
+        _ = deadline => {
+            ferricorn_core::warning!("Request deadline exceeded: {log_as}");
+            error_page::response(504, "The application did not answer in time.", true)
+        }
+    }
 }
 
 fn reject(info: &ConnInfo, status: u16, detail: &str) -> Response<ResponseBody> {

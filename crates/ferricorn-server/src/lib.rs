@@ -169,8 +169,21 @@ pub struct Request {
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// An application bridge. `call` must not block: it hands the request to the bridge's
-/// own execution context and returns a future of the response.
+/// What [`App::call`] gives back.
+// Not boxed: `Ready` is the path that exists to spare the request its allocations, and
+// the value is moved once, straight into the response being finished.
+#[allow(clippy::large_enum_variant)]
+pub enum Reply {
+    /// The response, finished during the call itself (a WSGI app run on the I/O thread):
+    /// no future, no channel, nothing left to wait for.
+    Ready(http::Response<ResponseBody>),
+    /// The response to come from the bridge's own execution context.
+    Later(BoxFuture<http::Response<ResponseBody>>),
+}
+
+/// An application bridge. `call` must not block on the client or on other requests: it
+/// either finishes the response at once or hands the request to the bridge's own
+/// execution context and returns a future of the response.
 pub trait App: Send + Sync + 'static {
-    fn call(&self, req: Request) -> BoxFuture<http::Response<ResponseBody>>;
+    fn call(&self, req: Request) -> Reply;
 }

@@ -7,16 +7,14 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferricorn_server::{
-    serve, App, BoxFuture, Listener, Request, ResponseBody, ServeOutcome, ServerConfig, StopSignal,
-};
+use ferricorn_server::{serve, App, Listener, Reply, Request, ResponseBody, ServeOutcome, ServerConfig, StopSignal};
 
 /// Answers "hello", or echoes the body on POST (read on a blocking thread, as a bridge would).
 struct Echo;
 
 impl App for Echo {
-    fn call(&self, req: Request) -> BoxFuture<http::Response<ResponseBody>> {
-        Box::pin(async move {
+    fn call(&self, req: Request) -> Reply {
+        Reply::Later(Box::pin(async move {
             if req.head.method == http::Method::POST {
                 let mut body = req.body;
                 let data = tokio::task::spawn_blocking(move || {
@@ -31,7 +29,7 @@ impl App for Echo {
                 return http::Response::new(ResponseBody::full(Bytes::from(data)));
             }
             http::Response::new(ResponseBody::full(Bytes::from_static(b"hello")))
-        })
+        }))
     }
 }
 

@@ -17,7 +17,7 @@ mod websocket;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
-use ferricorn_server::{error_page, App, BoxFuture, Request, ResponseBody};
+use ferricorn_server::{error_page, App, Request, ResponseBody};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -427,17 +427,17 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
 }
 
 impl App for AsgiBridge {
-    fn call(&self, mut req: Request) -> BoxFuture<http::Response<ResponseBody>> {
+    fn call(&self, mut req: Request) -> ferricorn_server::Reply {
         let (reply, rx) = tokio::sync::oneshot::channel();
         if let Some(handshake) = ferricorn_server::websocket::Handshake::take(&mut req.head) {
             let shared = websocket::WsShared::new();
             let rt = tokio::runtime::Handle::current();
             self.mailbox
                 .post(Event::WebSocket(Box::new((req, reply, handshake, shared, rt))));
-            return Box::pin(async move {
+            return ferricorn_server::Reply::Later(Box::pin(async move {
                 rx.await
                     .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
-            });
+            }));
         }
         self.replies.ensure_pump();
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
@@ -447,12 +447,12 @@ impl App for AsgiBridge {
         let mut gone = cycle::GoneOnDrop(Some((shared.clone(), self.mailbox.clone())));
         self.mailbox
             .post_batched(Event::Request(Box::new((req, reply, shared))));
-        Box::pin(async move {
+        ferricorn_server::Reply::Later(Box::pin(async move {
             let resp = rx
                 .await
                 .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true));
             gone.disarm();
             resp
-        })
+        }))
     }
 }

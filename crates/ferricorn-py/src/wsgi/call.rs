@@ -8,9 +8,10 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use super::environ;
 use super::file::FileWrapper;
 use super::input::InputStream;
-use super::response::StartResponse;
-use super::{Job, Shared};
+use super::response::{Handover, StartResponse};
+use super::Shared;
 use crate::pyhelpers::format_exception;
+use ferricorn_server::Request;
 
 /// A response the I/O thread started inline and an app thread must finish: the app
 /// returned something other than a list (a generator, a file wrapper...).
@@ -24,26 +25,33 @@ pub(crate) struct Continuation {
 }
 
 /// Runs one request. `inline` (on the I/O thread) stops after the app call unless the
-/// response is complete, and hands the rest back as a continuation.
-pub(crate) fn run(py: Python<'_>, shared: &Shared, job: Job, inline: bool) -> Option<Continuation> {
-    let Job { req, reply } = job;
+/// response is complete, and hands the rest back as a continuation. Also returns the
+/// request's `start_response` (`None` if it could not be made).
+pub(crate) fn run<'py>(
+    py: Python<'py>,
+    shared: &Shared,
+    req: Request,
+    handover: Handover,
+    inline: bool,
+) -> (Option<Bound<'py, StartResponse>>, Option<Continuation>) {
     let uri = req.head.uri.clone();
     let hints = req.early_hints.clone();
-    let responder = match Bound::new(py, StartResponse::new(reply, shared.cfg.high_water, hints)) {
+    let responder = match Bound::new(py, StartResponse::new(handover, shared.cfg.high_water, hints)) {
         Ok(r) => r,
         Err(e) => {
             ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
-            return None;
+            return (None, None);
         }
     };
-    match serve(py, shared, req, &responder, &uri, inline) {
+    let cont = match serve(py, shared, req, &responder, &uri, inline) {
         Ok(cont) => cont,
         Err(e) => {
             ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
             responder.borrow_mut().send_error(500, "Internal Server Error");
             None
         }
-    }
+    };
+    (Some(responder), cont)
 }
 
 /// Finishes a response started inline.
@@ -67,7 +75,7 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
 fn serve(
     py: Python<'_>,
     shared: &Shared,
-    mut req: ferricorn_server::Request,
+    mut req: Request,
     responder: &Bound<'_, StartResponse>,
     uri: &http::Uri,
     inline: bool,

@@ -17,9 +17,11 @@ pub struct EnvironError {
     pub detail: String,
 }
 
-/// The environ every request starts from: the values that never change, and a
+/// The environ every request starts from: the values that never change, the usual value
+/// of a few that may (`QUERY_STRING`, `SERVER_PROTOCOL`, `wsgi.url_scheme`), and a
 /// placeholder for every key each request sets. A copy of it is one memcpy of a hash
-/// table already large enough, where building the dict key by key grows it three times.
+/// table with room left for the request's headers (see `make_room`), where building the
+/// dict key by key grows it three times.
 pub fn template(
     py: Python<'_>,
     cfg: &super::WsgiConfig,
@@ -31,18 +33,18 @@ pub fn template(
     for key in [
         intern!(py, "REQUEST_METHOD"),
         intern!(py, "PATH_INFO"),
-        intern!(py, "QUERY_STRING"),
         intern!(py, "RAW_URI"),
         intern!(py, "REQUEST_URI"),
-        intern!(py, "SERVER_PROTOCOL"),
         intern!(py, "SERVER_NAME"),
         intern!(py, "SERVER_PORT"),
         intern!(py, "REMOTE_ADDR"),
-        intern!(py, "wsgi.url_scheme"),
         intern!(py, "wsgi.input"),
     ] {
         env.set_item(key, py.None())?;
     }
+    env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
+    env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
     env.set_item(intern!(py, "SCRIPT_NAME"), cfg.script_name.as_str())?;
     env.set_item(
         intern!(py, "SERVER_SOFTWARE"),
@@ -56,7 +58,26 @@ pub fn template(
     env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
     env.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
     env.set_item(intern!(py, "wsgi.early_hints"), no_hints)?;
+    make_room(py, &env)?;
     Ok(env.unbind())
+}
+
+/// Grows the template's hash table ahead of the keys every request adds. CPython copies
+/// a dict by cloning its table at the same size (when at most a third of its entries are
+/// deleted ones), so a template filled to the brim gives copies that must grow, a rehash
+/// of every key, on the first header set. Adding a few placeholder keys makes the table
+/// grow once here; deleting them again leaves that room in every copy. The contents are
+/// unchanged; only the table's size differs.
+fn make_room(py: Python<'_>, env: &Bound<'_, PyDict>) -> PyResult<()> {
+    // Deleted entries must stay under a third of all for the copy to clone the table.
+    let pads: Vec<String> = (0..env.len() / 2).map(|i| format!("ferricorn.pad.{i}")).collect();
+    for pad in &pads {
+        env.set_item(pad, py.None())?;
+    }
+    for pad in &pads {
+        env.del_item(pad)?;
+    }
+    Ok(())
 }
 
 static SERVER_NAME: LastStr = LastStr::new();
@@ -105,18 +126,20 @@ pub fn build<'py>(
     match head.uri.query() {
         Some(q) if !q.is_ascii() => env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()))?,
         Some(q) => env.set_item(intern!(py, "QUERY_STRING"), q)?,
-        None => env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?,
+        None => {} // the template's ""
     }
     let raw_uri = PyString::new(py, &raw_uri);
     env.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
     // `intern!` caches the object; `PyString::intern` would look it up on every request.
     let protocol = match ferricorn_core::request::protocol_name(head.version) {
-        "HTTP/1.0" => intern!(py, "HTTP/1.0"),
-        "HTTP/2.0" => intern!(py, "HTTP/2.0"),
-        _ => intern!(py, "HTTP/1.1"),
+        "HTTP/1.0" => Some(intern!(py, "HTTP/1.0")),
+        "HTTP/2.0" => Some(intern!(py, "HTTP/2.0")),
+        _ => None, // the template's "HTTP/1.1"
     };
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    if let Some(protocol) = protocol {
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    }
     if head.version == Version::HTTP_2 && !head.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in the :authority pseudo-header.
         if let Some(authority) = head.uri.authority() {
@@ -215,14 +238,9 @@ pub fn build<'py>(
         env.set_item(key.as_str(), value)?;
     }
 
-    env.set_item(
-        intern!(py, "wsgi.url_scheme"),
-        if req.scheme == "https" {
-            intern!(py, "https")
-        } else {
-            intern!(py, "http")
-        },
-    )?;
+    if req.scheme == "https" {
+        env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+    }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     if let Some(h) = &req.early_hints {
         env.set_item(

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferricorn_core::settings::Settings;
-use ferricorn_server::{error_page, App, BoxFuture, Request, ResponseBody};
+use ferricorn_server::{error_page, App, BoxFuture, Reply, Request, ResponseBody};
 use pyo3::prelude::*;
+use response::Handover;
 
 /// Per-worker constants of the environ.
 pub struct WsgiConfig {
@@ -203,7 +204,8 @@ impl WsgiBridge {
                             clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
                             match work {
                                 Work::Request(job) => {
-                                    call::run(py, &shared, *job, false);
+                                    let Job { req, reply } = *job;
+                                    call::run(py, &shared, req, Handover::Channel(reply), false);
                                 }
                                 Work::Continue(cont) => call::resume(py, &shared, cont),
                             }
@@ -221,10 +223,11 @@ impl WsgiBridge {
         })
     }
 
-    /// Runs a request on the calling (I/O) thread: no thread hop, one GIL acquisition.
-    /// Only for complete requests, so the app never waits for the client here; a
-    /// response that is not a plain list is finished by an app thread.
-    fn call_inline(&self, job: Job) {
+    /// Runs a request on the calling (I/O) thread: no thread hop, one GIL acquisition, and
+    /// the response comes back as the call's value. Only for complete requests, so the app
+    /// never waits for the client here; a response that is not a plain list is finished
+    /// by an app thread.
+    fn call_inline(&self, req: Request) -> Reply {
         let io_index = self.clock.0.len() - 1;
         MY_CLOCK.with(|c| {
             if c.borrow().is_none() {
@@ -233,8 +236,24 @@ impl WsgiBridge {
         });
         self.clock.0[io_index].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
         ON_IO_THREAD.with(|f| f.set(true));
-        INLINE_CONN.store(job.req.conn.fd, Ordering::Release);
-        let cont = Python::attach(|py| call::run(py, &self.shared, job, true));
+        INLINE_CONN.store(req.conn.fd, Ordering::Release);
+        let (reply, cont) = Python::attach(|py| {
+            let (responder, cont) = call::run(py, &self.shared, req, Handover::Keep, true);
+            let Some(responder) = responder else {
+                return (Reply::Ready(app_failed()), None);
+            };
+            let mut responder = responder.borrow_mut();
+            let reply = match responder.take_kept() {
+                Some(resp) => Reply::Ready(resp),
+                None if cont.is_some() => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    responder.hand_over_later(tx);
+                    Reply::Later(later(rx))
+                }
+                None => Reply::Ready(app_failed()),
+            };
+            (reply, cont)
+        });
         INLINE_CONN.store(-1, Ordering::Release);
         ON_IO_THREAD.with(|f| f.set(false));
         self.clock.0[io_index].store(0, Ordering::Relaxed);
@@ -245,6 +264,7 @@ impl WsgiBridge {
                 drop(e);
             }
         }
+        reply
     }
 
     pub fn clock(&self) -> Arc<CallClock> {
@@ -253,21 +273,23 @@ impl WsgiBridge {
 }
 
 impl App for WsgiBridge {
-    fn call(&self, req: Request) -> BoxFuture<http::Response<ResponseBody>> {
+    fn call(&self, req: Request) -> Reply {
+        if self.inline && req.body.is_complete() {
+            return self.call_inline(req);
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let job = Job { req, reply };
-        let sent = if self.inline && job.req.body.is_complete() {
-            self.call_inline(job);
-            Ok(())
-        } else {
-            self.jobs.send(Work::Request(Box::new(job))).map_err(|_| ())
-        };
-        Box::pin(async move {
-            if sent.is_err() {
-                return error_page::response(500, "application threads are gone", true);
-            }
-            rx.await
-                .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
-        })
+        match self.jobs.send(Work::Request(Box::new(Job { req, reply }))) {
+            Ok(()) => Reply::Later(later(rx)),
+            Err(_) => Reply::Ready(error_page::response(500, "application threads are gone", true)),
+        }
     }
+}
+
+/// The response an app thread will hand over.
+fn later(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> BoxFuture<http::Response<ResponseBody>> {
+    Box::pin(async move { rx.await.unwrap_or_else(|_| app_failed()) })
+}
+
+fn app_failed() -> http::Response<ResponseBody> {
+    error_page::response(500, "the application did not respond", true)
 }

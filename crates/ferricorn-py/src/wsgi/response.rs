@@ -12,12 +12,19 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-type Reply = tokio::sync::oneshot::Sender<Response<ResponseBody>>;
+/// Where the final response goes when it is handed over.
+pub(crate) enum Handover {
+    /// To the I/O thread waiting on the other end (a call on an app thread).
+    Channel(tokio::sync::oneshot::Sender<Response<ResponseBody>>),
+    /// Into `kept`, for the I/O thread that runs the call inline to take when it returns.
+    Keep,
+}
 
 #[pyclass(module = "ferricorn")]
 pub struct StartResponse {
     head: Option<ResponseHead>,
-    reply: Option<Reply>,
+    reply: Option<Handover>,
+    kept: Option<Response<ResponseBody>>,
     /// The request's early-hints queue, closed when the response is handed over.
     hints: Option<ferricorn_server::EarlyHints>,
     pipe: Option<pipe::Sender>,
@@ -29,10 +36,11 @@ pub struct StartResponse {
 }
 
 impl StartResponse {
-    pub fn new(reply: Reply, high_water: usize, hints: Option<ferricorn_server::EarlyHints>) -> Self {
+    pub(crate) fn new(reply: Handover, high_water: usize, hints: Option<ferricorn_server::EarlyHints>) -> Self {
         Self {
             head: None,
             reply: Some(reply),
+            kept: None,
             hints,
             pipe: None,
             high_water,
@@ -67,9 +75,24 @@ impl StartResponse {
         if let Some(h) = self.hints.take() {
             h.close();
         }
-        if let Some(reply) = self.reply.take() {
+        match self.reply.take() {
             // The connection may be gone already; nothing else to do then.
-            let _ = reply.send(resp);
+            Some(Handover::Channel(reply)) => drop(reply.send(resp)),
+            Some(Handover::Keep) => self.kept = Some(resp),
+            None => {}
+        }
+    }
+
+    /// The response handed over during an inline call.
+    pub fn take_kept(&mut self) -> Option<Response<ResponseBody>> {
+        self.kept.take()
+    }
+
+    /// An inline call returned before handing its response over: an app thread will,
+    /// through `reply`.
+    pub fn hand_over_later(&mut self, reply: tokio::sync::oneshot::Sender<Response<ResponseBody>>) {
+        if self.reply.is_some() {
+            self.reply = Some(Handover::Channel(reply));
         }
     }
 
