@@ -587,6 +587,24 @@ def test_task_factory_set_by_the_app_is_used(start_server, loop):
         assert (r.status, r.body) == (200, b"True True")
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_each_request_runs_in_its_own_named_task(start_server, loop):
+    # Without a task factory requests become `asyncio.Task(coro)`, named
+    # "ferricorn.request" before Python 3.12 (spares formatting "Task-<n>"); 3.12 names
+    # them lazily, as asyncio does.
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    srv = start_server("asgi_lifespan:current_task", "--asgi-loop", loop)
+    for _ in range(3):
+        r = raw_request(srv, "GET", "/")
+        kind, name, same = r.body.decode().split()
+        assert (r.status, kind, same) == (200, "Task", "False")
+        if sys.version_info < (3, 12):
+            assert name == "ferricorn.request"
+        else:
+            assert name.startswith("Task-")
+
+
 def test_lifespan_off(start_server, tmp_path):
     marker = tmp_path / "lifespan.txt"
     srv = start_server("asgi_lifespan:shutdown_marker", "--asgi-lifespan", "off", env={"ASGI_STARTUP_MARKER": str(marker)})

@@ -70,3 +70,25 @@ async def task_factory(scope, receive, send):
     body = f"{task is not None} {getattr(task, 'made_by_app_factory', False)}".encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def current_task(scope, receive, send):
+    """Answers with what `asyncio.current_task()` is inside a request: its type's name,
+    the task's name, and whether it is the same task as the previous request's."""
+    import asyncio
+
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    task = asyncio.current_task()
+    same = task is current_task.last
+    current_task.last = task
+    body = f"{type(task).__name__} {task.get_name()} {same}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+current_task.last = None
