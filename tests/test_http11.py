@@ -320,6 +320,11 @@ def test_keepalive_request_within_window_is_served(start_server):
             r = c.response()
             assert r.status_line == "HTTP/1.1 200 OK"
             assert r.body == b"req%d" % i
+        # The idle time counts from the last response, not from an earlier one (the
+        # timer is moved lazily: it fires at a stale deadline and is set again).
+        t0 = time.monotonic()
+        assert c.is_closed(timeout=3.0), "idle keep-alive connection not closed within 3s"
+        assert 0.7 <= time.monotonic() - t0 <= 3.0
 
 
 def test_keepalive_zero_closes_after_each_response(start_server):

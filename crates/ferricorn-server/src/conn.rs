@@ -345,11 +345,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
+                // Every request moves the deadline later; moving the timer each time would
+                // take it out of the timer wheel and put it back per request. It is moved
+                // only when it must fire sooner; one that fires early is set again.
+                if timer.deadline() > deadline {
                     timer.as_mut().reset(deadline);
                 }
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+                loop {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if timer.deadline() >= deadline {
+                        break;
+                    }
+                    timer.as_mut().reset(deadline);
                 }
                 if idle.is_some() {
                     // Idle too long: report EOF so hyper closes the connection cleanly.
