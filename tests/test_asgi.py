@@ -249,6 +249,10 @@ def test_scope_http10_and_methods(start_server):
         sc = json.loads(r.body)
         assert sc["method"] == method
         assert sc["_body"] == ("abc" if method in ("POST", "PUT", "PATCH") else "")
+    # The scope template holds GET, HTTP/1.1, http and no query: the requests above left
+    # it as it was.
+    sc = get_json(srv, "/scope")
+    assert (sc["method"], sc["http_version"], sc["scheme"], sc["query_string"]) == ("GET", "1.1", "http", "")
 
 
 def test_scope_empty_query_and_plain_path(start_server):

@@ -180,6 +180,18 @@ def test_environ_get_without_body_and_http10(start_server):
     assert values.get("CONTENT_TYPE", "") == ""
 
 
+def test_environ_methods_and_usual_values_per_request(start_server):
+    # The environ template holds GET, HTTP/1.1, http and an empty QUERY_STRING; each
+    # request sees its own values, and the ones before do not leak into the next.
+    srv = start_server(APP, "-w", "1")
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS", "POST", "GET"):
+        values = get_json(srv, "/environ?m=" + method, method=method, body=b"x" if method != "GET" else None)["values"]
+        assert (values["REQUEST_METHOD"], values["QUERY_STRING"]) == (method, "m=" + method)
+    values = environ_of(srv)["values"]
+    assert (values["REQUEST_METHOD"], values["QUERY_STRING"], values["SERVER_PROTOCOL"], values["wsgi.url_scheme"]) == (
+        "GET", "", "HTTP/1.1", "http")
+
+
 def test_environ_headers_with_underscore_dropped(start_server):
     srv = start_server(APP, "-w", "1")
     env = environ_of(srv, headers={"X_Forwarded_For": "6.6.6.6", "X-Ok": "1"})

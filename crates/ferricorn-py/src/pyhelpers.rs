@@ -52,6 +52,31 @@ pub fn new_namespace<'py>(py: Python<'py>, items: &[(&str, Bound<'py, PyAny>)]) 
     py.import("types")?.getattr("SimpleNamespace")?.call((), Some(&kwargs))
 }
 
+/// A `str` of text known to be ASCII, filled in place: `PyString::new` runs CPython's
+/// UTF-8 decoder, which scans and validates the bytes again (about 100 instructions per
+/// string, half a dozen strings per request). Anything not ASCII takes the decoder.
+pub fn ascii_str<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyString>> {
+    // CPython keeps the empty and one-character strings as singletons.
+    if text.len() < 2 || !text.is_ascii() {
+        return Ok(PyString::new(py, text));
+    }
+    let len = pyo3::ffi::Py_ssize_t::try_from(text.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("string too long"))?;
+    // SAFETY: PyUnicode_New(len, 127) returns a new compact ASCII string of `len` 1-byte
+    // characters (or NULL with an exception set); its data holds exactly `len` bytes and
+    // is written here before the object is shared. `text` is ASCII, so every byte is a
+    // valid character of that kind. For len 0 it may be the shared empty string, to which
+    // nothing is written.
+    unsafe {
+        let obj = pyo3::ffi::PyUnicode_New(len, 127);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        std::ptr::copy_nonoverlapping(text.as_ptr(), pyo3::ffi::PyUnicode_1BYTE_DATA(obj), text.len());
+        Ok(Bound::from_owned_ptr(py, obj).cast_into_unchecked())
+    }
+}
+
 /// Bodies at least this large are sent from the `bytes` object's own buffer; smaller
 /// ones are copied (cheaper than keeping the object alive until the write).
 const SHARE_MIN: usize = 4096;

@@ -4,7 +4,7 @@ use ferricorn_server::Request;
 use http::Version;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::LoopCtx;
 use crate::pyhelpers::{LastMade, LastStr};
@@ -47,9 +47,11 @@ fn tls_extension<'py>(py: Python<'py>, t: &ferricorn_server::TlsSession) -> PyRe
     Ok(ext)
 }
 
-/// What every `http` scope starts as: the constant keys, and a placeholder for each
-/// key a request sets, so that a copy has a hash table of the final size (building the
-/// dict key by key grows it twice). Also the two `extensions` dicts: without and with
+/// What every `http` scope starts as: the constant keys, the usual value of those a
+/// request changes only sometimes (`http_version` "1.1", `method` "GET", `scheme`
+/// "http", an empty `query_string`: each set per request cost ~200 instructions), and a
+/// placeholder for each key a request sets, so that a copy has a hash table of the final
+/// size (building the dict key by key grows it twice). Also the two `extensions` dicts: without and with
 /// early hints (HTTP/1.1). Their values are empty dicts, shared by every request.
 pub fn templates(py: Python<'_>, root_path: &str) -> PyResult<(Py<PyDict>, [Py<PyDict>; 2])> {
     let scope = PyDict::new(py);
@@ -58,13 +60,12 @@ pub fn templates(py: Python<'_>, root_path: &str) -> PyResult<(Py<PyDict>, [Py<P
     asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+    scope.set_item(intern!(py, "method"), intern!(py, "GET"))?;
+    scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
     for key in [
-        intern!(py, "http_version"),
-        intern!(py, "method"),
-        intern!(py, "scheme"),
         intern!(py, "path"),
         intern!(py, "raw_path"),
-        intern!(py, "query_string"),
         intern!(py, "headers"),
         intern!(py, "client"),
         intern!(py, "server"),
@@ -73,6 +74,7 @@ pub fn templates(py: Python<'_>, root_path: &str) -> PyResult<(Py<PyDict>, [Py<P
     ] {
         scope.set_item(key, py.None())?;
     }
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, b""))?;
     scope.set_item(intern!(py, "root_path"), root_path)?;
     let plain = PyDict::new(py);
     plain.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
@@ -90,42 +92,33 @@ static SERVER: LastMade<SocketAddr, PyTuple> = LastMade::new();
 pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let scope = ctx.scope_template.bind(py).copy()?;
-    scope.set_item(
-        intern!(py, "http_version"),
-        match head.version {
-            Version::HTTP_10 => intern!(py, "1.0"),
-            Version::HTTP_2 => intern!(py, "2"),
-            _ => intern!(py, "1.1"),
-        },
-    )?;
-    let method = match head.method {
-        http::Method::GET => intern!(py, "GET").clone(),
-        http::Method::POST => intern!(py, "POST").clone(),
-        _ => PyString::new(py, head.method.as_str()),
-    };
-    scope.set_item(intern!(py, "method"), method)?;
-    scope.set_item(
-        intern!(py, "scheme"),
-        if req.scheme == "https" {
-            intern!(py, "https")
-        } else {
-            intern!(py, "http")
-        },
-    )?;
+    // The template holds HTTP/1.1, GET, http and an empty query string.
+    match head.version {
+        Version::HTTP_10 => scope.set_item(intern!(py, "http_version"), intern!(py, "1.0"))?,
+        Version::HTTP_2 => scope.set_item(intern!(py, "http_version"), intern!(py, "2"))?,
+        _ => {}
+    }
+    match head.method {
+        http::Method::GET => {}
+        http::Method::POST => scope.set_item(intern!(py, "method"), intern!(py, "POST"))?,
+        _ => scope.set_item(intern!(py, "method"), head.method.as_str())?,
+    }
+    if req.scheme == "https" {
+        scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?;
+    }
     let raw_path = head.uri.path();
     // ASGI: `path` is the full path below the server, so it includes `root_path`.
     if ctx.root_path.is_empty() && !raw_path.contains('%') {
-        scope.set_item(intern!(py, "path"), raw_path)?;
+        scope.set_item(intern!(py, "path"), crate::pyhelpers::ascii_str(py, raw_path)?)?;
     } else {
         let decoded: Vec<u8> = percent_encoding::percent_decode(raw_path.as_bytes()).collect();
         let path = format!("{}{}", ctx.root_path, String::from_utf8_lossy(&decoded));
         scope.set_item(intern!(py, "path"), path)?;
     }
     scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
-    scope.set_item(
-        intern!(py, "query_string"),
-        PyBytes::new(py, head.uri.query().unwrap_or("").as_bytes()),
-    )?;
+    if let Some(q) = head.uri.query() {
+        scope.set_item(intern!(py, "query_string"), PyBytes::new(py, q.as_bytes()))?;
+    }
     let headers = PyList::empty(py);
     for (name, value) in &head.headers {
         let pair = PyTuple::new(

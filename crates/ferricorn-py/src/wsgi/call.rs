@@ -30,22 +30,23 @@ pub(crate) struct Continuation {
 pub(crate) fn run<'py>(
     py: Python<'py>,
     shared: &Shared,
-    req: Request,
+    req: &mut Request,
     handover: Handover,
     inline: bool,
 ) -> (Option<Bound<'py, StartResponse>>, Option<Continuation>) {
-    let uri = req.head.uri.clone();
     let hints = req.early_hints.clone();
     let responder = match Bound::new(py, StartResponse::new(handover, shared.cfg.high_water, hints)) {
         Ok(r) => r,
         Err(e) => {
+            let uri = &req.head.uri;
             ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
             return (None, None);
         }
     };
-    let cont = match serve(py, shared, req, &responder, &uri, inline) {
+    let cont = match serve(py, shared, req, &responder, inline) {
         Ok(cont) => cont,
         Err(e) => {
+            let uri = &req.head.uri;
             ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
             responder.borrow_mut().send_error(500, "Internal Server Error");
             None
@@ -75,14 +76,15 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
 fn serve(
     py: Python<'_>,
     shared: &Shared,
-    mut req: Request,
+    req: &mut Request,
     responder: &Bound<'_, StartResponse>,
-    uri: &http::Uri,
     inline: bool,
 ) -> PyResult<Option<Continuation>> {
     let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
+    let req = &*req;
+    let uri = &req.head.uri;
     let input = Bound::new(py, InputStream::new(body))?;
-    let environ = match environ::build(py, shared, &req, input.clone())? {
+    let environ = match environ::build(py, shared, req, input.clone())? {
         Ok(env) => env,
         Err(e) => {
             ferricorn_core::error!("Error handling request {uri}: {}", e.detail);
@@ -92,13 +94,12 @@ fn serve(
     };
     let hook_req = match &shared.cfg.hooks {
         Some(hooks) => {
-            let r = hooks.request_object(py, &req)?;
+            let r = hooks.request_object(py, req)?;
             hooks.pre_request(py, &r);
             Some(r)
         }
         None => None,
     };
-    drop(req);
     let post = |py: Python<'_>| {
         if let (Some(hooks), Some(r)) = (&shared.cfg.hooks, &hook_req) {
             hooks.post_request(py, r, &environ, responder);

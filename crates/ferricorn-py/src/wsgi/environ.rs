@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::{InputStream, Shared};
-use crate::pyhelpers::LastStr;
+use crate::pyhelpers::{ascii_str, LastStr};
 
 use ferricorn_core::request::latin1;
 
@@ -18,7 +18,8 @@ pub struct EnvironError {
 }
 
 /// The environ every request starts from: the values that never change, the usual value
-/// of a few that may (`QUERY_STRING`, `SERVER_PROTOCOL`, `wsgi.url_scheme`), and a
+/// of a few that may (`REQUEST_METHOD`, `QUERY_STRING`, `SERVER_PROTOCOL`,
+/// `wsgi.url_scheme`), and a
 /// placeholder for every key each request sets. A copy of it is one memcpy of a hash
 /// table with room left for the request's headers (see `make_room`), where building the
 /// dict key by key grows it three times.
@@ -31,7 +32,6 @@ pub fn template(
 ) -> PyResult<Py<PyDict>> {
     let env = PyDict::new(py);
     for key in [
-        intern!(py, "REQUEST_METHOD"),
         intern!(py, "PATH_INFO"),
         intern!(py, "RAW_URI"),
         intern!(py, "REQUEST_URI"),
@@ -42,6 +42,7 @@ pub fn template(
     ] {
         env.set_item(key, py.None())?;
     }
+    env.set_item(intern!(py, "REQUEST_METHOD"), intern!(py, "GET"))?;
     env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
     env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
     env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
@@ -112,23 +113,22 @@ pub fn build<'py>(
         }));
     };
 
-    let method = match head.method {
-        http::Method::GET => intern!(py, "GET").clone(),
-        http::Method::POST => intern!(py, "POST").clone(),
-        http::Method::HEAD => intern!(py, "HEAD").clone(),
-        _ => PyString::new(py, head.method.as_str()),
-    };
-    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+    match head.method {
+        http::Method::GET => {} // the template's
+        http::Method::POST => env.set_item(intern!(py, "REQUEST_METHOD"), intern!(py, "POST"))?,
+        http::Method::HEAD => env.set_item(intern!(py, "REQUEST_METHOD"), intern!(py, "HEAD"))?,
+        _ => env.set_item(intern!(py, "REQUEST_METHOD"), head.method.as_str())?,
+    }
     if forwarded_script.is_some() {
         env.set_item(intern!(py, "SCRIPT_NAME"), script_name.as_str())?;
     }
-    env.set_item(intern!(py, "PATH_INFO"), &*path_info)?;
+    env.set_item(intern!(py, "PATH_INFO"), ascii_str(py, &path_info)?)?;
     match head.uri.query() {
         Some(q) if !q.is_ascii() => env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()))?,
-        Some(q) => env.set_item(intern!(py, "QUERY_STRING"), q)?,
+        Some(q) => env.set_item(intern!(py, "QUERY_STRING"), ascii_str(py, q)?)?,
         None => {} // the template's ""
     }
-    let raw_uri = PyString::new(py, &raw_uri);
+    let raw_uri = ascii_str(py, &raw_uri)?;
     env.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
     // `intern!` caches the object; `PyString::intern` would look it up on every request.
@@ -170,7 +170,7 @@ pub fn build<'py>(
         (Some(client), Some(text)) if Some(client) == conn.peer => {
             env.set_item(intern!(py, "REMOTE_ADDR"), REMOTE_ADDR.get(py, &text.ip))?;
             if client.port() != 0 {
-                env.set_item(intern!(py, "REMOTE_PORT"), text.port.as_str())?;
+                env.set_item(intern!(py, "REMOTE_PORT"), ascii_str(py, &text.port)?)?;
             }
         }
         (Some(peer), _) => {
@@ -203,9 +203,9 @@ pub fn build<'py>(
     while let Some((name, first)) = headers.next() {
         let n = name.as_str();
         let repeated = headers.peek().is_some_and(|(next, _)| *next == name);
-        let value = match (repeated, std::str::from_utf8(first.as_bytes())) {
+        let value = match first.to_str() {
             // One ASCII value, the common case: straight into a Python str.
-            (false, Ok(v)) if v.is_ascii() => PyString::new(py, v),
+            Ok(v) if !repeated => ascii_str(py, v)?,
             _ => {
                 let mut value = latin1(first.as_bytes());
                 while let Some((_, v)) = headers.next_if(|(next, _)| *next == name) {

@@ -204,8 +204,8 @@ impl WsgiBridge {
                             clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
                             match work {
                                 Work::Request(job) => {
-                                    let Job { req, reply } = *job;
-                                    call::run(py, &shared, req, Handover::Channel(reply), false);
+                                    let Job { mut req, reply } = *job;
+                                    call::run(py, &shared, &mut req, Handover::Channel(reply), false);
                                 }
                                 Work::Continue(cont) => call::resume(py, &shared, cont),
                             }
@@ -227,7 +227,7 @@ impl WsgiBridge {
     /// the response comes back as the call's value. Only for complete requests, so the app
     /// never waits for the client here; a response that is not a plain list is finished
     /// by an app thread.
-    fn call_inline(&self, req: Request) -> Reply {
+    fn call_inline(&self, mut req: Request) -> Reply {
         let io_index = self.clock.0.len() - 1;
         MY_CLOCK.with(|c| {
             if c.borrow().is_none() {
@@ -238,7 +238,7 @@ impl WsgiBridge {
         ON_IO_THREAD.with(|f| f.set(true));
         INLINE_CONN.store(req.conn.fd, Ordering::Release);
         let (reply, cont) = Python::attach(|py| {
-            let (responder, cont) = call::run(py, &self.shared, req, Handover::Keep, true);
+            let (responder, cont) = call::run(py, &self.shared, &mut req, Handover::Keep, true);
             let Some(responder) = responder else {
                 return (Reply::Ready(app_failed()), None);
             };
