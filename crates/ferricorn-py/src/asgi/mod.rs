@@ -145,7 +145,8 @@ pub(crate) struct LoopCtx {
     pub create_task: Py<PyAny>,
     /// `asyncio.Task` and the loop's `get_task_factory` (see `TaskMaker`).
     pub task_type: Py<PyAny>,
-    /// `Task`'s keyword arguments: a name, before Python 3.12 (see `task_kwargs`).
+    /// `Task`'s keyword arguments before Python 3.12: the loop and a name (see
+    /// `task_kwargs`).
     pub task_kwargs: Option<Py<PyDict>>,
     pub get_task_factory: Py<PyAny>,
     pub create_future: Py<PyAny>,
@@ -274,15 +275,19 @@ fn start_websocket(
     Ok(())
 }
 
-/// Before Python 3.12 a task without a name formats `Task-<n>` as it is made, with
-/// `sprintf` (~1,000 instructions, a fifth of the task's cost); 3.12 defers that until
-/// the name is asked for. Requests' tasks are named `ferricorn.request` there, from one
-/// keyword dict made here (and read, never changed, by `Task.__init__`).
-fn task_kwargs(py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+/// Before Python 3.12 a task made without its loop finds the running loop with a
+/// `getpid()` system call (the check that the loop belongs to this process), and a task
+/// without a name formats `Task-<n>` as it is made, with `sprintf` (~1,000
+/// instructions, a fifth of the task's cost). 3.12 checks neither way: it resets the
+/// running loop in a forked child instead, and formats names when asked. Before 3.12,
+/// requests' tasks get the loop and the name `ferricorn.request` from one keyword dict
+/// made here (read, never changed, by `Task.__init__`).
+fn task_kwargs(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyDict>>> {
     if py.version_info() >= (3, 12) {
         return Ok(None);
     }
     let kwargs = PyDict::new(py);
+    kwargs.set_item("loop", event_loop)?;
     kwargs.set_item("name", pyo3::intern!(py, "ferricorn.request"))?;
     Ok(Some(kwargs.unbind()))
 }
@@ -402,7 +407,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
             .and_then(|m| m.getattr("Task"))
             .map_err(err)?
             .unbind(),
-        task_kwargs: task_kwargs(py).map_err(err)?,
+        task_kwargs: task_kwargs(py, &event_loop).map_err(err)?,
         get_task_factory: event_loop.getattr("get_task_factory").map_err(err)?.unbind(),
         cancel_later: helpers
             .getattr("cancel_later")
