@@ -2,9 +2,10 @@
 //! finish the response headers.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
-use ferricorn_core::request::check_head;
+use ferricorn_core::request::{check_head, Accepted};
 use http::{header, HeaderValue, Response};
 use hyper::body::Incoming;
 
@@ -14,12 +15,16 @@ use crate::conn::{ClientGone, ConnState, EarlyHints};
 use crate::serve::Shared;
 use crate::{error_page, BoxFuture, ConnInfo, Reply, Request, ResponseBody};
 
-pub(crate) async fn handle(
+/// Serves one request. Everything up to the app call runs when hyper hands the request
+/// over; the future returned holds only what is left once the response exists (a
+/// future made by an `async fn` would also keep the 264-byte request it was given, for
+/// as long as it lives, in the space hyper keeps per connection).
+pub(crate) fn handle(
     mut req: hyper::Request<Incoming>,
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
     state: Arc<ConnState>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
     state.request_started();
     let meter = ferricorn_core::metrics::enabled().then(|| crate::body::Meter::start(req.method().clone()));
     let cfg = &shared.config;
@@ -54,14 +59,30 @@ pub(crate) async fn handle(
     } else {
         None
     };
-    let mut resp = match (framing_error, switched) {
-        (Some(detail), _) => reject(&info, 400, detail),
-        (None, Some(resp)) => resp,
-        // Boxed: hyper keeps the space for this future for the connection's whole life, so
-        // the request's state (large: the app call, the deadline, the admission) lives in
-        // an allocation freed with the request instead of on every idle connection.
-        (None, None) => Box::pin(respond(req, &shared, info, &state)).await,
+    let started = match (framing_error, switched) {
+        (Some(detail), _) => Started::Done(reject(&info, 400, detail)),
+        (None, Some(resp)) => Started::Done(resp),
+        (None, None) => start(req, &shared, info, &state),
     };
+    async move {
+        let mut resp = match started {
+            Started::Done(resp) => resp,
+            Started::Waiting(wait) => wait.await,
+        };
+        finish(&mut resp, &shared, state, access, meter);
+        Ok(resp)
+    }
+}
+
+/// The server's part of every response: `Connection: close` when the worker stops,
+/// `Server`, the access log and metrics, the connection's bookkeeping.
+fn finish(
+    resp: &mut Response<ResponseBody>,
+    shared: &Shared,
+    state: Arc<ConnState>,
+    access: Option<Box<Pending>>,
+    meter: Option<crate::body::Meter>,
+) {
     // The response that reaches --max-requests is the worker's last on this
     // connection: say so, as Gunicorn's force_close() does, so the client does not
     // send another request to a worker on its way out.
@@ -75,7 +96,7 @@ pub(crate) async fn handle(
         state.mark_upgraded();
     }
     if let Some(mut access) = access {
-        access.response(&resp);
+        access.response(resp);
         resp.body_mut().log_on_finish(access);
     }
     if let Some(mut meter) = meter {
@@ -83,17 +104,37 @@ pub(crate) async fn handle(
         resp.body_mut().measure(meter);
     }
     resp.body_mut().attach(state);
-    Ok(resp)
 }
 
-async fn respond(
-    req: hyper::Request<Incoming>,
-    shared: &Arc<Shared>,
+/// What the front end made of a request: its response, or a future of it.
+// Not boxed: `Done` is the path that allocates nothing; it is moved once into the
+// request's future.
+#[allow(clippy::large_enum_variant)]
+enum Started {
+    Done(Response<ResponseBody>),
+    /// A body to read first, or an app that answers later. Boxed: hyper keeps the space
+    /// for the request future for the connection's whole life, so what a wait holds (the
+    /// request, the deadline, the admission) lives in an allocation freed with the
+    /// request instead of on every idle connection. A request answered during the call
+    /// (inline WSGI) needs no allocation at all.
+    Waiting(BoxFuture<Response<ResponseBody>>),
+}
+
+/// A request that passed the head checks, on its way to the app.
+struct Checked {
+    head: http::request::Parts,
     info: Arc<ConnInfo>,
-    state: &Arc<ConnState>,
-) -> Response<ResponseBody> {
+    accepted: Accepted,
+    scheme: &'static str,
+    client: Option<std::net::SocketAddr>,
+    trusted_proxy: bool,
+}
+
+/// Checks the head, then calls the app, without waiting for anything unless the body
+/// must be read first or the app answers later.
+fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo>, state: &Arc<ConnState>) -> Started {
     let cfg = &shared.config;
-    let (mut head, incoming) = req.into_parts();
+    let (head, incoming) = req.into_parts();
     let accepted = match check_head(
         &head.method,
         &head.uri,
@@ -103,12 +144,12 @@ async fn respond(
         cfg.permit_unconventional_method,
     ) {
         Ok(a) => a,
-        Err(rej) => return reject(&info, rej.status, &rej.detail),
+        Err(rej) => return Started::Done(reject(&info, rej.status, &rej.detail)),
     };
     // hyper turns any 2xx answer to CONNECT into a tunnel and writes nothing, so the
     // app (which Gunicorn would call) could never answer it: refuse it plainly.
     if head.method == http::Method::CONNECT {
-        return reject(&info, 501, "CONNECT is not supported");
+        return Started::Done(reject(&info, 501, "CONNECT is not supported"));
     }
     let trusted_proxy = cfg.forwarded_allow.allows(info.peer.map(|p| p.ip()));
     if cfg.refuse_underscore_headers {
@@ -117,12 +158,12 @@ async fn respond(
             .keys()
             .find(|k| k.as_str().contains('_') && !(trusted_proxy && cfg.forwarder_headers.allows(k.as_str())))
         {
-            return reject(&info, 400, &format!("invalid header name {name}"));
+            return Started::Done(reject(&info, 400, &format!("invalid header name {name}")));
         }
     }
     if let Some(files) = &cfg.static_files {
         if let Some(resp) = files.serve(&head) {
-            return resp;
+            return Started::Done(resp);
         }
     }
     let mut scheme = info.scheme;
@@ -130,7 +171,7 @@ async fn respond(
         match ferricorn_core::proxy::forwarded_scheme(&head.headers, &cfg.secure_scheme_headers) {
             Ok(Some(s)) => scheme = s,
             Ok(None) => {}
-            Err(rej) => return reject(&info, rej.status, &rej.detail),
+            Err(rej) => return Started::Done(reject(&info, rej.status, &rej.detail)),
         }
     }
     let mut client = info.peer;
@@ -141,33 +182,72 @@ async fn respond(
             client = fwd.client.or(client);
         }
     }
-    let body = if accepted.has_body {
-        let mut body = RequestBody::streaming(incoming, cfg.limits.body, cfg.body_read_timeout);
-        // Small bodies are read here, on the I/O thread, so a client trickling its
-        // upload never holds an application thread. With `Expect: 100-continue` the
-        // body is left for the app: hyper sends 100 only when the app starts reading.
-        if !accepted.expects_continue {
-            if let Err(e) = body.prebuffer(cfg.prebuffer).await {
-                return reject(&info, e.status(), &e.to_string());
-            }
-        }
-        // Bytes hyper decoded without complaint, but Gunicorn refuses (and a proxy in
-        // front might frame differently): never hand such a body to the app.
-        if let Some(v) = state.body_violation() {
-            return reject(&info, 400, &format!("Invalid chunked body: {v}"));
-        }
-        body.watch_framing(state.clone());
-        body
-    } else {
-        RequestBody::empty()
+    let checked = Checked {
+        head,
+        info,
+        accepted,
+        scheme,
+        client,
+        trusted_proxy,
     };
+    if !accepted.has_body {
+        return call_app(checked, RequestBody::empty(), shared, state);
+    }
+    let mut body = RequestBody::streaming(incoming, cfg.limits.body, cfg.body_read_timeout);
+    // With `Expect: 100-continue` the body is left for the app: hyper sends 100 only
+    // when the app starts reading.
+    if accepted.expects_continue {
+        if let Some(refused) = refuse_body(&mut body, &checked.info, state) {
+            return Started::Done(refused);
+        }
+        return call_app(checked, body, shared, state);
+    }
+    // Small bodies are read here, on the I/O thread, so a client trickling its upload
+    // never holds an application thread.
+    let (shared, state) = (shared.clone(), state.clone());
+    Started::Waiting(Box::pin(async move {
+        if let Err(e) = body.prebuffer(shared.config.prebuffer).await {
+            return reject(&checked.info, e.status(), &e.to_string());
+        }
+        if let Some(refused) = refuse_body(&mut body, &checked.info, &state) {
+            return refused;
+        }
+        match call_app(checked, body, &shared, &state) {
+            Started::Done(resp) => resp,
+            Started::Waiting(wait) => wait.await,
+        }
+    }))
+}
+
+/// Bytes hyper decoded without complaint, but Gunicorn refuses (and a proxy in front
+/// might frame differently): never hand such a body to the app. Otherwise the body
+/// keeps watching its framing while the app reads it.
+fn refuse_body(body: &mut RequestBody, info: &ConnInfo, state: &Arc<ConnState>) -> Option<Response<ResponseBody>> {
+    if let Some(v) = state.body_violation() {
+        return Some(reject(info, 400, &format!("Invalid chunked body: {v}")));
+    }
+    body.watch_framing(state.clone());
+    None
+}
+
+/// Hands the request to the app.
+fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &Arc<ConnState>) -> Started {
+    let cfg = &shared.config;
     let admission = match cfg.max_queued {
         Some(queued) => match shared.admissions.admit(cfg.app_threads + queued) {
             Some(a) => Some(a),
-            None => return crate::overload::overloaded(),
+            None => return Started::Done(crate::overload::overloaded()),
         },
         None => None,
     };
+    let Checked {
+        mut head,
+        info,
+        accepted,
+        scheme,
+        client,
+        trusted_proxy,
+    } = checked;
     // A WebSocket session outlives hyper's connection: it registers with the drain. Only
     // an upgrade request can start one (and filling the extensions map costs every other
     // request an allocation).
@@ -187,7 +267,11 @@ async fn respond(
         state: state.clone(),
         fd,
     });
-    let hints_enabled = early_hints.is_some();
+    let ending = Ending {
+        hints_enabled: early_hints.is_some(),
+        admission,
+        force_close: accepted.force_close,
+    };
     let request = Request {
         head,
         client_gone: ClientGone(state.clone()),
@@ -198,21 +282,39 @@ async fn respond(
         client,
         early_hints,
     };
-    let mut resp = match crate::conn::in_call(|| shared.app.call(request)) {
-        Reply::Ready(resp) => resp,
-        Reply::Later(call) => wait_for_app(call, shared, state, hints_enabled, log_as).await,
-    };
-    if hints_enabled {
-        state.close_interim();
+    match crate::conn::in_call(|| shared.app.call(request)) {
+        Reply::Ready(resp) => Started::Done(ending.apply(resp, state)),
+        Reply::Later(call) => {
+            let (shared, state) = (shared.clone(), state.clone());
+            Started::Waiting(Box::pin(async move {
+                let resp = wait_for_app(call, &shared, &state, ending.hints_enabled, log_as).await;
+                ending.apply(resp, &state)
+            }))
+        }
     }
-    if let Some(a) = admission {
-        resp.body_mut().hold(a);
+}
+
+/// What is left to do once the app's response is there.
+struct Ending {
+    hints_enabled: bool,
+    admission: Option<crate::overload::Admission>,
+    force_close: bool,
+}
+
+impl Ending {
+    fn apply(self, mut resp: Response<ResponseBody>, state: &ConnState) -> Response<ResponseBody> {
+        if self.hints_enabled {
+            state.close_interim();
+        }
+        if let Some(a) = self.admission {
+            resp.body_mut().hold(a);
+        }
+        if self.force_close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
-    if accepted.force_close {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
 }
 
 /// Waits for a response the app gives later, answering in its place if the worker is

@@ -66,14 +66,24 @@ pub fn template(
 /// Grows the template's hash table ahead of the keys every request adds. CPython copies
 /// a dict by cloning its table at the same size (when at most a third of its entries are
 /// deleted ones), so a template filled to the brim gives copies that must grow, a rehash
-/// of every key, on the first header set. Adding a few placeholder keys makes the table
-/// grow once here; deleting them again leaves that room in every copy. The contents are
-/// unchanged; only the table's size differs.
+/// of every key, on the first header set. Placeholder keys are added one at a time until
+/// the table grows once (its size, as `sys.getsizeof` reports it, changes), then deleted:
+/// every copy has that room. The fewest placeholders leave the most room, since a deleted
+/// entry keeps its slot in the copies. The contents are unchanged; only the table's size
+/// differs.
 fn make_room(py: Python<'_>, env: &Bound<'_, PyDict>) -> PyResult<()> {
+    let getsizeof = py.import("sys")?.getattr("getsizeof")?;
+    let size = |d: &Bound<'_, PyDict>| -> PyResult<usize> { getsizeof.call1((d,))?.extract() };
+    let before = size(env)?;
     // Deleted entries must stay under a third of all for the copy to clone the table.
-    let pads: Vec<String> = (0..env.len() / 2).map(|i| format!("ferricorn.pad.{i}")).collect();
-    for pad in &pads {
-        env.set_item(pad, py.None())?;
+    let mut pads = Vec::new();
+    for i in 0..env.len() / 2 {
+        let pad = format!("ferricorn.pad.{i}");
+        env.set_item(&pad, py.None())?;
+        pads.push(pad);
+        if size(env)? != before {
+            break;
+        }
     }
     for pad in &pads {
         env.del_item(pad)?;
