@@ -181,8 +181,9 @@ impl Drain {
         while let Ok(event) = self.mailbox.rx.try_recv() {
             match event {
                 Event::Request(job) => {
-                    let (req, reply, shared) = *job;
-                    if let Err(e) = start_request(py, &mut tasks, req, reply, shared) {
+                    // The request is read in its box (a move would copy its 472 bytes).
+                    let (reply, shared) = (job.1, job.2);
+                    if let Err(e) = start_request(py, &mut tasks, &job.0, reply, shared) {
                         ferricorn_core::error!(
                             "Error starting the ASGI application\n{}",
                             crate::pyhelpers::format_exception(py, &e)
@@ -236,12 +237,12 @@ impl TaskMaker<'_> {
 fn start_request(
     py: Python<'_>,
     tasks: &mut TaskMaker<'_>,
-    req: Request,
+    req: &Request,
     reply: Reply,
     shared: Arc<CycleShared>,
 ) -> PyResult<()> {
     let ctx = tasks.ctx;
-    let scope = scope::http_scope(py, ctx, &req)?;
+    let scope = scope::http_scope(py, ctx, req)?;
     let cycle = Bound::new(
         py,
         HttpCycle::new(
