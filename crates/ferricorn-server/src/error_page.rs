@@ -10,6 +10,11 @@ use crate::body::ResponseBody;
 #[derive(Debug, Clone, Copy)]
 pub struct ServerErrorPage;
 
+/// The 500 for a request the application never answered (its thread or task is gone).
+pub fn not_answered() -> Response<ResponseBody> {
+    response(500, "the application did not respond", true)
+}
+
 /// A complete error response; `close` adds `Connection: close`.
 pub fn response(status: u16, detail: &str, close: bool) -> Response<ResponseBody> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -181,6 +181,19 @@ pub enum Reply {
     Later(BoxFuture<http::Response<ResponseBody>>),
 }
 
+impl Reply {
+    /// The response a bridge will send on `rx` from its own thread or task.
+    pub fn channel(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> Self {
+        Reply::Later(Box::pin(answer(rx)))
+    }
+}
+
+/// The response sent on `rx`; a sender dropped unanswered (the bridge's thread or task
+/// is gone) is answered with a 500.
+pub async fn answer(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> http::Response<ResponseBody> {
+    rx.await.unwrap_or_else(|_| error_page::not_answered())
+}
+
 /// An application bridge. `call` must not block on the client or on other requests: it
 /// either finishes the response at once or hands the request to the bridge's own
 /// execution context and returns a future of the response.

@@ -17,7 +17,7 @@ mod websocket;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
-use ferricorn_server::{error_page, App, Request, ResponseBody};
+use ferricorn_server::{App, Request, ResponseBody};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -457,10 +457,7 @@ impl App for AsgiBridge {
             let rt = tokio::runtime::Handle::current();
             self.mailbox
                 .post(Event::WebSocket(Box::new((req, reply, handshake, shared, rt))));
-            return ferricorn_server::Reply::Later(Box::pin(async move {
-                rx.await
-                    .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true))
-            }));
+            return ferricorn_server::Reply::channel(rx);
         }
         self.replies.ensure_pump();
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
@@ -471,9 +468,7 @@ impl App for AsgiBridge {
         self.mailbox
             .post_batched(Event::Request(Box::new((req, reply, shared))));
         ferricorn_server::Reply::Later(Box::pin(async move {
-            let resp = rx
-                .await
-                .unwrap_or_else(|_| error_page::response(500, "the application did not respond", true));
+            let resp = ferricorn_server::answer(rx).await;
             gone.disarm();
             resp
         }))

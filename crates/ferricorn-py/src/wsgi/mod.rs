@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ferricorn_core::settings::Settings;
-use ferricorn_server::{error_page, App, BoxFuture, Reply, Request, ResponseBody};
+use ferricorn_server::{error_page, App, Reply, Request, ResponseBody};
 use pyo3::prelude::*;
 use response::Handover;
 
@@ -240,7 +240,7 @@ impl WsgiBridge {
         let (reply, cont) = Python::attach(|py| {
             let (responder, cont) = call::run(py, &self.shared, &mut req, Handover::Keep, true);
             let Some(responder) = responder else {
-                return (Reply::Ready(app_failed()), None);
+                return (Reply::Ready(error_page::not_answered()), None);
             };
             let mut responder = responder.borrow_mut();
             let reply = match responder.take_kept() {
@@ -248,9 +248,9 @@ impl WsgiBridge {
                 None if cont.is_some() => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     responder.hand_over_later(tx);
-                    Reply::Later(later(rx))
+                    Reply::channel(rx)
                 }
-                None => Reply::Ready(app_failed()),
+                None => Reply::Ready(error_page::not_answered()),
             };
             (reply, cont)
         });
@@ -279,17 +279,8 @@ impl App for WsgiBridge {
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
         match self.jobs.send(Work::Request(Box::new(Job { req, reply }))) {
-            Ok(()) => Reply::Later(later(rx)),
+            Ok(()) => Reply::channel(rx),
             Err(_) => Reply::Ready(error_page::response(500, "application threads are gone", true)),
         }
     }
-}
-
-/// The response an app thread will hand over.
-fn later(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> BoxFuture<http::Response<ResponseBody>> {
-    Box::pin(async move { rx.await.unwrap_or_else(|_| app_failed()) })
-}
-
-fn app_failed() -> http::Response<ResponseBody> {
-    error_page::response(500, "the application did not respond", true)
 }
