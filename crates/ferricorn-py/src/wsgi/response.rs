@@ -165,11 +165,10 @@ impl StartResponse {
     }
 
     fn set_headers(&mut self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        let status_str = status
+        let status = status
             .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("status must be a str"))?
-            .to_str()?;
-        let (code, reason) = parse_status(status_str)?;
+            .map_err(|_| PyTypeError::new_err("status must be a str"))?;
+        let (code, reason) = parse_status(status.to_str()?)?;
         let mut head = ResponseHead::new(code, reason).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let not_a_list = || PyTypeError::new_err("headers must be a list of (name, value) tuples");
         for item in headers.try_iter().map_err(|_| not_a_list())? {
@@ -202,7 +201,7 @@ impl StartResponse {
             )?;
         }
         self.head = Some(head);
-        self.status = Some(status.cast::<PyString>()?.clone().unbind());
+        self.status = Some(status.clone().unbind());
         self.headers = Some(headers.clone().unbind());
         Ok(())
     }
