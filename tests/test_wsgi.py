@@ -782,3 +782,40 @@ def test_wsgi_errors_reach_the_log(start_server):
     wait_log(srv, f"errors-write {t}")
     wait_log(srv, f"errors-line1 {t}")
     wait_log(srv, f"errors-line2 {t}")
+
+
+def test_threads_1_writes_each_response_as_its_app_returns(start_server):
+    """With --threads 1 the apps of requests that arrive together run one after another
+    on the I/O thread, in one batch; each response must still go out when its app
+    returns, not when the whole batch has run."""
+    srv = start_server("arb_app:app", "-w", "1", "--threads", "1")
+    n, nap = 6, 0.15
+    socks = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(n)]
+    arrived = [None] * n
+
+    def wait_answer(i):
+        data = b""
+        while b"slept" not in data:
+            chunk = socks[i].recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        arrived[i] = time.monotonic() if b"slept" in data else None
+
+    readers = [threading.Thread(target=wait_answer, args=(i,)) for i in range(n)]
+    for t in readers:
+        t.start()
+    t0 = time.monotonic()
+    for s in socks:
+        s.sendall(f"GET /sleep?{nap} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    for t in readers:
+        t.join(15)
+    for s in socks:
+        s.close()
+    assert all(a is not None for a in arrived), (arrived, srv.log())
+    times = sorted(a - t0 for a in arrived)
+    # One call at a time (Gunicorn's sync semantics): the last answer needs every nap.
+    assert times[-1] >= n * nap * 0.9, times
+    # The first answer came after its own nap, not after the others'.
+    assert times[0] < 3 * nap, times
+    assert times[n // 2] < times[-1] - nap, times

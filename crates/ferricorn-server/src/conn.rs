@@ -71,9 +71,10 @@ thread_local! {
     static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` (the bridge's `call`) marked as inline: early hints sent during it may go
-/// straight to the socket (see [`EarlyHints::send`]).
-pub(crate) fn in_call<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f` (the bridge's `call`, or an app the bridge runs on this I/O thread while
+/// the request's connection waits for it) marked as inline: early hints sent during it
+/// may go straight to the socket (see [`EarlyHints::send`]).
+pub fn in_call<R>(f: impl FnOnce() -> R) -> R {
     IN_CALL.with(|c| c.set(true));
     let r = f();
     IN_CALL.with(|c| c.set(false));

@@ -65,7 +65,7 @@ pub mod websocket;
 
 pub use balance::AcceptBalance;
 pub use body::{BodyError, RequestBody, ResponseBody};
-pub use conn::{ClientGone, EarlyHints};
+pub use conn::{in_call, ClientGone, EarlyHints};
 pub use listener::Listener;
 pub use response_head::{HeadError, ResponseHead};
 pub use serve::{serve, Http2Options, ServeOutcome, ServerConfig, StopSignal};
@@ -174,8 +174,8 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 // the value is moved once, straight into the response being finished.
 #[allow(clippy::large_enum_variant)]
 pub enum Reply {
-    /// The response, finished during the call itself (a WSGI app run on the I/O thread):
-    /// no future, no channel, nothing left to wait for.
+    /// The response, finished during the call itself (a bridge's refusal, an app written
+    /// in Rust): no future, no channel, nothing left to wait for.
     Ready(http::Response<ResponseBody>),
     /// The response to come from the bridge's own execution context.
     Later(BoxFuture<http::Response<ResponseBody>>),

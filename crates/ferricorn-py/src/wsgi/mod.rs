@@ -86,9 +86,27 @@ pub(crate) enum Work {
 pub struct WsgiBridge {
     jobs: crossbeam_channel::Sender<Work>,
     clock: Arc<CallClock>,
+    /// Runs complete requests on the I/O thread (`threads == 1`).
+    inline: Option<Arc<InlineRunner>>,
+}
+
+/// How long the I/O thread runs queued apps before it lets the connections whose
+/// responses are ready write them.
+const INLINE_BATCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// `--threads 1`: complete requests run on the I/O thread, in batches. The connections
+/// made ready by one `epoll` round queue their requests; one task then runs them all
+/// under one GIL acquisition, and the connections write their responses after it. Running
+/// each app as its connection is polled instead alternates hyper's and the interpreter's
+/// code and data on the core for every request, and each evicts the other from the caches.
+struct InlineRunner {
     shared: Arc<Shared>,
-    /// Run the app on the I/O thread when the request is complete (`threads == 1`).
-    inline: bool,
+    clock: Arc<CallClock>,
+    /// Where a response that is not a plain list is finished.
+    jobs: crossbeam_channel::Sender<Work>,
+    queue: std::sync::Mutex<Vec<Job>>,
+    ready: tokio::sync::Notify,
+    spawned: std::sync::atomic::AtomicBool,
 }
 
 /// When each app thread's current call started (ms since the epoch; 0 = idle), for the
@@ -215,19 +233,89 @@ impl WsgiBridge {
                 })
                 .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
         }
+        let inline = (threads == 1 && cfg_inline).then(|| {
+            Arc::new(InlineRunner {
+                shared: shared.clone(),
+                clock: clock.clone(),
+                jobs: tx.clone(),
+                queue: std::sync::Mutex::new(Vec::new()),
+                ready: tokio::sync::Notify::new(),
+                spawned: std::sync::atomic::AtomicBool::new(false),
+            })
+        });
         Ok(Self {
             jobs: tx,
             clock,
-            shared,
-            inline: threads == 1 && cfg_inline,
+            inline,
         })
     }
 
-    /// Runs a request on the calling (I/O) thread: no thread hop, one GIL acquisition, and
-    /// the response comes back as the call's value. Only for complete requests, so the app
-    /// never waits for the client here; a response that is not a plain list is finished
-    /// by an app thread.
-    fn call_inline(&self, mut req: Request) -> Reply {
+    pub fn clock(&self) -> Arc<CallClock> {
+        self.clock.clone()
+    }
+}
+
+impl InlineRunner {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        // Nothing panics while holding it; a poisoned queue is still a valid queue.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a complete request; gives it back when there is no runtime to run the
+    /// queue on.
+    fn enqueue(self: &Arc<Self>, job: Job) -> Option<Job> {
+        if !self.spawned.load(Ordering::Relaxed) {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return Some(job);
+            };
+            self.spawned.store(true, Ordering::Relaxed);
+            rt.spawn(self.clone().run_batches());
+        }
+        let first = {
+            let mut queue = self.queue();
+            queue.push(job);
+            queue.len() == 1
+        };
+        if first {
+            self.ready.notify_one();
+        }
+        None
+    }
+
+    async fn run_batches(self: Arc<Self>) {
+        loop {
+            let mut batch = std::mem::take(&mut *self.queue());
+            if batch.is_empty() {
+                self.ready.notified().await;
+                continue;
+            }
+            let rest = Python::attach(|py| {
+                let started = std::time::Instant::now();
+                let mut jobs = batch.drain(..);
+                while let Some(job) = jobs.next() {
+                    self.run_one(py, job);
+                    if started.elapsed() >= INLINE_BATCH_BUDGET {
+                        return jobs.collect();
+                    }
+                }
+                Vec::new()
+            });
+            if !rest.is_empty() {
+                {
+                    let mut queue = self.queue();
+                    let newer = std::mem::replace(&mut *queue, rest);
+                    queue.extend(newer);
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// One request on the I/O thread. Only complete requests come here, so the app never
+    /// waits for the client; a response that is not a plain list is finished by an app
+    /// thread.
+    fn run_one(&self, py: Python<'_>, job: Job) {
+        let Job { mut req, reply } = job;
         let io_index = self.clock.0.len() - 1;
         MY_CLOCK.with(|c| {
             if c.borrow().is_none() {
@@ -237,23 +325,20 @@ impl WsgiBridge {
         self.clock.0[io_index].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
         ON_IO_THREAD.with(|f| f.set(true));
         INLINE_CONN.store(req.conn.fd, Ordering::Release);
-        let (reply, cont) = Python::attach(|py| {
-            let (responder, cont) = call::run(py, &self.shared, &mut req, Handover::Keep, true);
-            let Some(responder) = responder else {
-                return (Reply::Ready(error_page::not_answered()), None);
-            };
+        let (responder, cont) =
+            ferricorn_server::in_call(|| call::run(py, &self.shared, &mut req, Handover::Keep, true));
+        // A sender dropped unanswered is answered `not_answered` by the front end.
+        if let Some(responder) = responder {
             let mut responder = responder.borrow_mut();
-            let reply = match responder.take_kept() {
-                Some(resp) => Reply::Ready(resp),
-                None if cont.is_some() => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    responder.hand_over_later(tx);
-                    Reply::channel(rx)
+            match responder.take_kept() {
+                Some(resp) => {
+                    // The client may be gone: nobody to answer then.
+                    let _ = reply.send(resp);
                 }
-                None => Reply::Ready(error_page::not_answered()),
-            };
-            (reply, cont)
-        });
+                None if cont.is_some() => responder.hand_over_later(reply),
+                None => {}
+            }
+        }
         INLINE_CONN.store(-1, Ordering::Release);
         ON_IO_THREAD.with(|f| f.set(false));
         self.clock.0[io_index].store(0, Ordering::Relaxed);
@@ -264,21 +349,21 @@ impl WsgiBridge {
                 drop(e);
             }
         }
-        reply
-    }
-
-    pub fn clock(&self) -> Arc<CallClock> {
-        self.clock.clone()
     }
 }
 
 impl App for WsgiBridge {
     fn call(&self, req: Request) -> Reply {
-        if self.inline && req.body.is_complete() {
-            return self.call_inline(req);
-        }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        match self.jobs.send(Work::Request(Box::new(Job { req, reply }))) {
+        let job = Job { req, reply };
+        let job = match &self.inline {
+            Some(inline) if job.req.body.is_complete() => match inline.enqueue(job) {
+                None => return Reply::channel(rx),
+                Some(job) => job,
+            },
+            _ => job,
+        };
+        match self.jobs.send(Work::Request(Box::new(job))) {
             Ok(()) => Reply::channel(rx),
             Err(_) => Reply::Ready(error_page::response(500, "application threads are gone", true)),
         }
