@@ -284,12 +284,32 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
     };
     match crate::conn::in_call(|| shared.app.call(request)) {
         Reply::Ready(resp) => Started::Done(ending.apply(resp, state)),
-        Reply::Later(call) => {
-            let (shared, state) = (shared.clone(), state.clone());
-            Started::Waiting(Box::pin(async move {
-                let resp = wait_for_app(call, &shared, &state, ending.hints_enabled, log_as).await;
-                ending.apply(resp, &state)
-            }))
+        Reply::Later(call) => wait(Answer::Future(call), ending, shared, state, log_as),
+        Reply::Channel(rx) => wait(Answer::Channel(rx), ending, shared, state, log_as),
+    }
+}
+
+fn wait(answer: Answer, ending: Ending, shared: &Arc<Shared>, state: &Arc<ConnState>, log_as: String) -> Started {
+    let (shared, state) = (shared.clone(), state.clone());
+    Started::Waiting(Box::pin(async move {
+        let resp = wait_for_app(answer, &shared, &state, ending.hints_enabled, log_as).await;
+        ending.apply(resp, &state)
+    }))
+}
+
+/// Where the app's response will come from.
+enum Answer {
+    Future(BoxFuture<Response<ResponseBody>>),
+    Channel(tokio::sync::oneshot::Receiver<Response<ResponseBody>>),
+}
+
+impl Answer {
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Response<ResponseBody>> {
+        match self {
+            Answer::Future(f) => f.as_mut().poll(cx),
+            Answer::Channel(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| error_page::not_answered())),
         }
     }
 }
@@ -320,7 +340,7 @@ impl Ending {
 /// Waits for a response the app gives later, answering in its place if the worker is
 /// aborted or `--request-deadline` passes first.
 async fn wait_for_app(
-    mut call: BoxFuture<Response<ResponseBody>>,
+    mut answer: Answer,
     shared: &Shared,
     state: &ConnState,
     hints_enabled: bool,
@@ -330,7 +350,7 @@ async fn wait_for_app(
         if hints_enabled {
             state.register_interim_waker(cx.waker());
         }
-        call.as_mut().poll(cx)
+        answer.poll(cx)
     });
     let mut aborting = shared.aborting();
     let deadline = async {
@@ -340,6 +360,7 @@ async fn wait_for_app(
         }
     };
     tokio::select! {
+        biased;
         resp = call => resp,
         // The worker is being aborted (timeout): answer what has not started, as Gunicorn
         // does, instead of leaving the client with a reset.

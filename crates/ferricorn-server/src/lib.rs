@@ -179,12 +179,15 @@ pub enum Reply {
     Ready(http::Response<ResponseBody>),
     /// The response to come from the bridge's own execution context.
     Later(BoxFuture<http::Response<ResponseBody>>),
+    /// The response a bridge will send on this channel from its own thread or task (a
+    /// sender dropped unanswered is answered with a 500): `Later` without a boxed future.
+    Channel(tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>),
 }
 
 impl Reply {
     /// The response a bridge will send on `rx` from its own thread or task.
     pub fn channel(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> Self {
-        Reply::Later(Box::pin(answer(rx)))
+        Reply::Channel(rx)
     }
 }
 
