@@ -75,10 +75,15 @@ thread_local! {
 /// the request's connection waits for it) marked as inline: early hints sent during it
 /// may go straight to the socket (see [`EarlyHints::send`]).
 pub fn in_call<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_CALL.with(|c| c.set(false));
+        }
+    }
     IN_CALL.with(|c| c.set(true));
-    let r = f();
-    IN_CALL.with(|c| c.set(false));
-    r
+    let _reset = Reset;
+    f()
 }
 
 /// Sends informational responses (`103 Early Hints`) for the request being handled on

@@ -293,7 +293,14 @@ impl InlineRunner {
                 let started = std::time::Instant::now();
                 let mut jobs = batch.drain(..);
                 while let Some(job) = jobs.next() {
-                    self.run_one(py, job);
+                    // This task serves every later inline request: a bug that panics in
+                    // one request must not take it down. The request's reply sender is
+                    // dropped by the unwinding, which its connection answers with a 500.
+                    let run = std::panic::AssertUnwindSafe(|| self.run_one(py, job));
+                    if std::panic::catch_unwind(run).is_err() {
+                        self.call_ended();
+                        ferricorn_core::error!("Error handling request: a panic in the WSGI bridge");
+                    }
                     if started.elapsed() >= INLINE_BATCH_BUDGET {
                         return jobs.collect();
                     }
@@ -309,6 +316,13 @@ impl InlineRunner {
                 tokio::task::yield_now().await;
             }
         }
+    }
+
+    /// The I/O thread's call is over (returned or panicked).
+    fn call_ended(&self) {
+        INLINE_CONN.store(-1, Ordering::Release);
+        ON_IO_THREAD.with(|f| f.set(false));
+        self.clock.0[self.clock.0.len() - 1].store(0, Ordering::Relaxed);
     }
 
     /// One request on the I/O thread. Only complete requests come here, so the app never
@@ -339,9 +353,7 @@ impl InlineRunner {
                 None => {}
             }
         }
-        INLINE_CONN.store(-1, Ordering::Release);
-        ON_IO_THREAD.with(|f| f.set(false));
-        self.clock.0[io_index].store(0, Ordering::Relaxed);
+        self.call_ended();
         if let Some(cont) = cont {
             if let Err(e) = self.jobs.send(Work::Continue(cont)) {
                 // The app threads are gone (shutdown); dropping the continuation drops the
