@@ -307,9 +307,7 @@ impl Answer {
     fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Response<ResponseBody>> {
         match self {
             Answer::Future(f) => f.as_mut().poll(cx),
-            Answer::Channel(rx) => std::pin::Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or_else(|_| error_page::not_answered())),
+            Answer::Channel(rx) => std::pin::Pin::new(rx).poll(cx).map(crate::answered),
         }
     }
 }

@@ -194,7 +194,14 @@ impl Reply {
 /// The response sent on `rx`; a sender dropped unanswered (the bridge's thread or task
 /// is gone) is answered with a 500.
 pub async fn answer(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> http::Response<ResponseBody> {
-    rx.await.unwrap_or_else(|_| error_page::not_answered())
+    answered(rx.await)
+}
+
+/// What a bridge sent on its oneshot, or the 500 for a sender dropped unanswered.
+pub(crate) fn answered(
+    sent: Result<http::Response<ResponseBody>, tokio::sync::oneshot::error::RecvError>,
+) -> http::Response<ResponseBody> {
+    sent.unwrap_or_else(|_| error_page::not_answered())
 }
 
 /// An application bridge. `call` must not block on the client or on other requests: it
