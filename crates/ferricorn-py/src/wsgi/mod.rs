@@ -283,8 +283,10 @@ impl InlineRunner {
     }
 
     async fn run_batches(self: Arc<Self>) {
+        // Swapped with the queue, so that both keep their capacity.
+        let mut batch = Vec::new();
         loop {
-            let mut batch = std::mem::take(&mut *self.queue());
+            std::mem::swap(&mut batch, &mut *self.queue());
             if batch.is_empty() {
                 self.ready.notified().await;
                 continue;
