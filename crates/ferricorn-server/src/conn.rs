@@ -66,14 +66,14 @@ struct Interim {
 }
 
 thread_local! {
-    /// Set while the front end calls the app's bridge, which may run the app inline on
-    /// this I/O thread; hyper is then waiting for that call and writes nothing.
+    /// Set while a bridge runs an app on this I/O thread for a request whose connection
+    /// waits for the answer; hyper then writes nothing for that connection.
     static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` (the bridge's `call`, or an app the bridge runs on this I/O thread while
-/// the request's connection waits for it) marked as inline: early hints sent during it
-/// may go straight to the socket (see [`EarlyHints::send`]).
+/// Runs `f` (an app a bridge runs on this I/O thread while the request's connection
+/// waits for it) marked as inline: early hints sent during it may go straight to the
+/// socket (see [`EarlyHints::send`]).
 pub fn in_call<R>(f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {

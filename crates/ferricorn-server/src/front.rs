@@ -282,7 +282,7 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
         client,
         early_hints,
     };
-    match crate::conn::in_call(|| shared.app.call(request)) {
+    match shared.app.call(request) {
         Reply::Ready(resp) => Started::Done(ending.apply(resp, state)),
         Reply::Later(call) => wait(Answer::Future(call), ending, shared, state, log_as),
         Reply::Channel(rx) => wait(Answer::Channel(rx), ending, shared, state, log_as),
