@@ -184,13 +184,6 @@ pub enum Reply {
     Channel(tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>),
 }
 
-impl Reply {
-    /// The response a bridge will send on `rx` from its own thread or task.
-    pub fn channel(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> Self {
-        Reply::Channel(rx)
-    }
-}
-
 /// The response sent on `rx`; a sender dropped unanswered (the bridge's thread or task
 /// is gone) is answered with a 500.
 pub async fn answer(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBody>>) -> http::Response<ResponseBody> {

@@ -457,7 +457,7 @@ impl App for AsgiBridge {
             let rt = tokio::runtime::Handle::current();
             self.mailbox
                 .post(Event::WebSocket(Box::new((req, reply, handshake, shared, rt))));
-            return ferricorn_server::Reply::channel(rx);
+            return ferricorn_server::Reply::Channel(rx);
         }
         self.replies.ensure_pump();
         let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());

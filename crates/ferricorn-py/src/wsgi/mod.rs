@@ -372,13 +372,13 @@ impl App for WsgiBridge {
         let job = Job { req, reply };
         let job = match &self.inline {
             Some(inline) if job.req.body.is_complete() => match inline.enqueue(job) {
-                None => return Reply::channel(rx),
+                None => return Reply::Channel(rx),
                 Some(job) => job,
             },
             _ => job,
         };
         match self.jobs.send(Work::Request(Box::new(job))) {
-            Ok(()) => Reply::channel(rx),
+            Ok(()) => Reply::Channel(rx),
             Err(_) => Reply::Ready(error_page::response(500, "application threads are gone", true)),
         }
     }
