@@ -243,10 +243,12 @@ impl Drop for Meter {
     }
 }
 
+// The rare cases are boxed: a response moves between the bridge, the front end and
+// hyper several times, and every move copies the whole value.
 enum Kind {
     Full(Option<Bytes>),
     Stream(Receiver),
-    File(FileChunks),
+    File(Box<FileChunks>),
 }
 
 /// A response body: bytes in memory, or a stream fed by an application thread.
@@ -261,7 +263,7 @@ pub struct ResponseBody {
     /// Body bytes handed to hyper, for the access log.
     sent: u64,
     access: Option<Box<Pending>>,
-    meter: Option<Meter>,
+    meter: Option<Box<Meter>>,
     /// The request's place under `--max-queued`, freed when the response ends.
     admission: Option<crate::overload::Admission>,
 }
@@ -301,7 +303,7 @@ impl ResponseBody {
 
     /// A static file (or ranges of it), read as hyper asks for more.
     pub(crate) fn file(chunks: FileChunks) -> Self {
-        Self::of(Kind::File(chunks))
+        Self::of(Kind::File(Box::new(chunks)))
     }
 
     /// Caps the body at `len` bytes (the Content-Length the application declared).
@@ -323,7 +325,7 @@ impl ResponseBody {
     }
 
     pub(crate) fn measure(&mut self, meter: Meter) {
-        self.meter = Some(meter);
+        self.meter = Some(Box::new(meter));
     }
 
     pub(crate) fn hold(&mut self, admission: crate::overload::Admission) {

@@ -8,18 +8,21 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use crate::ResponseBody;
 
 /// Headers the server owns; an application's values are dropped.
-const SERVER_OWNED: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "server",
-    "date",
-];
+fn server_owned(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailers"
+            | "transfer-encoding"
+            | "upgrade"
+            | "server"
+            | "date"
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
@@ -88,7 +91,7 @@ impl ResponseHead {
             let n = v.parse().map_err(|_| HeadError::ContentLength(v.to_string()))?;
             self.content_length = Some(n);
         }
-        if SERVER_OWNED.contains(&name.as_str()) {
+        if server_owned(name.as_str()) {
             if name == header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
                 self.close = true;
             }

@@ -194,7 +194,11 @@ impl StartResponse {
                 || Ok(Cow::Borrowed(name.to_str()?.as_bytes())),
                 || {
                     // PEP 3333: header values are latin-1 "native strings".
-                    latin1_bytes(value.to_str()?).map(Cow::Owned).ok_or_else(|| {
+                    let v = value.to_str()?;
+                    if v.is_ascii() {
+                        return Ok(Cow::Borrowed(v.as_bytes()));
+                    }
+                    latin1_bytes(v).map(Cow::Owned).ok_or_else(|| {
                         PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy()))
                     })
                 },
