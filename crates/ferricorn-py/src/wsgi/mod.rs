@@ -19,6 +19,7 @@ pub use file::FileWrapper;
 pub use hooks::RequestHooks;
 pub use input::InputStream;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -104,7 +105,7 @@ struct InlineRunner {
     clock: Arc<CallClock>,
     /// Where a response that is not a plain list is finished.
     jobs: crossbeam_channel::Sender<Work>,
-    queue: std::sync::Mutex<Vec<Job>>,
+    queue: std::sync::Mutex<VecDeque<Job>>,
     ready: tokio::sync::Notify,
     spawned: std::sync::atomic::AtomicBool,
 }
@@ -238,7 +239,7 @@ impl WsgiBridge {
                 shared: shared.clone(),
                 clock: clock.clone(),
                 jobs: tx.clone(),
-                queue: std::sync::Mutex::new(Vec::new()),
+                queue: std::sync::Mutex::new(VecDeque::new()),
                 ready: tokio::sync::Notify::new(),
                 spawned: std::sync::atomic::AtomicBool::new(false),
             })
@@ -256,7 +257,7 @@ impl WsgiBridge {
 }
 
 impl InlineRunner {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
         // Nothing panics while holding it; a poisoned queue is still a valid queue.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -273,7 +274,7 @@ impl InlineRunner {
         }
         let first = {
             let mut queue = self.queue();
-            queue.push(job);
+            queue.push_back(job);
             queue.len() == 1
         };
         if first {
@@ -283,18 +284,20 @@ impl InlineRunner {
     }
 
     async fn run_batches(self: Arc<Self>) {
-        // Swapped with the queue, so that both keep their capacity.
-        let mut batch = Vec::new();
+        // Swapped with the queue, so that both keep their capacity. What a batch leaves
+        // when its time is up stays at its front and runs first, before newer requests.
+        let mut batch = VecDeque::new();
         loop {
-            std::mem::swap(&mut batch, &mut *self.queue());
+            if batch.is_empty() {
+                std::mem::swap(&mut batch, &mut *self.queue());
+            }
             if batch.is_empty() {
                 self.ready.notified().await;
                 continue;
             }
-            let rest = Python::attach(|py| {
+            Python::attach(|py| {
                 let started = std::time::Instant::now();
-                let mut jobs = batch.drain(..);
-                while let Some(job) = jobs.next() {
+                while let Some(job) = batch.pop_front() {
                     // This task serves every later inline request: a bug that panics in
                     // one request must not take it down. The request's reply sender is
                     // dropped by the unwinding, which its connection answers with a 500.
@@ -304,17 +307,11 @@ impl InlineRunner {
                         ferricorn_core::error!("Error handling request: a panic in the WSGI bridge");
                     }
                     if started.elapsed() >= INLINE_BATCH_BUDGET {
-                        return jobs.collect();
+                        break;
                     }
                 }
-                Vec::new()
             });
-            if !rest.is_empty() {
-                {
-                    let mut queue = self.queue();
-                    let newer = std::mem::replace(&mut *queue, rest);
-                    queue.extend(newer);
-                }
+            if !batch.is_empty() {
                 tokio::task::yield_now().await;
             }
         }
