@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use ferricorn_core::request::{check_head, Accepted};
 use http::{header, HeaderValue, Response};
@@ -267,7 +269,7 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
         state: state.clone(),
         fd,
     });
-    let ending = Ending {
+    let mut ending = Ending {
         hints_enabled: early_hints.is_some(),
         admission,
         force_close: accepted.force_close,
@@ -290,10 +292,17 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
 }
 
 fn wait(answer: Answer, ending: Ending, shared: &Arc<Shared>, state: &Arc<ConnState>, log_as: String) -> Started {
-    let (shared, state) = (shared.clone(), state.clone());
-    Started::Waiting(Box::pin(async move {
-        let resp = wait_for_app(answer, &shared, &state, ending.hints_enabled, log_as).await;
-        ending.apply(resp, &state)
+    let deadline = shared
+        .config
+        .request_deadline
+        .map(|d| (Box::pin(tokio::time::sleep(d)), log_as));
+    Started::Waiting(Box::pin(WaitForApp {
+        answer,
+        ending,
+        shared: shared.clone(),
+        state: state.clone(),
+        deadline,
+        abort: None,
     }))
 }
 
@@ -304,10 +313,10 @@ enum Answer {
 }
 
 impl Answer {
-    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Response<ResponseBody>> {
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Response<ResponseBody>> {
         match self {
             Answer::Future(f) => f.as_mut().poll(cx),
-            Answer::Channel(rx) => std::pin::Pin::new(rx).poll(cx).map(crate::answered),
+            Answer::Channel(rx) => Pin::new(rx).poll(cx).map(crate::answered),
         }
     }
 }
@@ -320,11 +329,11 @@ struct Ending {
 }
 
 impl Ending {
-    fn apply(self, mut resp: Response<ResponseBody>, state: &ConnState) -> Response<ResponseBody> {
+    fn apply(&mut self, mut resp: Response<ResponseBody>, state: &ConnState) -> Response<ResponseBody> {
         if self.hints_enabled {
             state.close_interim();
         }
-        if let Some(a) = self.admission {
+        if let Some(a) = self.admission.take() {
             resp.body_mut().hold(a);
         }
         if self.force_close {
@@ -336,39 +345,62 @@ impl Ending {
 }
 
 /// Waits for a response the app gives later, answering in its place if the worker is
-/// aborted or `--request-deadline` passes first.
-async fn wait_for_app(
-    mut answer: Answer,
-    shared: &Shared,
-    state: &ConnState,
-    hints_enabled: bool,
-    log_as: String,
-) -> Response<ResponseBody> {
-    let call = std::future::poll_fn(|cx| {
-        if hints_enabled {
-            state.register_interim_waker(cx.waker());
+/// aborted or `--request-deadline` passes first. Written out by hand: a request whose
+/// app runs on another thread or in a batch always waits, and the `select!` of an async
+/// block moved the response through each of its states.
+struct WaitForApp {
+    answer: Answer,
+    ending: Ending,
+    shared: Arc<Shared>,
+    state: Arc<ConnState>,
+    /// `--request-deadline`: its timer, and the request for the log.
+    deadline: Option<(Pin<Box<tokio::time::Sleep>>, String)>,
+    abort: crate::abort::Registration,
+}
+
+impl WaitForApp {
+    fn response(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Response<ResponseBody>> {
+        if self.ending.hints_enabled {
+            self.state.register_interim_waker(cx.waker());
         }
-        answer.poll(cx)
-    });
-    let mut aborting = shared.aborting();
-    let deadline = async {
-        match shared.config.request_deadline {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+        if let Poll::Ready(resp) = self.answer.poll(cx) {
+            return Poll::Ready(resp);
         }
-    };
-    tokio::select! {
-        biased;
-        resp = call => resp,
         // The worker is being aborted (timeout): answer what has not started, as Gunicorn
         // does, instead of leaving the client with a reset.
-        _ = aborting.wait_for(|a| *a) => error_page::response(500, "Internal Server Error", true),
-        // The call goes on (its answer is dropped); `--timeout` still recycles a worker
-        // whose call never returns.
-        _ = deadline => {
-            ferricorn_core::warning!("Request deadline exceeded: {log_as}");
-            error_page::response(504, "The application did not answer in time.", true)
+        if self.shared.abort.register(&mut self.abort, cx.waker()) {
+            return Poll::Ready(error_page::response(500, "Internal Server Error", true));
         }
+        if let Some((sleep, log_as)) = &mut self.deadline {
+            // The call goes on (its answer is dropped); `--timeout` still recycles a
+            // worker whose call never returns.
+            if sleep.as_mut().poll(cx).is_ready() {
+                ferricorn_core::warning!("Request deadline exceeded: {log_as}");
+                return Poll::Ready(error_page::response(
+                    504,
+                    "The application did not answer in time.",
+                    true,
+                ));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Future for WaitForApp {
+    type Output = Response<ResponseBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let resp = std::task::ready!(this.response(cx));
+        this.shared.abort.unregister(&mut this.abort);
+        Poll::Ready(this.ending.apply(resp, &this.state))
+    }
+}
+
+impl Drop for WaitForApp {
+    fn drop(&mut self) {
+        self.shared.abort.unregister(&mut self.abort);
     }
 }
 

@@ -43,6 +43,7 @@ macro_rules! delegate_async_write {
     };
 }
 
+mod abort;
 mod access;
 mod balance;
 pub mod body;

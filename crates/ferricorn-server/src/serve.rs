@@ -327,8 +327,8 @@ pub(crate) struct Shared {
     /// A connection ended (for a worker waiting to accept, see `balance`).
     pub(crate) connection_ended: Notify,
     stopping: AtomicBool,
-    abort_tx: watch::Sender<bool>,
-    abort_rx: watch::Receiver<bool>,
+    /// Requests waiting for their app, answered with a 500 if the worker aborts.
+    pub(crate) abort: crate::abort::AbortWatch,
     pub admissions: crate::overload::Admissions,
 }
 
@@ -362,10 +362,6 @@ impl Drop for SessionGuard {
 }
 
 impl Shared {
-    pub fn aborting(&self) -> watch::Receiver<bool> {
-        self.abort_rx.clone()
-    }
-
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
@@ -393,7 +389,6 @@ pub fn serve(
 ) -> std::io::Result<ServeOutcome> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (tx, stop_rx) = watch::channel(None);
-    let (abort_tx, abort_rx) = watch::channel(false);
     let stop = StopSignal(tx);
     let shared = Arc::new(Shared {
         config,
@@ -406,8 +401,7 @@ pub fn serve(
         drained: Notify::new(),
         connection_ended: Notify::new(),
         stopping: AtomicBool::new(false),
-        abort_tx,
-        abort_rx,
+        abort: Default::default(),
         admissions: Default::default(),
     });
     let outcome = rt.block_on(run(listeners, shared, stop, on_ready))?;
@@ -459,7 +453,7 @@ async fn run(
         }
     }
     if outcome == ServeOutcome::Abort {
-        shared.abort_tx.send_replace(true);
+        shared.abort.abort();
         // Let the 500s for calls in flight reach the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
