@@ -355,7 +355,7 @@ struct WaitForApp {
     state: Arc<ConnState>,
     /// `--request-deadline`: its timer, and the request for the log.
     deadline: Option<(Pin<Box<tokio::time::Sleep>>, String)>,
-    abort: crate::abort::Registration,
+    abort: crate::event::Registration,
 }
 
 impl WaitForApp {
@@ -368,7 +368,7 @@ impl WaitForApp {
         }
         // The worker is being aborted (timeout): answer what has not started, as Gunicorn
         // does, instead of leaving the client with a reset.
-        if self.shared.abort.register(&mut self.abort, cx.waker()) {
+        if self.shared.aborted.register(&mut self.abort, cx.waker()) {
             return Poll::Ready(error_page::response(500, "Internal Server Error", true));
         }
         if let Some((sleep, log_as)) = &mut self.deadline {
@@ -393,14 +393,14 @@ impl Future for WaitForApp {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let resp = std::task::ready!(this.response(cx));
-        this.shared.abort.unregister(&mut this.abort);
+        this.shared.aborted.unregister(&mut this.abort);
         Poll::Ready(this.ending.apply(resp, &this.state))
     }
 }
 
 impl Drop for WaitForApp {
     fn drop(&mut self) {
-        self.shared.abort.unregister(&mut self.abort);
+        self.shared.aborted.unregister(&mut self.abort);
     }
 }
 

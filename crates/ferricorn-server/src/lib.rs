@@ -43,12 +43,12 @@ macro_rules! delegate_async_write {
     };
 }
 
-mod abort;
 mod access;
 mod balance;
 pub mod body;
 mod conn;
 pub mod error_page;
+mod event;
 mod framing;
 mod front;
 #[doc(hidden)]

@@ -239,10 +239,10 @@ where
     }
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    let mut stop_rx = shared.stop_rx.clone();
     tokio::select! {
+        biased;
         _ = conn.as_mut() => return,
-        _ = stop_rx.wait_for(Option::is_some) => {}
+        _ = shared.stopped.fired() => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
@@ -327,8 +327,10 @@ pub(crate) struct Shared {
     /// A connection ended (for a worker waiting to accept, see `balance`).
     pub(crate) connection_ended: Notify,
     stopping: AtomicBool,
-    /// Requests waiting for their app, answered with a 500 if the worker aborts.
-    pub(crate) abort: crate::abort::AbortWatch,
+    /// Fired once the worker stops: every connection winds down.
+    pub(crate) stopped: crate::event::Event,
+    /// Fired if the worker aborts: requests still waiting for their app get a 500.
+    pub(crate) aborted: crate::event::Event,
     pub admissions: crate::overload::Admissions,
 }
 
@@ -401,7 +403,8 @@ pub fn serve(
         drained: Notify::new(),
         connection_ended: Notify::new(),
         stopping: AtomicBool::new(false),
-        abort: Default::default(),
+        stopped: Default::default(),
+        aborted: Default::default(),
         admissions: Default::default(),
     });
     let outcome = rt.block_on(run(listeners, shared, stop, on_ready))?;
@@ -436,6 +439,7 @@ async fn run(
     };
     stop.stop(outcome);
     shared.stopping.store(true, Ordering::Relaxed);
+    shared.stopped.fire();
     if let Some(b) = &shared.config.balance {
         b.withdraw();
     }
@@ -453,7 +457,7 @@ async fn run(
         }
     }
     if outcome == ServeOutcome::Abort {
-        shared.abort.abort();
+        shared.aborted.fire();
         // Let the 500s for calls in flight reach the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -680,8 +684,10 @@ where
         .max_buf_size(max_head.clamp(8192, 4 << 20));
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut conn = std::pin::pin!(conn);
-    let mut stop_rx = shared.stop_rx.clone();
     tokio::select! {
+        // Polled on every turn of the connection: the stop is checked second, with one
+        // atomic load once its waker is registered.
+        biased;
         r = conn.as_mut() => {
             if let Err(e) = r {
                 if e.is_parse() || e.is_parse_too_large() {
@@ -696,7 +702,7 @@ where
             }
             return;
         }
-        _ = stop_rx.wait_for(Option::is_some) => {}
+        _ = shared.stopped.fired() => {}
     }
     // An idle connection may have a request on its way: one just accepted (a load
     // balancer sent it to us), or a keep-alive one a proxy is reusing at this instant.
