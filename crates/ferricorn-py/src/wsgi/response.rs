@@ -10,7 +10,7 @@ use crate::header_cache;
 use http::Response;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 /// Where the final response goes when it is handed over.
 pub(crate) enum Handover {
@@ -170,45 +170,59 @@ impl StartResponse {
             .map_err(|_| PyTypeError::new_err("status must be a str"))?;
         let (code, reason) = parse_status(status.to_str()?)?;
         let mut head = ResponseHead::new(code, reason).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let not_a_list = || PyTypeError::new_err("headers must be a list of (name, value) tuples");
-        for item in headers.try_iter().map_err(|_| not_a_list())? {
-            let item = item?;
-            let tuple = item.cast::<PyTuple>().map_err(|_| not_a_list())?;
-            if tuple.len() != 2 {
-                return Err(not_a_list());
+        // The usual list is walked by index; any other iterable through an iterator.
+        if let Ok(list) = headers.cast_exact::<PyList>() {
+            for item in list.iter() {
+                push_header(&mut head, &item)?;
             }
-            let name_obj = tuple.get_borrowed_item(0)?;
-            let value_obj = tuple.get_borrowed_item(1)?;
-            let name = name_obj
-                .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err("header names must be str"))?;
-            let value = value_obj.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!("value of header {:?} must be str", name.to_string_lossy()))
-            })?;
-            header_cache::push(
-                &mut head,
-                tuple,
-                &name_obj,
-                &value_obj,
-                value.len()?,
-                || Ok(Cow::Borrowed(name.to_str()?.as_bytes())),
-                || {
-                    // PEP 3333: header values are latin-1 "native strings".
-                    let v = value.to_str()?;
-                    if v.is_ascii() {
-                        return Ok(Cow::Borrowed(v.as_bytes()));
-                    }
-                    latin1_bytes(v).map(Cow::Owned).ok_or_else(|| {
-                        PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy()))
-                    })
-                },
-            )?;
+        } else {
+            for item in headers.try_iter().map_err(|_| not_a_list())? {
+                push_header(&mut head, &item?)?;
+            }
         }
         self.head = Some(head);
         self.status = Some(status.clone().unbind());
         self.headers = Some(headers.clone().unbind());
         Ok(())
     }
+}
+
+fn not_a_list() -> PyErr {
+    PyTypeError::new_err("headers must be a list of (name, value) tuples")
+}
+
+/// One `(name, value)` item of the app's header list.
+fn push_header(head: &mut ResponseHead, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let tuple = item.cast::<PyTuple>().map_err(|_| not_a_list())?;
+    if tuple.len() != 2 {
+        return Err(not_a_list());
+    }
+    let name_obj = tuple.get_borrowed_item(0)?;
+    let value_obj = tuple.get_borrowed_item(1)?;
+    let name = name_obj
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("header names must be str"))?;
+    let value = value_obj
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("value of header {:?} must be str", name.to_string_lossy())))?;
+    header_cache::push(
+        head,
+        tuple,
+        &name_obj,
+        &value_obj,
+        value.len()?,
+        || Ok(Cow::Borrowed(name.to_str()?.as_bytes())),
+        || {
+            // PEP 3333: header values are latin-1 "native strings".
+            let v = value.to_str()?;
+            if v.is_ascii() {
+                return Ok(Cow::Borrowed(v.as_bytes()));
+            }
+            latin1_bytes(v)
+                .map(Cow::Owned)
+                .ok_or_else(|| PyValueError::new_err(format!("invalid value for header {:?}", name.to_string_lossy())))
+        },
+    )
 }
 
 fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
