@@ -165,6 +165,41 @@ def test_environ_required_keys_and_types(start_server):
     assert values["SERVER_SOFTWARE"].startswith("ferricorn")
 
 
+
+def test_environ_server_port_is_each_listeners_own(start_server):
+    """SERVER_NAME/SERVER_PORT come from the listener a request arrived on, whichever
+    served the one before, and what an app does to its environ stays in that environ."""
+    from conftest import free_port
+
+    other = free_port()
+    srv = start_server(APP, "-w", "1", "--threads", "1", "-b", f"127.0.0.1:{other}")
+    for _ in range(3):
+        for port in (srv.port, other):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/mutate-environ" if port == other else "/environ?x=1")
+                r = conn.getresponse()
+                env = json.loads(r.read())
+            finally:
+                conn.close()
+            values = env["values"]
+            if port == other:
+                assert values["SERVER_NAME"] == "mutated"
+                assert values["SERVER_PORT"] == str(other), values
+                assert values["app.extra"] == "kept by the app"
+            else:
+                assert values["SERVER_NAME"] == "127.0.0.1", values
+                assert values["SERVER_PORT"] == str(srv.port), values
+                assert values["QUERY_STRING"] == "x=1", values
+                assert "app.extra" not in values, values
+    # The mutating request itself saw its own listener's port.
+    conn = http.client.HTTPConnection("127.0.0.1", other, timeout=10)
+    conn.request("GET", "/environ")
+    values = json.loads(conn.getresponse().read())["values"]
+    conn.close()
+    assert (values["SERVER_NAME"], values["SERVER_PORT"], values["QUERY_STRING"]) == ("127.0.0.1", str(other), "")
+    assert "app.extra" not in values
+
 def test_environ_get_without_body_and_http10(start_server):
     srv = start_server(APP, "-w", "1")
     raw = raw_get(srv, "/environ", version=b"HTTP/1.0")

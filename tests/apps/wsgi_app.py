@@ -101,6 +101,11 @@ def app(environ, start_response):
     inp = environ["wsgi.input"]
 
     # -- environ ---------------------------------------------------------------------
+    if path == "/mutate-environ":
+        environ["SERVER_NAME"] = "mutated"
+        environ["app.extra"] = "kept by the app"
+        del environ["QUERY_STRING"]
+        return _json(start_response, environ_report(environ))
     if path == "/environ" or path.startswith("/environ/") or path.startswith("/caf") or path == "":
         return _json(start_response, environ_report(environ))
 

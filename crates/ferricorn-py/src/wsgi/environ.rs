@@ -97,9 +97,40 @@ fn make_room(py: Python<'_>, env: &Bound<'_, PyDict>) -> PyResult<()> {
     Ok(())
 }
 
-static SERVER_NAME: LastStr = LastStr::new();
-static SERVER_PORT: LastStr = LastStr::new();
 static REMOTE_ADDR: LastStr = LastStr::new();
+
+/// Copies of the template with `SERVER_NAME` and `SERVER_PORT` already set, one per
+/// local address (a worker serves one or a few): two keys fewer to set per request.
+#[derive(Default)]
+pub struct LocalTemplates(std::sync::Mutex<Vec<(std::net::SocketAddr, Py<PyDict>)>>);
+
+/// More local addresses than this (an unusual bind list) set the two keys per request.
+const MAX_LOCAL_TEMPLATES: usize = 8;
+
+impl LocalTemplates {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        base: &Bound<'py, PyDict>,
+        addr: std::net::SocketAddr,
+        text: &ferricorn_server::AddrText,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        // Every caller holds the GIL, so the lock is never contended.
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = kept.iter().find(|(a, _)| *a == addr) {
+            return Ok(t.bind(py).clone());
+        }
+        // Setting keys the template already has keeps its table (and the room made for
+        // the headers) as it is.
+        let t = base.copy()?;
+        t.set_item(intern!(py, "SERVER_NAME"), text.ip.as_str())?;
+        t.set_item(intern!(py, "SERVER_PORT"), text.port.as_str())?;
+        if kept.len() < MAX_LOCAL_TEMPLATES {
+            kept.push((addr, t.clone().unbind()));
+        }
+        Ok(t)
+    }
+}
 
 pub fn build<'py>(
     py: Python<'py>,
@@ -109,7 +140,13 @@ pub fn build<'py>(
 ) -> PyResult<Result<Bound<'py, PyDict>, EnvironError>> {
     let head = &req.head;
     let cfg = &shared.cfg;
-    let env = shared.environ_template.bind(py).copy()?;
+    let conn = &req.conn;
+    let base = shared.environ_template.bind(py);
+    let local = conn.local.zip(conn.local_text());
+    let env = match local {
+        Some((addr, text)) => shared.local_templates.get(py, base, addr, text)?.copy()?,
+        None => base.copy()?,
+    };
 
     let path = head.uri.path();
     let raw_uri = ferricorn_core::request::raw_target(&head.uri, head.version);
@@ -163,12 +200,8 @@ pub fn build<'py>(
         }
     }
 
-    let conn = &req.conn;
-    match conn.local_text() {
-        Some(local) => {
-            env.set_item(intern!(py, "SERVER_NAME"), SERVER_NAME.get(py, &local.ip))?;
-            env.set_item(intern!(py, "SERVER_PORT"), SERVER_PORT.get(py, &local.port))?;
-        }
+    match local {
+        Some(_) => {} // the local template's
         None => {
             // On a UNIX socket the only name we have is the one the client asked for.
             let host = head

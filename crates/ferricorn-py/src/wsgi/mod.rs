@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     pub cfg: WsgiConfig,
     /// What every environ starts as (see `environ::template`).
     pub environ_template: Py<pyo3::types::PyDict>,
+    /// The template with `SERVER_NAME`/`SERVER_PORT` set, per local address served.
+    pub local_templates: environ::LocalTemplates,
 }
 
 impl WsgiBridge {
@@ -204,6 +206,7 @@ impl WsgiBridge {
             app,
             cfg,
             environ_template,
+            local_templates: Default::default(),
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
