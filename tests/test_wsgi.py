@@ -357,6 +357,11 @@ def test_input_empty_body(start_server):
     out = get_json(srv, "/input/read")
     assert out["len"] == 0 and out["again"] == ""
     assert get_json(srv, "/input/readlines", method="POST", body=b"") == []
+    # Requests without a body share one empty stream: reading it leaves nothing behind.
+    for _ in range(3):
+        assert get_json(srv, "/input/read")["len"] == 0
+        assert get_json(srv, "/input/readlines") == []
+        assert get_json(srv, "/input/read", method="POST", body=b"abc")["len"] == 3
 
 
 def test_input_large_body_echo(start_server):

@@ -83,7 +83,13 @@ fn serve(
     let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
     let req = &*req;
     let uri = &req.head.uri;
-    let input = Bound::new(py, InputStream::new(body))?;
+    // A request without a body shares the worker's empty `wsgi.input`: at its end from
+    // the start, nothing in it ever changes.
+    let input = if body.is_complete() && body.received() == 0 {
+        shared.empty_input.bind(py).clone()
+    } else {
+        Bound::new(py, InputStream::new(body))?
+    };
     let environ = match environ::build(py, shared, req, input.clone())? {
         Ok(env) => env,
         Err(e) => {

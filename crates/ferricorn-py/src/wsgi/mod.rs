@@ -185,6 +185,8 @@ pub(crate) struct Shared {
     pub environ_template: Py<pyo3::types::PyDict>,
     /// The template with `SERVER_NAME`/`SERVER_PORT` set, per local address served.
     pub local_templates: environ::LocalTemplates,
+    /// `wsgi.input` for every request without a body.
+    pub empty_input: Py<InputStream>,
 }
 
 impl WsgiBridge {
@@ -207,6 +209,7 @@ impl WsgiBridge {
             cfg,
             environ_template,
             local_templates: Default::default(),
+            empty_input: Py::new(py, InputStream::new(ferricorn_server::RequestBody::empty()))?,
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
