@@ -166,6 +166,25 @@ def test_environ_required_keys_and_types(start_server):
 
 
 
+
+def test_environ_host_and_remote_port_follow_each_request(start_server):
+    """A keep-alive connection's HTTP_HOST and REMOTE_PORT are kept as Python strings
+    between its requests: a changed Host is seen, and each connection has its own port."""
+    srv = start_server(APP, "-w", "1", "--threads", "1")
+    conns = [http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10) for _ in range(2)]
+    try:
+        for c in conns:
+            c.connect()
+        for host in ["a.test", "b.test:8080", "a.test", "a.test"]:
+            for c in conns:
+                c.request("GET", "/environ", headers={"Host": host})
+                values = json.loads(c.getresponse().read())["values"]
+                assert values["HTTP_HOST"] == host, values
+                assert values["REMOTE_PORT"] == str(c.sock.getsockname()[1]), values
+    finally:
+        for c in conns:
+            c.close()
+
 def test_environ_server_port_is_each_listeners_own(start_server):
     """SERVER_NAME/SERVER_PORT come from the listener a request arrived on, whichever
     served the one before, and what an app does to its environ stays in that environ."""

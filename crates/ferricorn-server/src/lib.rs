@@ -96,6 +96,24 @@ pub struct ConnInfo {
     /// than the rest of a small request's environ, and a keep-alive connection's
     /// requests all share them.
     texts: [std::sync::OnceLock<Option<AddrText>>; 2],
+    /// What the app bridge keeps for the connection's life (see [`Self::bridge_data`]).
+    bridge: BridgeData,
+}
+
+/// See [`ConnInfo::bridge_data`]. A copy of a `ConnInfo` starts without it.
+#[derive(Default)]
+struct BridgeData(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl Clone for BridgeData {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for BridgeData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BridgeData")
+    }
 }
 
 /// An address's IP and port as text.
@@ -116,7 +134,15 @@ impl ConnInfo {
             proxy: None,
             tls: None,
             texts: Default::default(),
+            bridge: Default::default(),
         }
+    }
+
+    /// Data the app bridge keeps for the connection's life, made by `init` on first use
+    /// (values every request on the connection repeats, such as the peer's port as a
+    /// Python string). `None` if the connection already holds data of another type.
+    pub fn bridge_data<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.bridge.0.get_or_init(|| Box::new(init())).downcast_ref()
     }
 
     /// `peer` as text (once the PROXY header, if any, has set it).

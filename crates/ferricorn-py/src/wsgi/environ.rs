@@ -219,7 +219,15 @@ pub fn build<'py>(
         (Some(client), Some(text)) if Some(client) == conn.peer => {
             env.set_item(intern!(py, "REMOTE_ADDR"), REMOTE_ADDR.get(py, &text.ip))?;
             if client.port() != 0 {
-                env.set_item(intern!(py, "REMOTE_PORT"), ascii_str(py, &text.port)?)?;
+                let port = match conn_strings(conn) {
+                    Some(c) => c
+                        .remote_port
+                        .get_or_init(py, || PyString::new(py, &text.port).unbind())
+                        .bind(py)
+                        .clone(),
+                    None => ascii_str(py, &text.port)?,
+                };
+                env.set_item(intern!(py, "REMOTE_PORT"), port)?;
             }
         }
         (Some(peer), _) => {
@@ -253,6 +261,11 @@ pub fn build<'py>(
         let n = name.as_str();
         let repeated = headers.peek().is_some_and(|(next, _)| *next == name);
         let value = match first.to_str() {
+            // A keep-alive connection's requests repeat their `Host`: the last one's str.
+            Ok(v) if !repeated && name == header::HOST => match conn_strings(&req.conn) {
+                Some(c) => c.host(py, first, v)?,
+                None => ascii_str(py, v)?,
+            },
             // One ASCII value, the common case: straight into a Python str.
             Ok(v) if !repeated => ascii_str(py, v)?,
             _ => {
@@ -298,6 +311,39 @@ pub fn build<'py>(
         )?;
     }
     Ok(Ok(env))
+}
+
+/// Environ values a connection's requests repeat, kept as Python strings for its life.
+struct ConnStrings {
+    remote_port: pyo3::sync::PyOnceLock<Py<PyString>>,
+    /// The last `Host` header and its str.
+    host: std::sync::Mutex<Option<(http::HeaderValue, Py<PyString>)>>,
+}
+
+impl ConnStrings {
+    fn new() -> Self {
+        Self {
+            remote_port: pyo3::sync::PyOnceLock::new(),
+            host: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn host<'py>(&self, py: Python<'py>, value: &http::HeaderValue, text: &str) -> PyResult<Bound<'py, PyString>> {
+        // Every caller holds the GIL, and a connection's requests come one at a time.
+        let mut last = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((v, s)) = &*last {
+            if v == value {
+                return Ok(s.bind(py).clone());
+            }
+        }
+        let s = ascii_str(py, text)?;
+        *last = Some((value.clone(), s.clone().unbind()));
+        Ok(s)
+    }
+}
+
+fn conn_strings(conn: &ferricorn_server::ConnInfo) -> Option<&ConnStrings> {
+    conn.bridge_data(ConnStrings::new)
 }
 
 /// Interned environ keys for the headers most requests carry: no string to build and
