@@ -19,7 +19,7 @@ pub struct EnvironError {
 
 /// The environ every request starts from: the values that never change, the usual value
 /// of a few that may (`REQUEST_METHOD`, `QUERY_STRING`, `SERVER_PROTOCOL`,
-/// `wsgi.url_scheme`), and a
+/// `wsgi.url_scheme`, and `wsgi.input`: the empty stream of requests without a body), and a
 /// placeholder for every key each request sets. A copy of it is one memcpy of a hash
 /// table with room left for the request's headers (see `make_room`), where building the
 /// dict key by key grows it three times.
@@ -29,6 +29,7 @@ pub fn template(
     errors: &Bound<'_, PyAny>,
     file_wrapper: &Bound<'_, PyAny>,
     no_hints: &Bound<'_, PyAny>,
+    empty_input: &Bound<'_, PyAny>,
 ) -> PyResult<Py<PyDict>> {
     let env = PyDict::new(py);
     for key in [
@@ -38,7 +39,6 @@ pub fn template(
         intern!(py, "SERVER_NAME"),
         intern!(py, "SERVER_PORT"),
         intern!(py, "REMOTE_ADDR"),
-        intern!(py, "wsgi.input"),
     ] {
         env.set_item(key, py.None())?;
     }
@@ -59,6 +59,7 @@ pub fn template(
     env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
     env.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
     env.set_item(intern!(py, "wsgi.early_hints"), no_hints)?;
+    env.set_item(intern!(py, "wsgi.input"), empty_input)?;
     make_room(py, &env)?;
     Ok(env.unbind())
 }
@@ -303,7 +304,9 @@ pub fn build<'py>(
     if req.scheme == "https" {
         env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
     }
-    env.set_item(intern!(py, "wsgi.input"), input)?;
+    if !input.is(&shared.empty_input) {
+        env.set_item(intern!(py, "wsgi.input"), input)?;
+    }
     if let Some(h) = &req.early_hints {
         env.set_item(
             intern!(py, "wsgi.early_hints"),

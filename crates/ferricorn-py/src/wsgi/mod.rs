@@ -185,7 +185,7 @@ pub(crate) struct Shared {
     pub environ_template: Py<pyo3::types::PyDict>,
     /// The template with `SERVER_NAME`/`SERVER_PORT` set, per local address served.
     pub local_templates: environ::LocalTemplates,
-    /// `wsgi.input` for every request without a body.
+    /// `wsgi.input` for every request without a body (the template's).
     pub empty_input: Py<InputStream>,
 }
 
@@ -197,19 +197,21 @@ impl WsgiBridge {
         let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
         // Requests that cannot have early hints (HTTP/1.0, HTTP/2) keep this no-op one.
         let no_hints = Bound::new(py, early_hints::EarlyHintsFn(None))?;
+        let empty_input = Py::new(py, InputStream::new(ferricorn_server::RequestBody::empty()))?;
         let environ_template = environ::template(
             py,
             &cfg,
             errors.bind(py).as_any(),
             file_wrapper.bind(py),
             no_hints.as_any(),
+            empty_input.bind(py).as_any(),
         )?;
         let shared = Arc::new(Shared {
             app,
             cfg,
             environ_template,
             local_templates: Default::default(),
-            empty_input: Py::new(py, InputStream::new(ferricorn_server::RequestBody::empty()))?,
+            empty_input,
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
