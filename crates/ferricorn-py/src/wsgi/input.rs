@@ -1,7 +1,7 @@
 //! `wsgi.input`: the request body as a binary file, read from Rust with the GIL released
 //! while waiting for the client.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferricorn_server::{BodyError, RequestBody};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -31,13 +31,13 @@ impl InputStream {
         self.error.as_ref()
     }
 
-    /// Reads one more chunk into the buffer; false at the end of the body.
-    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+    /// The body's next chunk; `None` at its end.
+    fn next_chunk(&mut self, py: Python<'_>) -> PyResult<Option<Bytes>> {
         if self.eof {
-            return Ok(false);
+            return Ok(None);
         }
         let Some(body) = self.body.as_mut() else {
-            return Ok(false);
+            return Ok(None);
         };
         let res = if body.is_complete() {
             body.read_chunk_blocking()
@@ -45,13 +45,10 @@ impl InputStream {
             py.detach(|| super::waiting_for_client(|| body.read_chunk_blocking()))
         };
         match res {
-            Ok(Some(chunk)) => {
-                self.buf.extend_from_slice(&chunk);
-                Ok(true)
-            }
+            Ok(Some(chunk)) => Ok(Some(chunk)),
             Ok(None) => {
                 self.eof = true;
-                Ok(false)
+                Ok(None)
             }
             Err(e) => {
                 self.eof = true;
@@ -59,6 +56,60 @@ impl InputStream {
                 self.error = Some(e);
                 Err(PyOSError::new_err(msg))
             }
+        }
+    }
+
+    /// Reads one more chunk into the buffer; false at the end of the body.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        match self.next_chunk(py)? {
+            Some(chunk) => {
+                self.buf.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// `read(n)` (all with `None`) with nothing buffered: the chunks go straight into the
+    /// `bytes` object, copied once instead of through the buffer. What the last chunk
+    /// holds beyond `n` is buffered.
+    fn read_direct<'py>(&mut self, py: Python<'py>, want: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
+        let want = want.unwrap_or(usize::MAX);
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut have = 0;
+        while have < want {
+            match self.next_chunk(py) {
+                Ok(Some(chunk)) => {
+                    have += chunk.len();
+                    parts.push(chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // What arrived before the error stays readable, as with the buffer.
+                    for p in &parts {
+                        self.buf.extend_from_slice(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if have > want {
+            if let Some(last) = parts.last_mut() {
+                let keep = last.split_off(last.len() - (have - want));
+                self.buf.extend_from_slice(&keep);
+            }
+            have = want;
+        }
+        match parts.as_slice() {
+            [one] => Ok(PyBytes::new(py, one)),
+            _ => PyBytes::new_with(py, have, |out| {
+                let mut at = 0;
+                for p in &parts {
+                    out[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
+                Ok(())
+            }),
         }
     }
 
@@ -104,7 +155,11 @@ fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
 impl InputStream {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyBytes>> {
-        match size_arg(size)? {
+        let size = size_arg(size)?;
+        if self.buf.is_empty() {
+            return self.read_direct(py, size);
+        }
+        match size {
             None => {
                 while self.fill(py)? {}
                 Ok(self.take(py, self.buf.len()))
