@@ -316,11 +316,16 @@ pub fn build<'py>(
     Ok(Ok(env))
 }
 
+/// Bytes and the Python string made of them.
+type KeptText = (Box<[u8]>, Py<PyString>);
+
 /// Environ values a connection's requests repeat, kept as Python strings for its life.
 struct ConnStrings {
     remote_port: pyo3::sync::PyOnceLock<Py<PyString>>,
-    /// The last `Host` header and its str.
-    host: std::sync::Mutex<Option<(http::HeaderValue, Py<PyString>)>>,
+    /// The last `Host` header and its str. A copy: a `HeaderValue` from the request
+    /// shares hyper's read buffer, which would then be reallocated for every request and
+    /// kept alive by every idle connection.
+    host: std::sync::Mutex<Option<KeptText>>,
 }
 
 impl ConnStrings {
@@ -335,12 +340,12 @@ impl ConnStrings {
         // Every caller holds the GIL, and a connection's requests come one at a time.
         let mut last = self.host.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((v, s)) = &*last {
-            if v == value {
+            if **v == *value.as_bytes() {
                 return Ok(s.bind(py).clone());
             }
         }
         let s = ascii_str(py, text)?;
-        *last = Some((value.clone(), s.clone().unbind()));
+        *last = Some((value.as_bytes().into(), s.clone().unbind()));
         Ok(s)
     }
 }
