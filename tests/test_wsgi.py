@@ -271,6 +271,34 @@ def test_environ_multithread_with_threads(start_server):
     assert environ_of(srv)["values"]["wsgi.multithread"] is True
 
 
+def test_first_requests_arriving_together_on_app_threads(start_server):
+    """A worker's first requests, arriving at once, build their environs side by side on
+    the app threads. The first build fills caches (Python strings made once, one environ
+    template per local address) and may release the GIL while doing so; a thread that
+    then waits for a cache's lock while holding the GIL froze the whole worker (both
+    waited for each other; found by h2load). A race: each round, a fresh worker, caught
+    it about one time in eight before the fix."""
+    for _ in range(16):
+        srv = start_server(APP, "-w", "1", "--threads", "16")
+        barrier = threading.Barrier(32)
+        results = []
+
+        def one():
+            barrier.wait()
+            try:
+                results.append(request(srv, "/environ", timeout=8)[0])
+            except OSError as e:
+                results.append(repr(e))
+
+        threads = [threading.Thread(target=one) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        assert results == [200] * 32, (results, srv.log()[-2000:])
+        srv.stop()
+
+
 def test_environ_multiprocess_with_two_workers(start_server):
     srv = start_server(APP, "-w", "2")
     values = environ_of(srv)["values"]

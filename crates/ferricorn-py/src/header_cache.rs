@@ -18,6 +18,7 @@ use ferricorn_server::{HeadError, ResponseHead};
 use http::{HeaderName, HeaderValue};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 
 const SLOTS: usize = 64;
 const MAX_VALUE_LEN: usize = 128;
@@ -70,14 +71,15 @@ fn cached<T: Clone, E>(
     keep: bool,
     parse: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, E> {
-    // Every caller holds the GIL, so the lock is never contended; a poisoned one
+    // Callers hold the GIL, but dropping an evicted object may run Python code and let
+    // another thread in: the lock is waited for without the GIL. A poisoned one
     // (impossible: nothing in it panics) just bypasses the cache.
-    if let Some(hit) = table.lock().ok().and_then(|t| t.get(obj)) {
+    if let Some(hit) = table.lock_py_attached(obj.py()).ok().and_then(|t| t.get(obj)) {
         return Ok(hit);
     }
     let parsed = parse()?;
     if keep {
-        if let Ok(mut t) = table.lock() {
+        if let Ok(mut t) = table.lock_py_attached(obj.py()) {
             t.put(obj, parsed.clone());
         }
     }

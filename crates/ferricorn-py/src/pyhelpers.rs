@@ -3,6 +3,7 @@
 //! immutable objects reused from request to request (`LastMade`).
 
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 pub fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
@@ -120,8 +121,8 @@ pub fn body_bytes(b: &Bound<'_, PyBytes>) -> bytes::Bytes {
 /// The Python object made for a key that repeats from request to request (the server's
 /// address and port, the client's address, the same for every request behind a proxy):
 /// the last one made is reused while the key stays the same. Only immutable objects
-/// (`str`, `tuple`) are shared this way. Callers hold the GIL, so the lock is never
-/// contended.
+/// (`str`, `tuple`) are shared this way. `make` runs under the lock and may let another
+/// thread take the GIL, so the lock is waited for without holding the GIL.
 pub struct LastMade<K, T>(std::sync::Mutex<Option<(K, Py<T>)>>);
 
 /// `LastMade` for `str`s keyed by their text.
@@ -142,7 +143,7 @@ impl<K, T> LastMade<K, T> {
         Q: ?Sized + PartialEq + ToOwned<Owned = K>,
         K: std::borrow::Borrow<Q>,
     {
-        let Ok(mut last) = self.0.lock() else {
+        let Ok(mut last) = self.0.lock_py_attached(py) else {
             return make();
         };
         if let Some((k, obj)) = &*last {

@@ -4,6 +4,7 @@ use ferricorn_server::Request;
 use http::{header, Version};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyString};
 
 use super::{InputStream, Shared};
@@ -116,8 +117,9 @@ impl LocalTemplates {
         addr: std::net::SocketAddr,
         text: &ferricorn_server::AddrText,
     ) -> PyResult<Bound<'py, PyDict>> {
-        // Every caller holds the GIL, so the lock is never contended.
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Copying and setting items may run Python code, which lets another thread take
+        // the GIL and come here: it must wait for the lock without holding the GIL.
+        let mut kept = self.0.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
         if let Some((_, t)) = kept.iter().find(|(a, _)| *a == addr) {
             return Ok(t.bind(py).clone());
         }
@@ -337,8 +339,9 @@ impl ConnStrings {
     }
 
     fn host<'py>(&self, py: Python<'py>, value: &http::HeaderValue, text: &str) -> PyResult<Bound<'py, PyString>> {
-        // Every caller holds the GIL, and a connection's requests come one at a time.
-        let mut last = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        // An HTTP/2 connection's requests run side by side on the app threads, and making
+        // a str may let another thread take the GIL: wait for the lock without it.
+        let mut last = self.host.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
         if let Some((v, s)) = &*last {
             if **v == *value.as_bytes() {
                 return Ok(s.bind(py).clone());
