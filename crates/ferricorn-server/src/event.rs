@@ -55,10 +55,11 @@ impl Event {
         }
     }
 
-    /// Wakes every waiter; from now on they (and any new one) see the event.
+    /// Wakes every waiter; from now on they (and any new one) see the event. The wakers
+    /// stay until their waiters leave, so a key is never reused while a waiter holds it.
     pub fn fire(&self) {
         self.fired.store(true, Ordering::Release);
-        let wakers: Vec<Waker> = self.waiting().drain().collect();
+        let wakers: Vec<Waker> = self.waiting().iter().map(|(_, w)| w.clone()).collect();
         for w in wakers {
             w.wake();
         }
@@ -126,10 +127,14 @@ mod tests {
         event.fire();
         assert_eq!(a.0.load(Ordering::SeqCst), 1);
         assert_eq!(b.0.load(Ordering::SeqCst), 0, "a waiter that left is not woken");
-        // A waiter that comes after the event sees it at once.
+        // A waiter that comes after the event sees it at once, and gets its own key.
         let mut rc = None;
         assert!(event.register(&mut rc, &wb));
+        assert_ne!(rc.as_ref().map(|r| r.0), ra.as_ref().map(|r| r.0));
         event.unregister(&mut ra);
+        assert_eq!(event.waiting().len(), 1, "the late waiter's waker is still its own");
+        event.unregister(&mut rc);
+        assert_eq!(event.waiting().len(), 0);
     }
 
     #[test]
