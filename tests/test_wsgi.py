@@ -409,6 +409,23 @@ def test_input_empty_body(start_server):
         assert get_json(srv, "/input/read")["len"] == 0
         assert get_json(srv, "/input/readlines") == []
         assert get_json(srv, "/input/read", method="POST", body=b"abc")["len"] == 3
+    assert get_json(srv, "/input/past-end") == {"body": "", "tail": "[b'', b'', b'', [], []]"}
+    assert get_json(srv, "/input/iter") == []
+
+
+def test_input_empty_body_read_on_threads_at_once(start_server):
+    """Requests without a body share one empty stream. While one request is inside
+    read() (here: waiting on its size's __index__, the GIL released), another's read of
+    the same stream must work (a shared mutable stream failed with 'Already borrowed')."""
+    srv = start_server(APP, "-w", "1", "--threads", "2")
+    slow = {}
+    t = threading.Thread(target=lambda: slow.update(out=get_json(srv, "/input/slow-size?wait=0.6")))
+    t.start()
+    time.sleep(0.2)
+    assert get_json(srv, "/input/read")["len"] == 0
+    assert get_json(srv, "/input/readlines") == []
+    t.join(10)
+    assert slow["out"]["len"] == 0
 
 
 def test_input_large_body_echo(start_server):

@@ -110,6 +110,15 @@ def app(environ, start_response):
         return _json(start_response, environ_report(environ))
 
     # -- wsgi.input --------------------------------------------------------------------
+    if path == "/input/slow-size":
+        # A size whose __index__ waits (the GIL released) while the read has begun.
+        class SlowSize:
+            def __index__(self):
+                time.sleep(float(q.get("wait", "0.5")))
+                return 5
+
+        body = inp.read(SlowSize())
+        return _json(start_response, {"len": len(body), "type": type(inp).__name__})
     if path == "/input/read":
         body = inp.read()
         again = inp.read()

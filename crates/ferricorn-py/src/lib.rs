@@ -38,6 +38,7 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pylog::_write_access, m)?)?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::InputStream>()?;
+    m.add_class::<wsgi::EmptyInput>()?;
     m.add_class::<wsgi::ErrorStream>()?;
     m.add_class::<asgi::Drain>()?;
     m.add_class::<asgi::LoopPulse>()?;

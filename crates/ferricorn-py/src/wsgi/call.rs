@@ -18,7 +18,7 @@ use ferricorn_server::Request;
 pub(crate) struct Continuation {
     result: Py<PyAny>,
     responder: Py<StartResponse>,
-    input: Py<InputStream>,
+    input: Option<Py<InputStream>>,
     uri: http::Uri,
     /// For `post_request`: the hook's request object and the environ.
     hook_args: Option<(Py<PyAny>, Py<PyAny>)>,
@@ -64,7 +64,8 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
         uri,
         hook_args,
     } = cont;
-    if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input.bind(py), &uri) {
+    let input = input.as_ref().map(|i| i.bind(py));
+    if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input, &uri) {
         ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
         responder.bind(py).borrow_mut().send_error(500, "Internal Server Error");
     }
@@ -83,14 +84,14 @@ fn serve(
     let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
     let req = &*req;
     let uri = &req.head.uri;
-    // A request without a body shares the worker's empty `wsgi.input`: at its end from
-    // the start, nothing in it ever changes.
+    // A request without a body keeps the environ template's `EmptyInput`.
     let input = if body.is_complete() && body.received() == 0 {
-        shared.empty_input.bind(py).clone()
+        None
     } else {
-        Bound::new(py, InputStream::new(body))?
+        Some(Bound::new(py, InputStream::new(body))?)
     };
-    let environ = match environ::build(py, shared, req, input.clone())? {
+    let input = input.as_ref();
+    let environ = match environ::build(py, shared, req, input)? {
         Ok(env) => env,
         Err(e) => {
             ferricorn_core::error!("Error handling request {uri}: {}", e.detail);
@@ -114,7 +115,7 @@ fn serve(
     let result = match shared.app.bind(py).call1((environ.clone(), responder)) {
         Ok(r) => r,
         Err(e) => {
-            fail(py, &e, responder, &input, uri);
+            fail(py, &e, responder, input, uri);
             post(py);
             return Ok(None);
         }
@@ -129,19 +130,19 @@ fn serve(
                 return Ok(Some(Continuation {
                     result: result.unbind(),
                     responder: responder.clone().unbind(),
-                    input: input.unbind(),
+                    input: input.map(|i| i.clone().unbind()),
                     uri: uri.clone(),
                     hook_args: hook_req.map(|r| (r.unbind(), environ.clone().into_any().unbind())),
                 }))
             }
             Err(e) => {
-                fail(py, &e, responder, &input, uri);
+                fail(py, &e, responder, input, uri);
                 post(py);
                 return Ok(None);
             }
         }
     }
-    finish(py, shared, &result, responder, &input, uri)?;
+    finish(py, shared, &result, responder, input, uri)?;
     post(py);
     Ok(None)
 }
@@ -152,7 +153,7 @@ fn finish(
     shared: &Shared,
     result: &Bound<'_, PyAny>,
     responder: &Bound<'_, StartResponse>,
-    input: &Bound<'_, InputStream>,
+    input: Option<&Bound<'_, InputStream>>,
     uri: &http::Uri,
 ) -> PyResult<()> {
     let outcome = consume(py, shared, result, responder);
@@ -180,10 +181,12 @@ fn fail(
     py: Python<'_>,
     err: &PyErr,
     responder: &Bound<'_, StartResponse>,
-    input: &Bound<'_, InputStream>,
+    input: Option<&Bound<'_, InputStream>>,
     uri: &http::Uri,
 ) {
-    let body_error = input.borrow().error().cloned();
+    // The app may have handed its input to a thread that is reading it now: then no body
+    // error is known.
+    let body_error = input.and_then(|i| i.try_borrow().ok()?.error().cloned());
     let mut r = responder.borrow_mut();
     match body_error {
         Some(be) if !r.headers_sent() => {

@@ -139,7 +139,7 @@ pub fn build<'py>(
     py: Python<'py>,
     shared: &Shared,
     req: &Request,
-    input: Bound<'py, InputStream>,
+    input: Option<&Bound<'py, InputStream>>,
 ) -> PyResult<Result<Bound<'py, PyDict>, EnvironError>> {
     let head = &req.head;
     let cfg = &shared.cfg;
@@ -306,7 +306,8 @@ pub fn build<'py>(
     if req.scheme == "https" {
         env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
     }
-    if !input.is(&shared.empty_input) {
+    // Without a body, the template's `EmptyInput` stays.
+    if let Some(input) = input {
         env.set_item(intern!(py, "wsgi.input"), input)?;
     }
     if let Some(h) = &req.early_hints {

@@ -212,3 +212,46 @@ impl InputStream {
 
     fn close(&mut self) {}
 }
+
+/// `wsgi.input` of every request without a body: at its end from the start and without
+/// state, so one object serves all of them, on every thread at once. An `InputStream`
+/// could not be shared: its methods borrow it mutably, and Python code they may run (a
+/// size's `__index__`, a garbage collection) lets another thread in, whose read would
+/// find it already borrowed.
+#[pyclass(module = "ferricorn", frozen)]
+pub struct EmptyInput;
+
+#[pymethods]
+impl EmptyInput {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyBytes>> {
+        size_arg(size)?;
+        Ok(PyBytes::new(py, b""))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyBytes>> {
+        size_arg(size)?;
+        Ok(PyBytes::new(py, b""))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+        size_arg(hint)?;
+        Ok(PyList::empty(py))
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self) -> Option<Py<PyBytes>> {
+        None
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {}
+}

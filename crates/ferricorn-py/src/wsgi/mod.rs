@@ -17,7 +17,7 @@ mod response;
 pub use errors::ErrorStream;
 pub use file::FileWrapper;
 pub use hooks::RequestHooks;
-pub use input::InputStream;
+pub use input::{EmptyInput, InputStream};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,8 +185,6 @@ pub(crate) struct Shared {
     pub environ_template: Py<pyo3::types::PyDict>,
     /// The template with `SERVER_NAME`/`SERVER_PORT` set, per local address served.
     pub local_templates: environ::LocalTemplates,
-    /// `wsgi.input` for every request without a body (the template's).
-    pub empty_input: Py<InputStream>,
 }
 
 impl WsgiBridge {
@@ -197,7 +195,7 @@ impl WsgiBridge {
         let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
         // Requests that cannot have early hints (HTTP/1.0, HTTP/2) keep this no-op one.
         let no_hints = Bound::new(py, early_hints::EarlyHintsFn(None))?;
-        let empty_input = Py::new(py, InputStream::new(ferricorn_server::RequestBody::empty()))?;
+        let empty_input = Py::new(py, EmptyInput)?;
         let environ_template = environ::template(
             py,
             &cfg,
@@ -211,7 +209,6 @@ impl WsgiBridge {
             cfg,
             environ_template,
             local_templates: Default::default(),
-            empty_input,
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
