@@ -178,13 +178,19 @@ pub fn build<'py>(
     if forwarded_script.is_some() {
         env.set_item(intern!(py, "SCRIPT_NAME"), script_name.as_str())?;
     }
-    env.set_item(intern!(py, "PATH_INFO"), ascii_str(py, &path_info)?)?;
+    let path_info_str = ascii_str(py, &path_info)?;
+    env.set_item(intern!(py, "PATH_INFO"), &path_info_str)?;
     match head.uri.query() {
         Some(q) if !q.is_ascii() => env.set_item(intern!(py, "QUERY_STRING"), latin1(q.as_bytes()))?,
         Some(q) => env.set_item(intern!(py, "QUERY_STRING"), ascii_str(py, q)?)?,
         None => {} // the template's ""
     }
-    let raw_uri = ascii_str(py, &raw_uri)?;
+    // Without a query or a SCRIPT_NAME the two are the same text: one str for both.
+    let raw_uri = if *raw_uri == *path_info {
+        path_info_str
+    } else {
+        ascii_str(py, &raw_uri)?
+    };
     env.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
     env.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
     // `intern!` caches the object; `PyString::intern` would look it up on every request.
