@@ -794,6 +794,25 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def paired_ratio(runs, peer_runs, key="rps"):
+    """Median over the rounds of a server's value divided by a peer's in the same round. The
+    two ran one after the other, so a machine whose speed drifts between rounds (a shared VM)
+    moves both; a ratio of medians could pair one server's fast round with the other's slow
+    one. None without a round both have."""
+    peer = {r.get("round"): r.get(key) for r in peer_runs}
+    return med(r[key] / peer[r.get("round")] for r in runs if r.get(key) and peer.get(r.get("round")))
+
+
+def add_paired_ratios(summary, results, peers=("gunicorn", "granian", "rust")):
+    for sc, per in summary.items():
+        for name, s in per.items():
+            s["vs"] = {p: paired_ratio(results[sc][name], results[sc][p]) for p in peers if per.get(p)}
+
+
+def fmt_ratio(x):
+    return "-" if x is None else f"{x:.2f}x"
+
+
 def table(summary, scenarios, names):
     head = ["scenario", "server", "req/s", "vs gunicorn", "vs granian", "vs Rust ref", "p50 ms", "p99 ms",
             "errors", "RSS idle MiB", "RSS load MiB", "start ms", "CPU % server/wrk", "other CPU %"]
@@ -804,10 +823,10 @@ def table(summary, scenarios, names):
             s = got.get(name)
             if not s:
                 continue
-            ref = lambda peer: got.get(peer, {}).get("rps")  # noqa: E731
+            vs = s.get("vs", {})
             rows.append("| " + " | ".join([
                 sc, "pure-Rust ref" if name == "rust" else name, fmt(s["rps"], ",.0f"),
-                ratio(s["rps"], ref("gunicorn")), ratio(s["rps"], ref("granian")), ratio(s["rps"], ref("rust")),
+                fmt_ratio(vs.get("gunicorn")), fmt_ratio(vs.get("granian")), fmt_ratio(vs.get("rust")),
                 fmt(s["p50_ms"], ".2f"), fmt(s["p99_ms"], ".2f"), str(s["errors"]),
                 fmt(s["rss_idle_kib"] and s["rss_idle_kib"] / 1024, ".1f"),
                 fmt(s["rss_load_kib"] and s["rss_load_kib"] / 1024, ".1f"), fmt(s["start_ms"], ".0f"),
@@ -1252,6 +1271,8 @@ def main():
 
     summarize_runs = summarize_instructions if args.instructions else summarize
     summary = {sc: {n: summarize_runs(runs) for n, runs in per.items() if runs} for sc, per in results.items()}
+    if not args.instructions:
+        add_paired_ratios(summary, results)
     for name, why in skipped.items():
         notes.insert(0, f"{name}: skipped, {why}")
     v = versions(nginx=any("nginx" in results[sc] for sc in scenarios), valgrind=args.instructions)
