@@ -16,10 +16,20 @@ HERE = Path(__file__).parent
 APPS = HERE / "apps"
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one handed out before in this test run: the kernel may
+    give a just-closed port again, and two servers of one test (started after both ports
+    were picked) once got the same one; the second then answered from the first."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def ferricorn_cmd():
