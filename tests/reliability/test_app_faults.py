@@ -126,7 +126,8 @@ def test_memory_growth_recycled_by_max_requests(rel_server, report):
     )
     assert load.failed == 0, load.details() + "\n" + log[-3000:]
     assert load.ok == total
-    assert recycles >= total // 10 - 2, recycles
+    # A worker serves 10 to GROW_MAX_BLOCKS requests (those in flight when it reaches the limit).
+    assert recycles >= total // GROW_MAX_BLOCKS - 2, recycles
     assert peak <= base + GROW_MAX_BLOCKS * 4096 + 20480, f"a worker grew to {peak} KiB (base {base} KiB)"
     assert _deaths(log) == [], _deaths(log)
 
