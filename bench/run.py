@@ -791,7 +791,7 @@ def fmt(x, spec, suffix=""):
 
 
 def ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "-"
+    return fmt_ratio(a / b if a and b else None)
 
 
 def paired_ratio(runs, peer_runs, key="rps"):
