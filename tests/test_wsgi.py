@@ -815,6 +815,37 @@ def test_content_length_smaller_than_body_is_enforced(start_server, mode):
     assert split_response(raw)[2] == b"0123"
 
 
+def test_declared_content_length_is_read_per_response(start_server):
+    # A Content-Length is remembered by its text between responses: each response must
+    # still get its own value, its own limit on the body, and its own error.
+    srv = start_server(APP, "-w", "1")
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+    try:
+        for n, cl, status, want in [
+            (5, "5", 200, b"xxxxx"),
+            (12, "12", 200, b"x" * 12),
+            (5, "5", 200, b"xxxxx"),
+            (10, "4", 200, b"xxxx"),
+            (10, "4", 200, b"xxxx"),
+            (3, "3", 200, b"xxx"),
+            (3, "abc", 500, None),
+            (3, "-3", 500, None),
+            (10, "4", 200, b"xxxx"),
+        ]:
+            conn.request("GET", f"/declared-length?n={n}&cl={cl}")
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == status, (n, cl, r.status)
+            if want is not None:
+                assert r.getheader("Content-Length") == cl
+                assert body == want
+            if r.getheader("Connection", "").lower() == "close":
+                conn.close()
+                conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("mode", ["list", "gen"])
 def test_head_sends_no_body(start_server, mode):
     srv = start_server(APP, "-w", "1")

@@ -284,6 +284,11 @@ def app(environ, start_response):
         if q.get("mode") == "gen":
             return (c for c in [b"01", b"23456", b"789"])
         return [b"0123456789"]
+    if path == "/declared-length":
+        # The declared length is a new str on every response (parsed from the query), as
+        # `str(len(body))` is.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", q.get("cl", ""))])
+        return [b"x" * int(q.get("n", "0"))]
     if path == "/head":
         body = b"a body that HEAD must not send\n"
         if q.get("mode") == "gen":

@@ -54,6 +54,49 @@ impl<T: Clone> Table<T> {
 static NAMES: Mutex<Table<HeaderName>> = Mutex::new(Table::new());
 static VALUES: Mutex<Table<HeaderValue>> = Mutex::new(Table::new());
 
+/// The last `Content-Length` value parsed, by its text. An application makes a new
+/// object for it on every response (`str(len(body))`), so the tables above never keep
+/// it, but the text repeats whenever the body's size does. Holds no Python object: no
+/// Python code runs while it is locked.
+static LAST_LENGTH: Mutex<Option<LastLength>> = Mutex::new(None);
+
+/// The longest `Content-Length` text remembered: any `u64` in decimal.
+const LENGTH_TEXT_MAX: usize = 20;
+
+struct LastLength {
+    text: [u8; LENGTH_TEXT_MAX],
+    len: usize,
+    value: HeaderValue,
+    n: u64,
+}
+
+fn push_content_length(head: &mut ResponseHead, text: &[u8]) -> Result<(), HeadError> {
+    let hit = LAST_LENGTH.lock().ok().and_then(|last| {
+        let l = last.as_ref()?;
+        (l.text[..l.len] == *text).then(|| (l.value.clone(), l.n))
+    });
+    if let Some((value, n)) = hit {
+        head.push_content_length(value, n);
+        return Ok(());
+    }
+    let value = ResponseHead::parse_value(&http::header::CONTENT_LENGTH, text)?;
+    let n = ResponseHead::parse_content_length(&value)?;
+    if text.len() <= LENGTH_TEXT_MAX {
+        if let Ok(mut last) = LAST_LENGTH.lock() {
+            let mut copy = [0; LENGTH_TEXT_MAX];
+            copy[..text.len()].copy_from_slice(text);
+            *last = Some(LastLength {
+                text: copy,
+                len: text.len(),
+                value: value.clone(),
+                n,
+            });
+        }
+    }
+    head.push_content_length(value, n);
+    Ok(())
+}
+
 /// Whether `obj` outlives this response: something besides the header list holds it (a
 /// module's or function's constant, a framework's header store), or the pair holding it
 /// is itself such a constant (`("Content-Type", "text/plain")` in a function is one
@@ -90,8 +133,8 @@ fn cached<T: Clone, E>(
 /// and `value_bytes` convert the items (each bridge has its own rules: WSGI takes
 /// latin-1 `str`, ASGI `bytes`) and run only when the cache misses; `value_len` is the
 /// value's length in the object's units. Long values (cookies, policies) are rarely the
-/// same object twice and an entry keeps its object alive: only short ones are cached,
-/// and never a `Content-Length`, which changes with every body.
+/// same object twice and an entry keeps its object alive: only short ones are cached.
+/// A `Content-Length` is remembered by its text instead (see `LAST_LENGTH`).
 pub fn push<'a>(
     head: &mut ResponseHead,
     pair: &Bound<'_, PyAny>,
@@ -105,8 +148,11 @@ pub fn push<'a>(
     let hname = cached(&NAMES, name, lasting(name, pair), || {
         ResponseHead::parse_name(&name_bytes()?).map_err(invalid)
     })?;
+    if hname == http::header::CONTENT_LENGTH {
+        return push_content_length(head, &value_bytes()?).map_err(invalid);
+    }
     let parse_value = || ResponseHead::parse_value(&hname, &value_bytes()?).map_err(invalid);
-    let hvalue = if value_len > MAX_VALUE_LEN || hname == http::header::CONTENT_LENGTH {
+    let hvalue = if value_len > MAX_VALUE_LEN {
         parse_value()?
     } else {
         cached(&VALUES, value, lasting(value, pair), parse_value)?

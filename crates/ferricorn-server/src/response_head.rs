@@ -87,9 +87,9 @@ impl ResponseHead {
     /// (a bridge may cache those for the objects an application passes every time).
     pub fn push_parsed(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), HeadError> {
         if name == header::CONTENT_LENGTH {
-            let v = std::str::from_utf8(value.as_bytes()).unwrap_or("").trim();
-            let n = v.parse().map_err(|_| HeadError::ContentLength(v.to_string()))?;
-            self.content_length = Some(n);
+            let n = Self::parse_content_length(&value)?;
+            self.push_content_length(value, n);
+            return Ok(());
         }
         if server_owned(name.as_str()) {
             if name == header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
@@ -99,6 +99,18 @@ impl ResponseHead {
         }
         self.headers.append(name, value);
         Ok(())
+    }
+
+    /// The length a `Content-Length` value declares (surrounding whitespace allowed).
+    pub fn parse_content_length(value: &HeaderValue) -> Result<u64, HeadError> {
+        let v = std::str::from_utf8(value.as_bytes()).unwrap_or("").trim();
+        v.parse().map_err(|_| HeadError::ContentLength(v.to_string()))
+    }
+
+    /// Adds a `Content-Length` header whose value [`Self::parse_content_length`] read as `n`.
+    pub fn push_content_length(&mut self, value: HeaderValue, n: u64) {
+        self.content_length = Some(n);
+        self.headers.append(header::CONTENT_LENGTH, value);
     }
 
     /// The head as an informational response (`HTTP/1.1 103 Early Hints` and its
