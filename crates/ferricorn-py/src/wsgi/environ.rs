@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyDict, PyString};
 
+use super::early_hints::EarlyHintsFn;
 use super::{InputStream, Shared};
 use crate::pyhelpers::{ascii_str, LastStr};
 
@@ -262,7 +263,8 @@ pub fn build<'py>(
         }
     }
 
-    let mut key = String::with_capacity(64);
+    // Made on the first header without a precomputed key (many requests have none).
+    let mut key = String::new();
     // HeaderMap's iterator yields a name's values one after the other: one walk, no
     // lookup per name.
     let mut headers = head.headers.iter().peekable();
@@ -303,6 +305,9 @@ pub fn build<'py>(
             env.set_item(k, value)?;
             continue;
         }
+        if key.capacity() == 0 {
+            key.reserve(64);
+        }
         key.clear();
         key.push_str("HTTP_");
         key.extend(n.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
@@ -317,10 +322,11 @@ pub fn build<'py>(
         env.set_item(intern!(py, "wsgi.input"), input)?;
     }
     if let Some(h) = &req.early_hints {
-        env.set_item(
-            intern!(py, "wsgi.early_hints"),
-            Bound::new(py, super::early_hints::EarlyHintsFn(Some(h.clone())))?,
-        )?;
+        let hints = match conn_strings(conn) {
+            Some(c) => EarlyHintsFn::for_request(py, &c.early_hints, h)?,
+            None => Bound::new(py, EarlyHintsFn::new(h.clone()))?,
+        };
+        env.set_item(intern!(py, "wsgi.early_hints"), hints)?;
     }
     Ok(Ok(env))
 }
@@ -335,6 +341,8 @@ struct ConnStrings {
     /// shares hyper's read buffer, which would then be reallocated for every request and
     /// kept alive by every idle connection.
     host: std::sync::Mutex<Option<KeptText>>,
+    /// The `wsgi.early_hints` callable its requests reuse (see `EarlyHintsFn::for_request`).
+    early_hints: std::sync::Mutex<Option<Py<EarlyHintsFn>>>,
 }
 
 impl ConnStrings {
@@ -342,6 +350,7 @@ impl ConnStrings {
         Self {
             remote_port: pyo3::sync::PyOnceLock::new(),
             host: std::sync::Mutex::new(None),
+            early_hints: std::sync::Mutex::new(None),
         }
     }
 

@@ -194,7 +194,7 @@ impl WsgiBridge {
         let errors = Py::new(py, ErrorStream)?;
         let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
         // Requests that cannot have early hints (HTTP/1.0, HTTP/2) keep this no-op one.
-        let no_hints = Bound::new(py, early_hints::EarlyHintsFn(None))?;
+        let no_hints = Bound::new(py, early_hints::EarlyHintsFn::none())?;
         let empty_input = Py::new(py, EmptyInput)?;
         let environ_template = environ::template(
             py,
