@@ -203,6 +203,24 @@ def test_missing_module_exits_3(run_cli):
     assert "cli_no_such_module_xyz" in out, out
 
 
+def test_boot_failure_ends_like_gunicorn(run_cli):
+    # Gunicorn's reap_workers and halt(): the exit line with its period, then
+    # "Shutting down: Master" and the reason, both at ERROR.
+    res = run_cli("-b", f"127.0.0.1:{free_port()}", "cli_no_such_module_xyz:app")
+    out = output(res)
+    assert res.returncode == 3, out
+    assert re.search(r"\[ERROR\] Worker \(pid:\d+\) exited with code 3\.\n", out), out
+    down = out.index("[ERROR] Shutting down: Master")
+    assert out.index("[ERROR] Reason: Worker failed to boot.") > down, out
+
+
+def test_worker_class_is_logged_as_configured(start_server):
+    srv = start_server("testapp:app", "-k", "gthread")
+    assert "Using worker: gthread" in srv.log(), srv.log()
+    srv = start_server("testapp:app", "-k", "sync", "--threads", "2")
+    assert "Using worker: gthread" in srv.log(), srv.log()
+
+
 def test_module_raising_at_import_exits_3_with_traceback(run_cli):
     res = run_cli("-b", f"127.0.0.1:{free_port()}", "cli_import_error:app")
     out = output(res)
@@ -340,7 +358,8 @@ def test_two_binds(launch):
     assert get(f"http://127.0.0.1:{p1}/")[0] == 200
     assert get(f"http://127.0.0.1:{p2}/")[0] == 200
     log = srv.log()
-    assert f"127.0.0.1:{p1}" in log and f"127.0.0.1:{p2}" in log, log
+    # Gunicorn: one line, the listeners comma-separated.
+    assert f"Listening at: http://127.0.0.1:{p1},http://127.0.0.1:{p2} (" in log, log
 
 
 def test_unix_socket_with_umask(tmp_path):

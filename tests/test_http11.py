@@ -661,6 +661,19 @@ def test_limit_request_field_size_option(start_server):
     assert_hello(r)
 
 
+@pytest.mark.parametrize("line, status", [(48, 200), (49, 431), (50, 431)])
+def test_limit_request_field_size_counts_the_line_with_its_crlf(start_server, line, status):
+    # Gunicorn: len(line) + len("\r\n") > limit_request_field_size is a 431.
+    srv = start_server("testapp:app", "--limit-request-field_size", "50")
+    header = b"X-Long: " + b"v" * (line - 8)
+    assert len(header) == line
+    r, closed = http(srv, get("/", extra=header + b"\r\n", close=False))
+    if status == 200:
+        assert_hello(r)
+    else:
+        assert_error(r, closed, status)
+
+
 def test_limit_request_body_content_length(start_server):
     srv = start_server("testapp:app", "--limit-request-body", "10")
     pid = worker_pid(srv)

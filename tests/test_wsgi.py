@@ -815,6 +815,19 @@ def test_content_length_smaller_than_body_is_enforced(start_server, mode):
     assert split_response(raw)[2] == b"0123"
 
 
+def test_no_content_response_declares_no_length(start_server):
+    # RFC 9110 8.6, and Gunicorn: a 204 carries no Content-Length, whatever the app said.
+    srv = start_server(APP, "-w", "1")
+    with srv.connect() as s:
+        s.sendall(b"GET /no-content HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        raw = recv_all(s)
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 204"), raw
+    assert b"content-length" not in first.lower() and b"x-kept: yes" in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"Hello from wsgi_app\n"), rest
+
+
 def test_declared_content_length_is_read_per_response(start_server):
     # A Content-Length is remembered by its text between responses: each response must
     # still get its own value, its own limit on the body, and its own error.

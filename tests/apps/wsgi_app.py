@@ -284,6 +284,9 @@ def app(environ, start_response):
         if q.get("mode") == "gen":
             return (c for c in [b"01", b"23456", b"789"])
         return [b"0123456789"]
+    if path == "/no-content":
+        start_response("204 No Content", [("Content-Length", "5"), ("X-Kept", "yes")])
+        return [b"hello"]
     if path == "/declared-length":
         # The declared length is a new str on every response (parsed from the query), as
         # `str(len(body))` is.

@@ -122,6 +122,8 @@ pub struct Arbiter<L: Launcher> {
     heartbeats: Heartbeats,
     /// The new master started by USR2, while it runs.
     reexec_pid: Option<i32>,
+    /// Why the master stops on its own (a worker that could not boot or load the app).
+    halt_reason: Option<&'static str>,
     metrics: Option<Metrics>,
     /// The worker count last sent to StatsD (`gunicorn.workers` is sent on change).
     reported_workers: Option<usize>,
@@ -169,6 +171,7 @@ impl<L: Launcher> Arbiter<L> {
             next_age: 0,
             heartbeats,
             reexec_pid: None,
+            halt_reason: None,
             metrics,
             reported_workers: None,
             backlog_sent: Instant::now()
@@ -184,6 +187,12 @@ impl<L: Launcher> Arbiter<L> {
     /// A USR2 child master is running (it shares our listeners).
     pub fn has_reexec_child(&self) -> bool {
         self.reexec_pid.is_some()
+    }
+
+    /// Why [`Self::run`] returned a failure, for the `Reason:` line Gunicorn logs after
+    /// `Shutting down: Master`.
+    pub fn halt_reason(&self) -> Option<&'static str> {
+        self.halt_reason
     }
 
     /// Runs until a stop signal or a fatal worker error; returns the exit code.
@@ -518,11 +527,11 @@ impl<L: Launcher> Arbiter<L> {
             self.account_exit(&worker, code);
             match (code, signal) {
                 (Some(WORKER_BOOT_ERROR), _) => {
-                    ferricorn_core::error!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}");
+                    ferricorn_core::error!("Worker (pid:{pid}) exited with code {WORKER_BOOT_ERROR}.");
                     halt = Some((WORKER_BOOT_ERROR, "Worker failed to boot."));
                 }
                 (Some(APP_LOAD_ERROR), _) => {
-                    ferricorn_core::error!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}");
+                    ferricorn_core::error!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}.");
                     halt = Some((APP_LOAD_ERROR, "App failed to load."));
                 }
                 (Some(0), _) => {}
@@ -540,7 +549,7 @@ impl<L: Launcher> Arbiter<L> {
         }
         if let Some((code, reason)) = halt {
             self.stop(Stop::Graceful);
-            ferricorn_core::info!("Reason: {reason}");
+            self.halt_reason = Some(reason);
             return Err(code);
         }
         Ok(())

@@ -145,7 +145,9 @@ pub fn check_head(
     let (mut hosts, mut types, mut lengths) = (0usize, 0usize, 0usize);
     let (mut content_length, mut chunked, mut expect, mut upgrade) = (None, false, false, false);
     for (name, value) in headers {
-        if name.as_str().len() + value.len() + 2 > limits.field_size {
+        // Gunicorn counts the line as sent, its CRLF included: `name: value\r\n` (one
+        // space after the colon, as good as every client writes it).
+        if name.as_str().len() + value.len() + 4 > limits.field_size {
             return Err(Rejection::new(
                 431,
                 "Request Header Fields Too Large",

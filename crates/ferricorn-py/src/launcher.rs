@@ -149,23 +149,22 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         }
     }
     ferricorn_core::debug!("Arbiter booted");
-    for l in &listeners {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        ferricorn_core::info!(
-            "Listening at: {} ({})",
-            l.display_with_scheme(scheme),
-            std::process::id()
-        );
-    }
+    // One line for all listeners, comma-separated, as Gunicorn logs them.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listening: Vec<String> = listeners.iter().map(|l| l.display_with_scheme(scheme)).collect();
+    ferricorn_core::info!("Listening at: {} ({})", listening.join(","), std::process::id());
     let threads = s.int("threads");
     let asgi_forced = s.str("interface") == Some("asgi")
         || worker_interface(s.str("worker_class").unwrap_or("sync")) == Some(Some("asgi"));
+    // Gunicorn's worker_class_str: the class as configured, "gthread" for a sync class
+    // given threads.
+    let configured = s.str("worker_class").unwrap_or("sync");
     let kind = if asgi_forced {
         "asgi"
-    } else if threads > 1 {
+    } else if threads > 1 && (configured == "sync" || configured.ends_with("SyncWorker")) {
         "gthread"
     } else {
-        "sync"
+        configured
     };
     ferricorn_core::info!("Using worker: {kind}");
     let proc_name = s
@@ -224,8 +223,16 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let code = arbiter.run();
     ferricorn_arbiter::process::sd_notify("STOPPING=1");
     let shares_sockets = arbiter.has_reexec_child();
+    let halt_reason = arbiter.halt_reason();
     let l = arbiter.launcher();
-    ferricorn_core::info!("Shutting down: Master");
+    // Gunicorn's halt(): both lines at ERROR when the master stops because of a failure.
+    match halt_reason {
+        Some(reason) => {
+            ferricorn_core::error!("Shutting down: Master");
+            ferricorn_core::error!("Reason: {reason}");
+        }
+        None => ferricorn_core::info!("Shutting down: Master"),
+    }
     l.boot.hooks.call(py, "on_exit", (l.boot.hooks.server(py),));
     // A USR2 pair shares the socket files: only a master alone removes them.
     if !shares_sockets && l.parent_master.is_none() {

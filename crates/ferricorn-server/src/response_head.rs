@@ -144,6 +144,11 @@ impl ResponseHead {
         *resp.status_mut() = self.status;
         *resp.headers_mut() = self.headers;
         let h = resp.headers_mut();
+        // RFC 9110 8.6: a 204 has no content and must not declare a length (Gunicorn
+        // drops it too).
+        if self.status == StatusCode::NO_CONTENT && self.content_length.is_some() {
+            h.remove(header::CONTENT_LENGTH);
+        }
         h.reserve(2);
         if self.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -175,6 +180,16 @@ mod tests {
         assert!(resp.headers().get("server").is_none());
         assert_eq!(resp.headers()["connection"], "close");
         assert!(ResponseHead::new(1000, None).is_err());
+    }
+
+    #[test]
+    fn no_content_declares_no_length() {
+        let mut h = ResponseHead::new(204, None).unwrap();
+        h.push(b"Content-Length", b"5").unwrap();
+        h.push(b"X-Kept", b"yes").unwrap();
+        let resp = h.into_response(ResponseBody::full(bytes::Bytes::from_static(b"hello")));
+        assert!(resp.headers().get("content-length").is_none());
+        assert_eq!(resp.headers()["x-kept"], "yes");
     }
 
     #[test]
