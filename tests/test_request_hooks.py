@@ -5,6 +5,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 CONF = '''
 import json
 
@@ -57,13 +59,16 @@ def test_post_request_with_two_arguments_and_a_failing_hook(start_server, tmp_pa
         "def pre_request(worker, req):\n    raise ValueError('hook bug')\n"
     )
     srv = start_server("-c", str(conf), "testapp:app")
-    with urllib.request.urlopen(srv.url + "/", timeout=5) as r:
-        assert r.status == 200
+    # Gunicorn: the hook's exception fails the request (500), and post_request still runs.
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(srv.url + "/", timeout=5).read()
+    assert err.value.code == 500
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not marker.exists():
         time.sleep(0.05)
     assert marker.read_text() == "/\n"
-    assert "Exception in pre_request hook" in srv.log() and "hook bug" in srv.log()
+    srv.wait_for("hook bug")
+    assert "Error handling request" in srv.log(), srv.log()
 
 
 def test_pre_and_post_request_on_asgi(start_server, tmp_path):
@@ -92,18 +97,23 @@ def test_pre_and_post_request_on_asgi(start_server, tmp_path):
     assert events[4]["path"] == "/raise-before" and events[5]["code"] == 500
 
 
-def test_failing_asgi_hooks_do_not_fail_requests(start_server, tmp_path):
+def test_failing_asgi_hooks(start_server, tmp_path):
+    """As in Gunicorn's ASGI worker: a raising pre_request fails the request (500), a
+    raising post_request is only logged."""
     conf = tmp_path / "h.conf.py"
     conf.write_text(
-        "def pre_request(worker, req):\n    raise ValueError('pre bug')\n"
+        "def pre_request(worker, req):\n    if req.path == '/pre-fails':\n        raise ValueError('pre bug')\n"
         "def post_request(worker, req):\n    raise ValueError('post bug')\n"
     )
     srv = start_server("-c", str(conf), "asgi_raw:app")
     with urllib.request.urlopen(srv.url + "/cl", timeout=5) as r:
         assert r.status == 200
     srv.wait_for("post bug")
-    assert "Exception in pre_request hook" in srv.log() and "pre bug" in srv.log()
     assert "Exception in post_request hook" in srv.log()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(srv.url + "/pre-fails", timeout=5).read()
+    assert err.value.code == 500
+    srv.wait_for("pre bug")
 
 
 def test_worker_nr_and_server_workers(start_server, tmp_path):
@@ -114,6 +124,8 @@ def test_worker_nr_and_server_workers(start_server, tmp_path):
     conf.write_text(
         "def pre_fork(server, worker):\n"
         f"    open({str(log)!r}, 'a').write(f'pre_fork {{len(server.WORKERS)}} {{worker.pid}}\\n')\n"
+        "def pre_request(worker, req):\n"
+        f"    open({str(log)!r}, 'a').write(f'pre {{worker.nr}} {{req.remote_addr[0]}} {{type(req.remote_addr[1]).__name__}}\\n')\n"
         "def post_request(worker, req):\n"
         f"    open({str(log)!r}, 'a').write(f'nr {{worker.nr}} {{worker.max_requests}}\\n')\n"
     )
@@ -130,3 +142,7 @@ def test_worker_nr_and_server_workers(start_server, tmp_path):
     # Two workers share three requests: each counts its own from 1.
     assert counts[0] == 1 and counts[-1] <= 3 and len(counts) == 3, lines
     assert all(l.endswith(" 100") for l in lines if l.startswith("nr ")), lines
+    # Gunicorn counts a request after pre_request: the hook sees the requests before it.
+    # `req.remote_addr` is the peer's (ip, port).
+    pre = sorted(l for l in lines if l.startswith("pre "))
+    assert pre[0] == "pre 0 127.0.0.1 int" and len(pre) == 3, lines

@@ -93,14 +93,17 @@ def hooked_run_http(worker, pre_request, post_request):
         if scope.get("type") != "http":
             return await run_http(app, scope, cycle)
         req = RequestInfo(scope)
-        worker.nr = getattr(worker, "nr", 0) + 1
-        if pre_request is not None:
-            try:
-                pre_request(worker, req)
-            except Exception:  # noqa: BLE001 - a broken hook must not fail the request
-                report("pre_request")
         resp = ResponseInfo(cycle.send)
         try:
+            # As in Gunicorn: the hook sees the count of the requests before this one,
+            # and its exception fails the request like the app's would.
+            if pre_request is not None:
+                try:
+                    pre_request(worker, req)
+                except Exception as exc:  # noqa: BLE001 - answered as the app's error
+                    cycle.app_failed("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+                    return
+            worker.nr = getattr(worker, "nr", 0) + 1
             await run_http(app, scope, _Cycle(cycle, resp.send))
         finally:
             if post_request is not None:
@@ -143,8 +146,9 @@ class RequestInfo:
         self.scheme = scope.get("scheme", "http")
         self.headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
         client = scope.get("client")
-        self.remote_addr = client[0] if client else None
-        self.peer_addr = tuple(client) if client else None
+        # Gunicorn's `Request.remote_addr`: the peer's `(ip, port)`.
+        self.remote_addr = tuple(client) if client else ""
+        self.peer_addr = self.remote_addr
 
     def environ(self):
         """The reduced environ Gunicorn's ASGI worker hands to ``post_request``."""
@@ -155,7 +159,7 @@ class RequestInfo:
             "QUERY_STRING": self.query,
             "RAW_URI": self.uri,
             "SERVER_PROTOCOL": "HTTP/%d.%d" % self.version,
-            "REMOTE_ADDR": self.remote_addr or "",
+            "REMOTE_ADDR": self.remote_addr[0] if self.remote_addr else "",
             "wsgi.url_scheme": self.scheme,
         }
         for name, value in self.headers:

@@ -99,19 +99,26 @@ fn serve(
             return Ok(None);
         }
     };
-    let hook_req = match &shared.cfg.hooks {
+    // As in Gunicorn, a `pre_request` that raises fails the request like the app would
+    // (a 500), and `post_request` still runs.
+    let (hook_req, pre_failed) = match &shared.cfg.hooks {
         Some(hooks) => {
             let r = hooks.request_object(py, req)?;
-            hooks.pre_request(py, &r);
-            Some(r)
+            let failed = hooks.pre_request(py, &r).err();
+            (Some(r), failed)
         }
-        None => None,
+        None => (None, None),
     };
     let post = |py: Python<'_>| {
         if let (Some(hooks), Some(r)) = (&shared.cfg.hooks, &hook_req) {
             hooks.post_request(py, r, &environ, responder);
         }
     };
+    if let Some(e) = pre_failed {
+        fail(py, &e, responder, input, uri);
+        post(py);
+        return Ok(None);
+    }
     let result = match shared.app.bind(py).call1((environ.clone(), responder)) {
         Ok(r) => r,
         Err(e) => {

@@ -49,6 +49,10 @@ impl RequestHooks {
             let value = ferricorn_core::request::latin1(value.as_bytes());
             headers.append((name.as_str().to_ascii_uppercase(), value))?;
         }
+        let peer = match req.conn.peer {
+            Some(p) => (p.ip().to_string(), p.port()).into_pyobject(py)?.into_any(),
+            None => "".into_pyobject(py)?.into_any(),
+        };
         let version = match head.version {
             Version::HTTP_10 => (1, 0),
             Version::HTTP_2 => (2, 0),
@@ -70,24 +74,26 @@ impl RequestHooks {
                 ("headers", headers.into_any()),
                 ("version", PyTuple::new(py, [version.0, version.1])?.into_any()),
                 ("scheme", req.scheme.into_pyobject(py)?.into_any()),
-                (
-                    "remote_addr",
-                    req.conn.peer.map(|p| p.ip().to_string()).into_pyobject(py)?.into_any(),
-                ),
+                // Gunicorn's `Request.remote_addr` is the peer's address as the socket
+                // gives it: `(ip, port)`, or "" on a UNIX socket.
+                ("remote_addr", peer.clone()),
+                ("peer_addr", peer),
             ],
         )
     }
 
-    pub fn pre_request(&self, py: Python<'_>, req: &Bound<'_, PyAny>) {
+    /// Runs `pre_request`, then counts the request in `worker.nr` (in Gunicorn's order:
+    /// the hook sees the count of the requests before this one). The hook's exception is
+    /// the request's.
+    pub fn pre_request(&self, py: Python<'_>, req: &Bound<'_, PyAny>) -> PyResult<()> {
         let worker = self.worker.bind(py);
+        if let Some(hook) = &self.pre {
+            hook.bind(py).call1((worker, req))?;
+        }
         if let Ok(nr) = worker.getattr("nr").and_then(|n| n.extract::<u64>()) {
             let _ = worker.setattr("nr", nr + 1);
         }
-        if let Some(hook) = &self.pre {
-            if let Err(e) = hook.bind(py).call1((self.worker.bind(py), req)) {
-                ferricorn_core::error!("Exception in pre_request hook:\n{}", format_exception(py, &e));
-            }
-        }
+        Ok(())
     }
 
     pub fn post_request(
