@@ -461,3 +461,17 @@ def test_bad_request_has_access_line(procs, tmp_path, kind):
     # The request line of a rejected request is free-form; the rest is fixed.
     assert re.match(r'^127\.0\.0\.1 - - \[[^\]]+\] ".*" 400 \S+ "-" "-"$', lines[0]), lines
     assert wait_until(lambda: "Invalid request from ip=127.0.0.1" in srv.stderr(), 3), srv.stderr()
+
+
+@pytest.mark.parametrize("level", ["warn", "bogus"])
+def test_unknown_log_level_means_info_as_in_gunicorn(start_server, level):
+    # Gunicorn's Logger: LOG_LEVELS.get(loglevel.lower(), logging.INFO).
+    srv = start_server("testapp:app", "--log-level", level)
+    srv.wait_for("Booting worker")
+    assert "[INFO] Booting worker" in srv.log(), srv.log()
+
+
+def test_log_level_in_capitals(start_server):
+    srv = start_server("testapp:app", "--log-level", "DEBUG")
+    srv.wait_for("Booting worker")
+    assert "[DEBUG]" in srv.log(), srv.log()

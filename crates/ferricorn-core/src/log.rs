@@ -25,7 +25,8 @@ impl Level {
         Some(match s.to_ascii_lowercase().as_str() {
             "debug" => Level::Debug,
             "info" => Level::Info,
-            "warning" | "warn" => Level::Warning,
+            // Gunicorn's names only: anything else (`warn` too) is info there.
+            "warning" => Level::Warning,
             "error" => Level::Error,
             "critical" => Level::Critical,
             _ => return None,

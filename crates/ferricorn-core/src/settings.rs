@@ -115,9 +115,7 @@ impl Def {
             Kind::Str | Kind::Python => Ok(Value::Str(text.to_string())),
             Kind::Choice(choices) => {
                 if let Some(c) = choices.iter().find(|c| c.eq_ignore_ascii_case(text)) {
-                    // Gunicorn keeps `--log-level DEBUG` as written (and lower-cases it
-                    // when it applies it); other choices are stored canonically.
-                    Ok(Value::Str(if self.name == "loglevel" { text } else { c }.to_string()))
+                    Ok(Value::Str(c.to_string()))
                 } else {
                     Err(invalid(format!("must be one of {}", choices.join(", "))))
                 }

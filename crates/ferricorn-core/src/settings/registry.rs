@@ -5,7 +5,6 @@ use super::{Def, Kind};
 const POS: Kind = Kind::Int { min: 0 };
 const ONE: Kind = Kind::Int { min: 1 };
 const ANY_INT: Kind = Kind::Int { min: i64::MIN };
-const LEVELS: &[&str] = &["debug", "info", "warning", "error", "critical"];
 
 macro_rules! defs {
     ($( $name:literal, [$($flag:literal),*], $meta:literal, $kind:expr, $default:literal, $section:literal, $doc:literal; )*) => {
@@ -124,8 +123,8 @@ pub static REGISTRY: &[Def] = defs![
         "ferricorn: write each access-log line as a JSON object (`time`, `remote_addr`, `user`, `request`, `method`, `path`, `query`, `protocol`, `status`, `bytes`, `referer`, `user_agent`, `duration_us`, `pid`: the values of Gunicorn's atoms) instead of `--access-logformat`.";
     "errorlog", ["--error-logfile", "--log-file"], "FILE", Kind::Str, "-", "Logging",
         "The error log file (`-` = stderr).";
-    "loglevel", ["--log-level"], "LEVEL", Kind::Choice(LEVELS), "info", "Logging",
-        "The error log level: debug, info, warning, error or critical.";
+    "loglevel", ["--log-level"], "LEVEL", Kind::Str, "info", "Logging",
+        "The error log level: debug, info, warning, error or critical (any case). As in Gunicorn, any other value (`warn` included) means info.";
     "capture_output", ["--capture-output"], "", Kind::Flag, "", "Logging",
         "Redirect stdout and stderr to the error log file.";
     "logger_class", ["--logger-class"], "STRING", Kind::Str, "gunicorn.glogging.Logger", "Logging",
