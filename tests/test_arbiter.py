@@ -465,6 +465,10 @@ def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
         def worker_abort(worker):
             with open({str(marker)!r}, "a") as f:
                 f.write(f"{{os.getpid()}}\\n")
+
+        def worker_exit(server, worker):
+            with open({str(marker)!r} + ".exit", "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
         """,
     )
     srv = start_server("-w", "1", "-t", "2", "--threads", str(threads), "-c", str(conf), APP)
@@ -485,11 +489,40 @@ def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
     assert wait_until(lambda: read_pid(marker) == kids[0], 5), (
         f"worker_abort not called in {kids[0]}: {marker.read_text() if marker.exists() else None}\n{srv.log()}"
     )
+    # Gunicorn's aborted worker leaves through sys.exit(): "Worker exiting", worker_exit.
+    exited = Path(str(marker) + ".exit")
+    assert wait_until(lambda: read_pid(exited) == kids[0], 5), srv.log()
+    assert f"Worker exiting (pid: {kids[0]})" in srv.log(), srv.log()
     new = wait_new_workers(srv.pid, 1, kids, timeout=10)
     assert new, f"worker not replaced: {children(srv.pid)}\n{srv.log()}"
     assert get(srv.port) == (200, b"Hello, World!\n")
     assert int(get(srv.port, "/pid")[1]) in new
     assert srv.proc.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["int", "quit"])
+def test_quick_stop_runs_worker_int_then_worker_exit(start_server, tmp_path, sig):
+    log = tmp_path / "hooks.txt"
+    conf = write(
+        tmp_path / "arb_int_conf.py",
+        f"""
+        import os
+
+        def worker_int(worker):
+            with open({str(log)!r}, "a") as f:
+                f.write(f"int {{os.getpid()}}\\n")
+
+        def worker_exit(server, worker):
+            with open({str(log)!r}, "a") as f:
+                f.write(f"exit {{os.getpid()}}\\n")
+        """,
+    )
+    srv = start_server("-w", "2", "-c", str(conf), APP)
+    kids = wait_workers(srv, 2)
+    assert srv.stop(sig) == 0
+    lines = log.read_text().splitlines()
+    for k in kids:
+        assert lines.index(f"int {k}") < lines.index(f"exit {k}"), lines
 
 
 # --------------------------------------------------------------------------------------

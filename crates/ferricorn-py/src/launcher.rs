@@ -19,6 +19,7 @@ use ferricorn_core::settings::Settings;
 use ferricorn_server::{Listener, ServeOutcome, ServerConfig};
 use nix::unistd::Pid;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::cli::{load_app, Fatal};
 use crate::hooks::Hooks;
@@ -558,6 +559,8 @@ fn start_signal_thread(
     let set = worker_signal_set();
     let abort_hook = hooks.object(py, "worker_abort").map(Bound::unbind);
     let int_hook = hooks.object(py, "worker_int").map(Bound::unbind);
+    let exit_hook = hooks.object(py, "worker_exit").map(Bound::unbind);
+    let server = hooks.server(py).unbind();
     let worker = worker.clone().unbind();
     let spawned = std::thread::Builder::new()
         .name("ferricorn-signals".into())
@@ -584,16 +587,29 @@ fn start_signal_thread(
                 if outcome == ServeOutcome::Abort {
                     dump_all_stacks(py);
                 }
-                if let Some(hook) = hook {
-                    if let Err(e) = hook.bind(py).call1((worker.bind(py),)) {
-                        ferricorn_core::error!(
-                            "Exception in worker hook:\n{}",
-                            crate::pyhelpers::format_exception(py, &e)
-                        );
+                let call = |name: &str, hook: &Option<Py<PyAny>>, args: &Bound<'_, PyTuple>| {
+                    if let Some(hook) = hook {
+                        if let Err(e) = hook.bind(py).call1(args) {
+                            ferricorn_core::error!(
+                                "Exception in {name} hook:\n{}",
+                                crate::pyhelpers::format_exception(py, &e)
+                            );
+                        }
                     }
+                };
+                let name = if outcome == ServeOutcome::Abort {
+                    "worker_abort"
+                } else {
+                    "worker_int"
+                };
+                if let Ok(args) = PyTuple::new(py, [worker.bind(py)]) {
+                    call(name, hook, &args);
                 }
-                if outcome == ServeOutcome::Quick {
-                    ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
+                // Gunicorn's worker leaves through sys.exit() in both cases, and the
+                // arbiter's `finally` logs the exit and runs `worker_exit`.
+                ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
+                if let Ok(args) = PyTuple::new(py, [server.bind(py), worker.bind(py)]) {
+                    call("worker_exit", &exit_hook, &args);
                 }
                 exit_now(py, code)
             })
