@@ -619,6 +619,26 @@ def test_hooks_are_called(launch, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "hook, code, line",
+    [
+        ("def when_ready(server):\n    raise RuntimeError('HOOKBOOM')\n", 1, "Error in when_ready hook"),
+        ("def post_fork(server, worker):\n    raise RuntimeError('HOOKBOOM')\n", 3, "Reason: Worker failed to boot."),
+        ("def post_worker_init(worker):\n    raise RuntimeError('HOOKBOOM')\n", 3, "Reason: Worker failed to boot."),
+    ],
+    ids=["when_ready", "post_fork", "post_worker_init"],
+)
+def test_raising_boot_hooks_stop_the_server(run_cli, tmp_path, hook, code, line):
+    # Gunicorn: when_ready's exception stops the master (exit 1); post_fork's and
+    # post_worker_init's fail the worker's boot (exit 3), which stops the master.
+    conf = write(tmp_path / "raising_hook.py", hook)
+    res = run_cli("-c", str(conf), "-b", f"127.0.0.1:{free_port()}", "testapp:app")
+    out = output(res)
+    assert res.returncode == code, out
+    assert "HOOKBOOM" in out and line in out, out
+    assert "Booting worker" not in out or code == 3, out
+
+
+@pytest.mark.parametrize(
     "body, why",
     [
         ("def on_starting(server, extra):\n    pass\n", "must take 1 positional argument, it takes 2"),

@@ -217,8 +217,18 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     };
     let mut arbiter = Arbiter::new(cfg, launcher).map_err(|e| fatal(format!("Error: {e}")))?;
     {
+        // Gunicorn calls it outside its main loop's error handling: an exception stops
+        // the master before any worker starts.
         let l = arbiter.launcher();
-        l.boot.hooks.call(py, "when_ready", (l.boot.hooks.server(py),));
+        l.boot
+            .hooks
+            .call_strict(py, "when_ready", (l.boot.hooks.server(py),))
+            .map_err(|e| {
+                fatal(format!(
+                    "Error in when_ready hook:\n{}",
+                    crate::pyhelpers::format_exception(py, &e)
+                ))
+            })?;
     }
     ferricorn_arbiter::process::sd_notify("READY=1\nSTATUS=ferricorn arbiter booted");
     let code = arbiter.run();
@@ -901,7 +911,18 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
             return ferricorn_arbiter::WORKER_BOOT_ERROR;
         }
     };
-    hooks.call(py, "post_fork", (hooks.server(py), worker.clone()));
+    // Gunicorn runs both hooks inside the worker's boot: an exception is a boot failure
+    // (exit 3, and the master stops with "Worker failed to boot.").
+    let boot_hook_failed = |e: PyErr| {
+        ferricorn_core::error!(
+            "Exception in worker process\n{}",
+            crate::pyhelpers::format_exception(py, &e)
+        );
+        ferricorn_arbiter::WORKER_BOOT_ERROR
+    };
+    if let Err(e) = hooks.call_strict(py, "post_fork", (hooks.server(py), worker.clone())) {
+        return boot_hook_failed(e);
+    }
     if let Err(e) = launcher.identity.apply(boot.settings.bool("initgroups")) {
         ferricorn_core::error!("Exception in worker process: {e}");
         return ferricorn_arbiter::WORKER_BOOT_ERROR;
@@ -930,7 +951,9 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     if let Ok(app) = &app {
         let _ = worker.setattr("app", app.bind(py));
     }
-    hooks.call(py, "post_worker_init", (worker.clone(),));
+    if let Err(e) = hooks.call_strict(py, "post_worker_init", (worker.clone(),)) {
+        return boot_hook_failed(e);
+    }
 
     let mut listeners = Vec::new();
     // The worker owns the sockets it inherited: when its accept loops end, the socket
