@@ -281,7 +281,8 @@ def test_http10_without_keepalive_closes(server):
         r = c.response()
         assert r.status_line == "HTTP/1.0 200 OK"
         assert r.body == HELLO
-        assert r.headers.get("connection", "close").lower() == "close"
+        # Gunicorn says so explicitly.
+        assert r.headers["connection"].lower() == "close"
         assert c.is_closed()
 
 
@@ -554,6 +555,9 @@ def test_streamed_response_on_http10_closes(server):
         assert "content-length" not in r.headers
         assert r.framing == "close"
         assert r.body == b"chunk 0\nchunk 1\nchunk 2\n"
+        # The body ends with the connection: the response must not promise keep-alive.
+        assert r.headers["connection"].lower() == "close"
+        assert c.is_closed()
 
 
 def test_head_has_no_body_and_connection_stays_usable(server):

@@ -33,6 +33,15 @@ pub(crate) fn handle(
     if cfg.log_requests {
         ferricorn_core::debug!("{} {}", req.method(), req.uri().path());
     }
+    // HTTP/1.0 has no chunked encoding: see `http10_connection`.
+    let http10 = (req.version() == http::Version::HTTP_10).then(|| Http10 {
+        keep_alive: req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+        }),
+        head: req.method() == http::Method::HEAD,
+    });
     let access = cfg
         .access_log
         .as_ref()
@@ -71,9 +80,44 @@ pub(crate) fn handle(
             Started::Done(resp) => resp,
             Started::Waiting(wait) => wait.await,
         };
+        if let Some(h) = http10 {
+            http10_connection(&mut resp, h);
+        }
         finish(&mut resp, &shared, state, access, meter);
         Ok(resp)
     }
+}
+
+/// What an HTTP/1.0 request said about its connection.
+#[derive(Clone, Copy)]
+struct Http10 {
+    keep_alive: bool,
+    head: bool,
+}
+
+/// An HTTP/1.0 client gets an HTTP/1.0 response that says whether the connection stays
+/// open, as Gunicorn's does: `keep-alive` when it asked for it and the response's end is
+/// known without closing (a length, or no body), `close` otherwise. hyper, given a 1.1
+/// response, would promise keep-alive and then end a body of unknown length by closing.
+fn http10_connection(resp: &mut Response<ResponseBody>, h: Http10) {
+    *resp.version_mut() = http::Version::HTTP_10;
+    let status = resp.status();
+    let bodyless = h.head || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED;
+    let delimited = bodyless
+        || resp.headers().contains_key(header::CONTENT_LENGTH)
+        || hyper::body::Body::size_hint(resp.body()).exact().is_some();
+    let closing = resp
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let value = if h.keep_alive && delimited && !closing {
+        "keep-alive"
+    } else {
+        "close"
+    };
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static(value));
 }
 
 /// The server's part of every response: `Connection: close` when the worker stops,
