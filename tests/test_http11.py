@@ -403,6 +403,12 @@ def test_chunked_hex_sizes(server):
     assert r.body == body
 
 
+@pytest.mark.parametrize("line", [b"5;", b"5;a=", b"5 ;", b"5;;a", b"5;a=b;", b"5;=b", b'5;a="b', b"5;a=b "])
+def test_malformed_chunk_extension_is_400(server, line):
+    # Gunicorn's CHUNK_EXT_RE: "Invalid chunk extension".
+    rejected(server, chunked_post("/echo", line + b"\r\nhello\r\n0\r\n\r\n"), 400)
+
+
 def test_invalid_chunk_size_is_400(server):
     rejected(server, chunked_post("/echo", b"zz\r\nhello\r\n0\r\n\r\n"), 400)
 

@@ -45,7 +45,7 @@ enum State {
     ChunkSize {
         size: u64,
         digits: u32,
-        ext: bool,
+        ext: Ext,
         /// Whitespace after the digits: allowed only before an extension (RFC 9112 BWS).
         ws: bool,
     },
@@ -56,6 +56,57 @@ enum State {
         empty_line: bool,
     },
     Stop,
+}
+
+/// Where a chunk-size line is in its extensions: RFC 9112's
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`, as Gunicorn
+/// matches it (no whitespace after the last one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// No `;` yet.
+    None,
+    /// After `;`: whitespace, then a name.
+    Start,
+    Name,
+    NameWs,
+    /// After `=`: whitespace, then a token or a quoted string.
+    Eq,
+    Value,
+    ValueWs,
+    Quoted,
+    QuotedEscape,
+}
+
+impl Ext {
+    fn is_token(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    }
+
+    /// The state after `b`, or `None` if `b` cannot come here.
+    fn next(self, b: u8) -> Option<Ext> {
+        let ws = b == b' ' || b == b'\t';
+        Some(match self {
+            Ext::None | Ext::NameWs | Ext::ValueWs | Ext::Name | Ext::Value if b == b';' => Ext::Start,
+            Ext::Start if ws => Ext::Start,
+            Ext::Start | Ext::Name if Self::is_token(b) => Ext::Name,
+            Ext::Name | Ext::NameWs if ws => Ext::NameWs,
+            Ext::Name | Ext::NameWs if b == b'=' => Ext::Eq,
+            Ext::Eq if ws => Ext::Eq,
+            Ext::Eq if b == b'"' => Ext::Quoted,
+            Ext::Eq | Ext::Value if Self::is_token(b) => Ext::Value,
+            Ext::Value | Ext::ValueWs if ws => Ext::ValueWs,
+            Ext::Quoted if b == b'"' => Ext::Value,
+            Ext::Quoted if b == b'\\' => Ext::QuotedEscape,
+            Ext::Quoted if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => Ext::Quoted,
+            Ext::QuotedEscape if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => Ext::Quoted,
+            _ => return None,
+        })
+    }
+
+    /// Whether the line may end here.
+    fn complete(self) -> bool {
+        matches!(self, Ext::None | Ext::Name | Ext::Value)
+    }
 }
 
 /// Longest header-line prefix kept: enough for the names and values we inspect.
@@ -164,8 +215,10 @@ impl HeadScanner {
                 if b == b'\n' {
                     self.state = if self.prev != b'\r' {
                         self.violation("chunk line ends with LF without CR")
-                    } else if ws && !ext {
+                    } else if ws && ext == Ext::None {
                         self.violation("whitespace after the chunk size")
+                    } else if !ext.complete() {
+                        self.violation("invalid chunk extension")
                     } else if digits == 0 {
                         State::Stop
                     } else if size == 0 {
@@ -174,16 +227,12 @@ impl HeadScanner {
                         State::ChunkData(size)
                     };
                 } else if b == b'\r' {
-                } else if ext {
-                    if !(b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b)) {
-                        self.state = self.violation("invalid byte in a chunk extension");
-                    }
-                } else if b == b';' {
-                    self.state = State::ChunkSize {
-                        size,
-                        digits,
-                        ext: true,
-                        ws,
+                } else if self.prev == b'\r' {
+                    self.state = self.violation("bare CR in a chunk line");
+                } else if ext != Ext::None || b == b';' {
+                    self.state = match ext.next(b) {
+                        Some(ext) => State::ChunkSize { size, digits, ext, ws },
+                        None => self.violation("invalid chunk extension"),
                     };
                 } else if b == b' ' || b == b'\t' {
                     self.state = State::ChunkSize {
@@ -217,7 +266,7 @@ impl HeadScanner {
                         State::ChunkSize {
                             size: 0,
                             digits: 0,
-                            ext: false,
+                            ext: Ext::None,
                             ws: false,
                         }
                     };
@@ -316,7 +365,7 @@ impl HeadScanner {
                 State::ChunkSize {
                     size: 0,
                     digits: 0,
-                    ext: false,
+                    ext: Ext::None,
                     ws: false,
                 }
             } else {
@@ -472,6 +521,22 @@ mod tests {
         assert_eq!(violation(b"5\r\nhello\r\n0\r\n\r\n"), None);
         assert_eq!(violation(b"5 ;a=b\r\nhello\r\n0\r\n\r\n"), None);
         assert_eq!(violation(b"5;a=\"x y\"\r\nhello\r\n0\r\n\r\n"), None);
+        assert_eq!(violation(b"5;a;b=c ; d = \"e\\\"f\"\r\nhello\r\n0;x=y\r\n\r\n"), None);
+        // Gunicorn's CHUNK_EXT_RE refuses these (400 "Invalid chunk extension").
+        for bad in [
+            &b"5;\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;a=\r\nhello\r\n0\r\n\r\n",
+            b"5 ;\r\nhello\r\n0\r\n\r\n",
+            b"5;;a\r\nhello\r\n0\r\n\r\n",
+            b"5;a=b;\r\nhello\r\n0\r\n\r\n",
+            b"5;=b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=b \r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5;a=b@c\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(violation(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
+        }
         for bad in [
             &b"5 \r\nhello\r\n0\r\n\r\n"[..],
             b"5\t\r\nhello\r\n0\r\n\r\n",
