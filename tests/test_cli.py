@@ -488,6 +488,25 @@ def test_invalid_setting_value(run_cli, args, names, value):
     )
 
 
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["-w", "abc"], 2),
+        (["-w", "-1"], 1),
+        (["-t", "-5"], 1),
+        (["--limit-request-line", "-5"], 1),
+        (["--limit-request-field_size", "-1"], 1),
+    ],
+    ids=["type", "workers", "timeout", "limit-line", "limit-field-size"],
+)
+def test_invalid_value_exit_codes_follow_gunicorn(run_cli, args, code):
+    # argparse's type errors exit 2; Gunicorn's validators ("Value must be positive")
+    # exit 1 after parsing.
+    res = run_cli("-b", f"127.0.0.1:{free_port()}", *args, "testapp:app")
+    assert res.returncode == code, output(res)
+    assert "Booting worker" not in output(res)
+
+
 def test_unknown_flag(run_cli):
     """Gunicorn (argparse) answers with a usage line and one error line naming the flag,
     e.g. `gunicorn: error: unrecognized arguments: --bogus`."""

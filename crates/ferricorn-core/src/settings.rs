@@ -74,6 +74,11 @@ pub struct Def {
 pub enum SettingError {
     #[error("Invalid value for {name}: {value:?}: {why}")]
     Invalid { name: String, value: String, why: String },
+    /// A well-formed value the setting refuses (an integer below its minimum): Gunicorn
+    /// reports these after parsing the command line, with exit code 1, where a value of
+    /// the wrong type is argparse's exit code 2.
+    #[error("Invalid value for {name}: {value:?}: {why}")]
+    OutOfRange { name: String, value: String, why: String },
     #[error("Unknown setting {name:?}{}", did_you_mean.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
     Unknown { name: String, did_you_mean: Option<String> },
     #[error("{0}")]
@@ -101,7 +106,11 @@ impl Def {
             Kind::Int { min } => {
                 let n: i64 = text.trim().parse().map_err(|_| invalid("not an integer".into()))?;
                 if n < min {
-                    return Err(invalid(format!("must be at least {min}")));
+                    return Err(SettingError::OutOfRange {
+                        name: self.name.to_string(),
+                        value: text.to_string(),
+                        why: format!("must be at least {min}"),
+                    });
                 }
                 Ok(Value::Int(n))
             }

@@ -30,10 +30,15 @@ impl Fatal {
         }
     }
 
-    /// A command-line error: exit code 2, as argparse (and so Gunicorn) uses.
+    /// A command-line error: exit code 2, as argparse (and so Gunicorn) uses, except for
+    /// a value out of range, which Gunicorn's validators report with exit code 1.
     fn args(e: settings::SettingError) -> Self {
         Self {
-            code: 2,
+            code: if matches!(e, settings::SettingError::OutOfRange { .. }) {
+                1
+            } else {
+                2
+            },
             message: format!("Error: {e}"),
         }
     }

@@ -4,7 +4,6 @@ use super::{Def, Kind};
 
 const POS: Kind = Kind::Int { min: 0 };
 const ONE: Kind = Kind::Int { min: 1 };
-const ANY_INT: Kind = Kind::Int { min: i64::MIN };
 
 macro_rules! defs {
     ($( $name:literal, [$($flag:literal),*], $meta:literal, $kind:expr, $default:literal, $section:literal, $doc:literal; )*) => {
@@ -49,11 +48,11 @@ pub static REGISTRY: &[Def] = defs![
         "Seconds workers get to finish in-flight requests after a graceful stop.";
     "keepalive", ["--keep-alive"], "INT", POS, "2", "Worker Processes",
         "Seconds to wait for the next request on a keep-alive connection (0 disables keep-alive).";
-    "limit_request_line", ["--limit-request-line"], "INT", ANY_INT, "4094", "Security",
+    "limit_request_line", ["--limit-request-line"], "INT", POS, "4094", "Security",
         "The maximum size of the request line in bytes (0 = unlimited; values above 8190 are capped at 8190). Longer lines get 414.";
-    "limit_request_fields", ["--limit-request-fields"], "INT", ANY_INT, "100", "Security",
+    "limit_request_fields", ["--limit-request-fields"], "INT", POS, "100", "Security",
         "The maximum number of header fields (capped at 32768). More get 431.";
-    "limit_request_field_size", ["--limit-request-field_size"], "INT", ANY_INT, "8190", "Security",
+    "limit_request_field_size", ["--limit-request-field_size"], "INT", POS, "8190", "Security",
         "The maximum size of one header line in bytes (0 means 8190, as in Gunicorn). Larger get 431.";
     "limit_request_body", ["--limit-request-body"], "INT", POS, "0", "Security",
         "ferricorn: the maximum request body in bytes (0 = unlimited). Larger bodies get 413.";
