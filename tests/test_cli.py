@@ -507,6 +507,17 @@ def test_invalid_value_exit_codes_follow_gunicorn(run_cli, args, code):
     assert "Booting worker" not in output(res)
 
 
+def test_unambiguous_abbreviations_as_argparse(run_cli):
+    # Gunicorn's argparse accepts a unique prefix of a long option.
+    res = run_cli("--timeo", "7", "--grace", "9", "--print-config", "testapp:app")
+    out = output(res)
+    assert res.returncode == 0, out
+    assert re.search(r"^timeout\s*=\s*7$", out, re.M), out
+    assert re.search(r"^graceful_timeout\s*=\s*9$", out, re.M), out
+    res = run_cli("--work", "2", "testapp:app")  # --workers, --worker-class...: ambiguous
+    assert res.returncode == 2, output(res)
+
+
 def test_unknown_flag(run_cli):
     """Gunicorn (argparse) answers with a usage line and one error line naming the flag,
     e.g. `gunicorn: error: unrecognized arguments: --bogus`."""

@@ -519,6 +519,9 @@ pub fn cli_command() -> clap::Command {
         .override_usage("ferricorn [OPTIONS] [APP_MODULE]")
         // argparse: a repeated option's last value wins (`-w 2 -w 5` is 5).
         .args_override_self(true)
+        // argparse's allow_abbrev: `--timeo 5` is `--timeout 5` when no other flag
+        // starts with `--timeo`.
+        .infer_long_args(true)
         .disable_version_flag(true)
         .arg(
             Arg::new("version")
