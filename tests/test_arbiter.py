@@ -230,6 +230,26 @@ class Load:
 # 1. SIGTERM drains in-flight requests
 
 
+def test_graceful_timeout_expiry_is_logged_like_gunicorn(start_server):
+    # A call longer than --graceful-timeout: the master SIGKILLs the worker and reports
+    # it, as Gunicorn's reaping does ("was sent SIGKILL! Perhaps out of memory?").
+    srv = start_server("-w", "1", "--graceful-timeout", "1", APP)
+    kids = wait_workers(srv, 1)
+
+    def slow():
+        try:
+            get(srv.port, "/sleep?6", timeout=15)
+        except Exception:  # noqa: BLE001 - the worker is killed under it
+            pass
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.6)
+    assert srv.stop(signal.SIGTERM) == 0
+    t.join(20)
+    assert f"[ERROR] Worker (pid:{kids[0]}) was sent SIGKILL! Perhaps out of memory?" in srv.log(), srv.log()
+
+
 def test_sigterm_finishes_slow_request_and_late_connections_are_answered_or_refused(start_server):
     srv = start_server("-w", "1", APP)
     wait_workers(srv, 1)

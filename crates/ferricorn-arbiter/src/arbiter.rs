@@ -534,16 +534,7 @@ impl<L: Launcher> Arbiter<L> {
                     ferricorn_core::error!("Worker (pid:{pid}) exited with code {APP_LOAD_ERROR}.");
                     halt = Some((APP_LOAD_ERROR, "App failed to load."));
                 }
-                (Some(0), _) => {}
-                (Some(c), _) => ferricorn_core::error!("Worker (pid:{pid}) exited with code {c}."),
-                (_, Some(s)) if s == libc::SIGKILL => {
-                    ferricorn_core::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
-                }
-                (_, Some(s)) if s == libc::SIGTERM => {
-                    ferricorn_core::info!("Worker (pid:{pid}) was sent SIGTERM!")
-                }
-                (_, Some(s)) => ferricorn_core::warning!("Worker (pid:{pid}) was sent {}!", signal_name(s)),
-                _ => {}
+                _ => log_exit(pid.as_raw(), code, signal),
             }
             self.launcher.worker_exited(&exit);
         }
@@ -594,6 +585,9 @@ impl<L: Launcher> Arbiter<L> {
                 _ => break,
             };
             if let Some(w) = self.workers.remove(&pid.as_raw()) {
+                // Gunicorn reaps the same way while it stops: a worker SIGKILLed at the
+                // end of the graceful timeout is reported.
+                log_exit(pid.as_raw(), code, signal);
                 self.heartbeats.retire(w.slot);
                 self.account_exit(&w, code);
                 self.launcher.worker_exited(&WorkerExit {
@@ -604,6 +598,20 @@ impl<L: Launcher> Arbiter<L> {
                 });
             }
         }
+    }
+}
+
+/// Gunicorn's line for a worker that ended other than with exit code 0.
+fn log_exit(pid: i32, code: Option<i32>, signal: Option<i32>) {
+    match (code, signal) {
+        (Some(0), _) => {}
+        (Some(c), _) => ferricorn_core::error!("Worker (pid:{pid}) exited with code {c}."),
+        (_, Some(s)) if s == libc::SIGKILL => {
+            ferricorn_core::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+        }
+        (_, Some(s)) if s == libc::SIGTERM => ferricorn_core::info!("Worker (pid:{pid}) was sent SIGTERM!"),
+        (_, Some(s)) => ferricorn_core::warning!("Worker (pid:{pid}) was sent {}!", signal_name(s)),
+        _ => {}
     }
 }
 
