@@ -329,6 +329,21 @@ def test_hup_rereads_config_file(start_server, tmp_path):
     assert get(srv.port)[0] == 200
 
 
+def test_hup_applies_a_new_log_level(start_server, tmp_path):
+    # Gunicorn's reload sets its logger up again from the new configuration.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 1\nloglevel = 'info'\n")
+    srv = start_server(APP)
+    old = wait_workers(srv, 1)
+    get(srv.port, "/?before")
+    conf.write_text("workers = 1\nloglevel = 'debug'\n")
+    srv.send_signal(signal.SIGHUP)
+    assert wait_new_workers(srv.pid, 1, old, timeout=15), srv.log()
+    get(srv.port, "/?after")
+    srv.wait_for("[DEBUG] GET /", 5)
+    assert "[DEBUG]" not in srv.log().split("Handling signal: hup")[0], srv.log()
+
+
 # --------------------------------------------------------------------------------------
 # 3. USR2 binary upgrade
 

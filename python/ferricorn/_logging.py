@@ -67,6 +67,11 @@ class _AccessLog(logging.Handler):
             self.handleError(record)
 
 
+def set_level(loglevel):
+    """HUP with a new ``loglevel``: the error logger's level, as Gunicorn's reload sets it."""
+    logging.getLogger("gunicorn.error").setLevel(LEVELS.get((loglevel or "info").lower(), logging.INFO))
+
+
 def setup(loglevel, logconfig_dict=None, logconfig_json=None, logconfig=None):
     """Returns the two loggers when a configuration routes them (ferricorn must then log
     through them), else ``None``. Raises ``RuntimeError`` with Gunicorn's reasons."""

@@ -58,6 +58,11 @@ pub fn configure(level: Level, path: Option<&str>) -> std::io::Result<()> {
     reopen()
 }
 
+/// Changes the level only (HUP with a new `loglevel`).
+pub fn set_level(level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
 /// Enables the access log (`-` = stdout); `None` turns it off.
 pub fn configure_access(path: Option<&str>) -> std::io::Result<()> {
     *ACCESS_PATH.lock().unwrap_or_else(|p| p.into_inner()) = path.map(str::to_string);

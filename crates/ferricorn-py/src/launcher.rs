@@ -390,6 +390,18 @@ impl Launcher for PyLauncher {
                             Ok(client) => ferricorn_core::metrics::set_statsd(client),
                             Err(e) => ferricorn_core::error!("{e}; keeping the previous StatsD settings"),
                         }
+                        // Gunicorn's reload sets its logger up again: a new level
+                        // applies to the master and to the workers it forks next.
+                        let level = settings.str("loglevel").unwrap_or("info");
+                        ferricorn_core::log::set_level(
+                            ferricorn_core::log::Level::parse(level).unwrap_or(ferricorn_core::log::Level::Info),
+                        );
+                        if let Err(e) = py
+                            .import("ferricorn._logging")
+                            .and_then(|m| m.call_method1("set_level", (level,)))
+                        {
+                            ferricorn_core::warning!("can't apply the new log level to Python logging: {e}");
+                        }
                         self.boot.settings = settings;
                         if let Ok(workers) = self.boot.hooks.server(py).getattr("WORKERS") {
                             let _ = hooks.server(py).setattr("WORKERS", workers);
