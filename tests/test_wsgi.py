@@ -759,6 +759,8 @@ def test_app_exception_is_500_logged_and_worker_survives(start_server):
     log = srv.log()
     assert "Traceback" in log
     assert "RuntimeError" in log
+    # Gunicorn 27's line: "Error handling request METHOD URI".
+    assert f"[ERROR] Error handling request GET /raise?token={t}\n" in log, log
     for _ in range(3):
         assert request(srv, "/")[0] == 200
 

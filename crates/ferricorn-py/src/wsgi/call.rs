@@ -19,9 +19,19 @@ pub(crate) struct Continuation {
     result: Py<PyAny>,
     responder: Py<StartResponse>,
     input: Option<Py<InputStream>>,
+    method: http::Method,
     uri: http::Uri,
     /// For `post_request`: the hook's request object and the environ.
     hook_args: Option<(Py<PyAny>, Py<PyAny>)>,
+}
+
+/// How Gunicorn 27 names a request in "Error handling request GET /path".
+struct Target<'a>(&'a http::Method, &'a http::Uri);
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
 }
 
 /// Runs one request. `inline` (on the I/O thread) stops after the app call unless the
@@ -38,16 +48,16 @@ pub(crate) fn run<'py>(
     let responder = match Bound::new(py, StartResponse::new(handover, shared.cfg.high_water, hints)) {
         Ok(r) => r,
         Err(e) => {
-            let uri = &req.head.uri;
-            ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
+            let target = Target(&req.head.method, &req.head.uri);
+            ferricorn_core::exception!("Error handling request {target}\n{}", format_exception(py, &e));
             return (None, None);
         }
     };
     let cont = match serve(py, shared, req, &responder, inline) {
         Ok(cont) => cont,
         Err(e) => {
-            let uri = &req.head.uri;
-            ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
+            let target = Target(&req.head.method, &req.head.uri);
+            ferricorn_core::exception!("Error handling request {target}\n{}", format_exception(py, &e));
             responder.borrow_mut().send_error(500, "Internal Server Error");
             None
         }
@@ -61,12 +71,14 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
         result,
         responder,
         input,
+        method,
         uri,
         hook_args,
     } = cont;
     let input = input.as_ref().map(|i| i.bind(py));
-    if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input, &uri) {
-        ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, &e));
+    let target = Target(&method, &uri);
+    if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input, &target) {
+        ferricorn_core::exception!("Error handling request {target}\n{}", format_exception(py, &e));
         responder.bind(py).borrow_mut().send_error(500, "Internal Server Error");
     }
     if let (Some(hooks), Some((req, environ))) = (&shared.cfg.hooks, hook_args) {
@@ -83,7 +95,7 @@ fn serve(
 ) -> PyResult<Option<Continuation>> {
     let body = std::mem::replace(&mut req.body, ferricorn_server::RequestBody::empty());
     let req = &*req;
-    let uri = &req.head.uri;
+    let uri = &Target(&req.head.method, &req.head.uri);
     // A request without a body keeps the environ template's `EmptyInput`.
     let input = if body.is_complete() && body.received() == 0 {
         None
@@ -138,7 +150,8 @@ fn serve(
                     result: result.unbind(),
                     responder: responder.clone().unbind(),
                     input: input.map(|i| i.clone().unbind()),
-                    uri: uri.clone(),
+                    method: req.head.method.clone(),
+                    uri: req.head.uri.clone(),
                     hook_args: hook_req.map(|r| (r.unbind(), environ.clone().into_any().unbind())),
                 }))
             }
@@ -161,7 +174,7 @@ fn finish(
     result: &Bound<'_, PyAny>,
     responder: &Bound<'_, StartResponse>,
     input: Option<&Bound<'_, InputStream>>,
-    uri: &http::Uri,
+    uri: &Target<'_>,
 ) -> PyResult<()> {
     let outcome = consume(py, shared, result, responder);
     if let Err(e) = &outcome {
@@ -189,7 +202,7 @@ fn fail(
     err: &PyErr,
     responder: &Bound<'_, StartResponse>,
     input: Option<&Bound<'_, InputStream>>,
-    uri: &http::Uri,
+    uri: &Target<'_>,
 ) {
     // The app may have handed its input to a thread that is reading it now: then no body
     // error is known.
