@@ -146,3 +146,24 @@ def test_worker_nr_and_server_workers(start_server, tmp_path):
     # `req.remote_addr` is the peer's (ip, port).
     pre = sorted(l for l in lines if l.startswith("pre "))
     assert pre[0] == "pre 0 127.0.0.1 int" and len(pre) == 3, lines
+
+
+def test_hook_objects_carry_gunicorns_attributes(start_server, tmp_path):
+    """What Gunicorn's objects offer hooks in practice: `server.LISTENERS` (printed as
+    the Listening at line), `worker.wsgi` (the app), `worker.booted` (False until
+    post_worker_init has run), `worker.max_requests` (sys.maxsize when unset) and
+    `worker.timeout` (half the timeout)."""
+    log = tmp_path / "attrs.json"
+    conf = tmp_path / "attrs.conf.py"
+    conf.write_text(
+        "import json, sys\n"
+        "def when_ready(server):\n"
+        f"    open({str(log)!r}, 'a').write(json.dumps({{'listeners': [str(l) for l in server.LISTENERS]}}) + '\\n')\n"
+        "def post_worker_init(worker):\n"
+        f"    open({str(log)!r}, 'a').write(json.dumps({{'booted': worker.booted, 'wsgi': callable(worker.wsgi),"
+        " 'max': worker.max_requests == sys.maxsize, 'timeout': worker.timeout}) + '\\n')\n"
+    )
+    srv = start_server("-c", str(conf), "-t", "30", "testapp:app")
+    events = read_events(log, 2)
+    assert events[0] == {"listeners": [f"http://127.0.0.1:{srv.port}"]}, events
+    assert events[1] == {"booted": False, "wsgi": True, "max": True, "timeout": 15.0}, events

@@ -207,13 +207,25 @@ impl Hooks {
                 ("cfg", self.cfg.bind(py).clone()),
                 ("log", Bound::new(py, Log)?.into_any()),
                 ("alive", true.into_pyobject(py)?.to_owned().into_any()),
-                ("booted", true.into_pyobject(py)?.to_owned().into_any()),
+                // True once post_worker_init has run, as in Gunicorn's init_process.
+                ("booted", false.into_pyobject(py)?.to_owned().into_any()),
                 ("aborted", false.into_pyobject(py)?.to_owned().into_any()),
                 // Requests served; counted when request hooks are defined (the only
                 // code that can look at it).
                 ("nr", 0u64.into_pyobject(py)?.into_any()),
-                ("max_requests", self.max_requests.into_pyobject(py)?.into_any()),
-                ("timeout", self.timeout.into_pyobject(py)?.into_any()),
+                // Gunicorn: `cfg.max_requests or sys.maxsize`, and the arbiter hands
+                // its workers half the timeout (they notify twice per period).
+                (
+                    "max_requests",
+                    (if self.max_requests > 0 {
+                        self.max_requests
+                    } else {
+                        i64::MAX
+                    })
+                    .into_pyobject(py)?
+                    .into_any(),
+                ),
+                ("timeout", (self.timeout as f64 / 2.0).into_pyobject(py)?.into_any()),
                 // Heartbeats go through shared memory: there is nothing to notify.
                 ("notify", py.eval(c"lambda: None", None, None)?.into_any()),
             ],

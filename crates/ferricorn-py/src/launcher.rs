@@ -154,6 +154,10 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listening: Vec<String> = listeners.iter().map(|l| l.display_with_scheme(scheme)).collect();
     ferricorn_core::info!("Listening at: {} ({})", listening.join(","), std::process::id());
+    // What hooks print of `server.LISTENERS` (Gunicorn's socket objects print the same).
+    if let Ok(l) = pyo3::types::PyList::new(py, &listening) {
+        let _ = boot.hooks.server(py).setattr("LISTENERS", l);
+    }
     let threads = s.int("threads");
     let asgi_forced = s.str("interface") == Some("asgi")
         || worker_interface(s.str("worker_class").unwrap_or("sync")) == Some(Some("asgi"));
@@ -962,10 +966,13 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     };
     if let Ok(app) = &app {
         let _ = worker.setattr("app", app.bind(py));
+        // Gunicorn's name for the loaded application.
+        let _ = worker.setattr("wsgi", app.bind(py));
     }
     if let Err(e) = hooks.call_strict(py, "post_worker_init", (worker.clone(),)) {
         return boot_hook_failed(e);
     }
+    let _ = worker.setattr("booted", true);
 
     let mut listeners = Vec::new();
     // The worker owns the sockets it inherited: when its accept loops end, the socket
