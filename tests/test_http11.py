@@ -506,6 +506,32 @@ def test_expect_100_continue(server):
         assert_hello(c.response())
 
 
+def test_expect_100_continue_unread_body_closes_the_connection_openly(server):
+    # The app answers without reading: no 100 was sent, the client still holds the body,
+    # so the connection cannot carry another request. The response says so.
+    with Conn(server) as c:
+        c.send(
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        r = c.response()
+        assert r.status_line == "HTTP/1.1 200 OK"
+        assert r.headers["connection"].lower() == "close"
+        assert c.is_closed()
+    # After a body that was read, the next request on the connection gets no close.
+    with Conn(server) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert c.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.send(b"ok")
+        r = c.response()
+        assert (r.status_line, r.body) == ("HTTP/1.1 200 OK", b"ok")
+        assert "close" not in r.headers.get("connection", "").lower()
+        c.send(get("/", close=False))
+        r = c.response()
+        assert_hello(r)
+        assert "close" not in r.headers.get("connection", "").lower()
+
+
 def test_expect_100_continue_with_chunked_body(server):
     with Conn(server) as c:
         c.send(chunked_post("/echo", b"", extra=b"Expect: 100-continue\r\n"))

@@ -109,6 +109,9 @@ impl RequestBody {
     }
 
     async fn next_frame(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(conn) = &self.framing {
+            conn.continue_read();
+        }
         loop {
             let Some(incoming) = self.incoming.as_mut() else {
                 return Ok(None);

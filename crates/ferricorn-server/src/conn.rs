@@ -53,6 +53,9 @@ pub struct ConnState {
     /// A write to the socket returned Pending and no flush completed since: hyper may
     /// hold bytes it has not written yet.
     write_pending: AtomicBool,
+    /// A request with `Expect: 100-continue` whose body nobody has started to read: the
+    /// client may be holding it back, so the connection cannot carry another request.
+    continue_unread: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -205,7 +208,23 @@ impl ConnState {
         !self.busy.load(Ordering::Acquire)
     }
 
+    /// The app is handed a body the client sends only once hyper answers `100 Continue`
+    /// (when the body is first read).
+    pub(crate) fn expect_continue(&self) {
+        self.continue_unread.store(true, Ordering::Release);
+    }
+
+    /// The body is being read (hyper has sent `100 Continue`).
+    pub(crate) fn continue_read(&self) {
+        self.continue_unread.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn continue_unread(&self) -> bool {
+        self.continue_unread.load(Ordering::Acquire)
+    }
+
     pub fn request_started(&self) {
+        self.continue_unread.store(false, Ordering::Relaxed);
         self.busy.store(true, Ordering::Release);
     }
 

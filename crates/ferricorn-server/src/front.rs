@@ -246,6 +246,7 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
         if let Some(refused) = refuse_body(&mut body, &checked.info, state) {
             return Started::Done(refused);
         }
+        state.expect_continue();
         return call_app(checked, body, shared, state);
     }
     // Small bodies are read here, on the I/O thread, so a client trickling its upload
@@ -317,6 +318,7 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
         hints_enabled: early_hints.is_some(),
         admission,
         force_close: accepted.force_close,
+        expects_continue: accepted.expects_continue && head.version == http::Version::HTTP_11,
     };
     let request = Request {
         head,
@@ -370,6 +372,10 @@ struct Ending {
     hints_enabled: bool,
     admission: Option<crate::overload::Admission>,
     force_close: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: if the app answers without reading the body,
+    /// the client may never send it (or send it late), and hyper closes the connection
+    /// after the response: say so in it.
+    expects_continue: bool,
 }
 
 impl Ending {
@@ -380,7 +386,7 @@ impl Ending {
         if let Some(a) = self.admission.take() {
             resp.body_mut().hold(a);
         }
-        if self.force_close {
+        if self.force_close || (self.expects_continue && state.continue_unread()) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
