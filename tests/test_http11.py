@@ -409,6 +409,30 @@ def test_malformed_chunk_extension_is_400(server, line):
     rejected(server, chunked_post("/echo", line + b"\r\nhello\r\n0\r\n\r\n"), 400)
 
 
+def test_empty_lines_before_a_request_line(server):
+    # RFC 9112 2.2: one empty line before a request is skipped; Gunicorn refuses more
+    # at once (400) instead of waiting for a request.
+    r, _ = http(server, b"\r\n" + get("/"))
+    assert_hello(r)
+    t0 = time.monotonic()
+    rejected(server, b"\r\n\r\n", 400)
+    rejected(server, b"\r\n" * 50000, 400)
+    assert time.monotonic() - t0 < 5
+
+
+def test_unfinished_request_line_over_the_limit_is_414_at_once(server):
+    # Gunicorn's read_line answers 414 as soon as the limit is passed, without the CRLF.
+    with Conn(server) as c:
+        t0 = time.monotonic()
+        c.send(b"GET /" + b"a" * 5000)
+        r = c.response()
+        assert r.status_line.startswith("HTTP/1.1 414"), r.status_line
+        assert r.headers["connection"].lower() == "close"
+        assert c.is_closed()
+        assert time.monotonic() - t0 < 5
+    assert_still_serving(server, None)
+
+
 def test_invalid_chunk_size_is_400(server):
     rejected(server, chunked_post("/echo", b"zz\r\nhello\r\n0\r\n\r\n"), 400)
 

@@ -274,7 +274,13 @@ impl<T> IdleIo<T> {
     /// `idle`: the keep-alive timeout (`None`: no idle timer); `head_timeout`: how long a
     /// request head may take, from the connection's start for the first request, from
     /// the end of the previous response for the others.
-    pub fn new(inner: T, state: Arc<ConnState>, idle: Option<Duration>, head_timeout: Duration) -> Self {
+    pub fn new(
+        inner: T,
+        state: Arc<ConnState>,
+        idle: Option<Duration>,
+        head_timeout: Duration,
+        line_limit: usize,
+    ) -> Self {
         let opened = Instant::now();
         Self {
             inner,
@@ -286,7 +292,7 @@ impl<T> IdleIo<T> {
             since: opened,
             data_since: 0,
             timer: None,
-            scanner: HeadScanner::default(),
+            scanner: HeadScanner::with_line_limit(line_limit),
             interim: Vec::new(),
             interim_written: 0,
         }
@@ -317,7 +323,7 @@ impl<T: AsyncWrite + Unpin> IdleIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
@@ -327,6 +333,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                     let state = &this.state;
                     this.scanner
                         .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
+                    if let Some((status, detail)) = this.scanner.reject.take() {
+                        // hyper would wait for the rest of a head that must be refused
+                        // now: answer here (a small write to an idle socket, best effort),
+                        // hide the bytes from hyper and end the connection.
+                        let page = crate::error_page::raw(status, detail);
+                        let _ = Pin::new(&mut this.inner).poll_write(cx, &page);
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                        ferricorn_core::warning!("Invalid request: {detail}");
+                        buf.set_filled(before);
+                        this.state.mark_closed();
+                        return Poll::Ready(Ok(()));
+                    }
                     if let Some(v) = this.scanner.body_violation.take() {
                         *state.body_violation.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
                     }

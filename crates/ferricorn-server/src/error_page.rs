@@ -34,6 +34,23 @@ pub fn response(status: u16, detail: &str, close: bool) -> Response<ResponseBody
     resp
 }
 
+/// An error response as bytes, for the connection's reader to write itself when the
+/// request never reaches hyper's parser (see `conn::IdleIo`): Gunicorn's `write_error`.
+pub fn raw(status: u16, detail: &str) -> Vec<u8> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n    <h1><p>{reason}</p></h1>\n    {}\n  </body>\n</html>\n",
+        escape(detail)
+    );
+    format!(
+        "HTTP/1.1 {} {reason}\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -131,6 +131,15 @@ pub struct HeadScanner {
     /// the request is refused with 400 if the front end still holds its body, and no later
     /// request on the connection is served (the scanner has stopped following it).
     pub body_violation: Option<&'static str>,
+    /// A request the reader must answer itself, because hyper would wait for more bytes
+    /// where Gunicorn answers at once: a request line past `limit_request_line` with no
+    /// end yet (414), or more than the one empty line RFC 9112 2.2 lets a server skip
+    /// before a request line (400). Scanning stops.
+    pub reject: Option<(u16, &'static str)>,
+    /// `--limit-request-line` (0: none).
+    line_limit: usize,
+    /// Empty lines seen since the last message.
+    empty_lines: u8,
 }
 
 impl Default for HeadScanner {
@@ -146,11 +155,22 @@ impl Default for HeadScanner {
             connect: false,
             prev: 0,
             body_violation: None,
+            reject: None,
+            line_limit: 0,
+            empty_lines: 0,
         }
     }
 }
 
 impl HeadScanner {
+    /// A scanner that refuses an unfinished request line past `limit` bytes (0: none).
+    pub fn with_line_limit(limit: usize) -> Self {
+        Self {
+            line_limit: limit,
+            ..Self::default()
+        }
+    }
+
     /// Feeds bytes read from the client; `on_head` receives each completed head's facts.
     pub fn feed(&mut self, mut data: &[u8], on_head: &mut impl FnMut(HeadFacts)) {
         while !data.is_empty() {
@@ -187,6 +207,15 @@ impl HeadScanner {
                         self.push(data);
                         self.prev = data[data.len() - 1];
                         data = &[];
+                        // Gunicorn's read_line: more than the limit (and a CRLF) without
+                        // the line's end is a 414 at once.
+                        if self.state == State::RequestLine
+                            && self.line_limit > 0
+                            && self.line_len.saturating_sub(2) > self.line_limit
+                        {
+                            self.reject = Some((414, "Request Line is too large"));
+                            self.state = State::Stop;
+                        }
                     }
                 },
                 _ => {
@@ -202,7 +231,14 @@ impl HeadScanner {
     fn byte(&mut self, b: u8) {
         match self.state {
             State::Idle => {
-                if b != b'\r' && b != b'\n' {
+                if b == b'\n' {
+                    self.empty_lines = self.empty_lines.saturating_add(1);
+                    if self.empty_lines > 1 {
+                        self.reject = Some((400, "Invalid request line: empty lines before the request"));
+                        self.state = State::Stop;
+                    }
+                } else if b != b'\r' {
+                    self.empty_lines = 0;
                     self.state = State::RequestLine;
                     self.line.clear();
                     self.line_len = 0;
@@ -549,6 +585,29 @@ mod tests {
         ] {
             assert!(violation(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn what_the_reader_answers_itself() {
+        let reject = |parts: &[&[u8]], limit: usize| {
+            let mut s = HeadScanner::with_line_limit(limit);
+            for p in parts {
+                s.feed(p, &mut |_| {});
+            }
+            s.reject.map(|r| r.0)
+        };
+        // One empty line before a request is skipped (RFC 9112 2.2), two are refused.
+        assert_eq!(reject(&[b"\r\nGET / HTTP/1.1\r\n\r\n"], 0), None);
+        assert_eq!(reject(&[b"\r\n", b"\r\n"], 0), Some(400));
+        assert_eq!(reject(&[b"GET / HTTP/1.1\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n"], 0), None);
+        assert_eq!(reject(&[b"GET / HTTP/1.1\r\n\r\n\r\n\r\n"], 0), Some(400));
+        // A request line without its end: refused once past the limit (and two bytes).
+        let long = [b"GET /".as_slice(), &[b'a'; 100]].concat();
+        assert_eq!(reject(&[&long[..50], &long[50..]], 100), Some(414));
+        assert_eq!(reject(&[&long[..50]], 100), None);
+        assert_eq!(reject(&[&long], 0), None);
+        // A complete long line is the front end's (its own 414, after hyper parses it).
+        assert_eq!(reject(&[&long, b" HTTP/1.1\r\n"], 200), None);
     }
 
     #[test]

@@ -666,7 +666,13 @@ where
 {
     let cfg = &shared.config;
     let state = Arc::new(ConnState::default());
-    let io = IdleIo::new(stream, state.clone(), cfg.keepalive, cfg.header_timeout);
+    let io = IdleIo::new(
+        stream,
+        state.clone(),
+        cfg.keepalive,
+        cfg.header_timeout,
+        cfg.limits.request_line,
+    );
     let conn_state = state.clone();
     let info = Arc::new(info);
     let info_for_log = info.clone();
