@@ -170,6 +170,11 @@ def _cases() -> list:
         ("chunk-ext-nul", b"5;na\x00me\r\nhello\r\n0\r\n\r\n", "NUL in an extension"),
         ("chunk-ext-bare-cr", b"5;a\rb\r\nhello\r\n0\r\n\r\n", "bare CR in an extension: gunicorn 400 (25.3)"),
         ("chunk-ext-bare-lf", b"5;a\nhello\r\n0\r\n\r\n", "extension ended by a bare LF"),
+        ("chunk-ext-empty", b"5;\r\nhello\r\n0\r\n\r\n", "`;` without a name: gunicorn 400 (CHUNK_EXT_RE)"),
+        ("chunk-ext-no-value", b"5;a=\r\nhello\r\n0\r\n\r\n", "`=` without a value"),
+        ("chunk-ext-trailing-semicolon", b"5;a=b;\r\nhello\r\n0\r\n\r\n", "a `;` ending the line"),
+        ("chunk-ext-open-quote", b'5;a="b\r\nhello\r\n0\r\n\r\n', "an unterminated quoted string"),
+        ("chunk-ext-trailing-space", b"5;a=b \r\nhello\r\n0\r\n\r\n", "whitespace after the last extension"),
         ("chunk-ext-ctl", b"5;a\x01b\r\nhello\r\n0\r\n\r\n", "control byte in an extension"),
         ("chunk-ext-del", b"5;a\x7fb\r\nhello\r\n0\r\n\r\n", "DEL in an extension"),
         ("chunk-ext-8bit", b"5;a\xffb\r\nhello\r\n0\r\n\r\n", "0xFF in an extension"),
@@ -205,6 +210,10 @@ def _cases() -> list:
     add(g, "obs-fold-first-header", b"GET /environ HTTP/1.1\r\n Host: x\r\n\r\n", "continuation line before any header")
     add(g, "obs-fold-content-length", post(b"Content-Length:\r\n 5\r\n", b"hello"), "Content-Length value on a continuation line")
     add(g, "leading-crlf", b"\r\n" + get_environ(), "an empty line before the request line (RFC 9112 2.2: SHOULD ignore)")
+    add(g, "two-leading-crlf", b"\r\n\r\n" + get_environ(), "two empty lines before the request line: gunicorn skips one only")
+    add(g, "crlf-only", b"\r\n\r\n", "empty lines and nothing else")
+    add(g, "unfinished-long-line", b"GET /" + b"a" * 5000, "a request line past the limit with no end yet: gunicorn 414 at once",
+        display="GET /aaaa... (5005 bytes, no CRLF)")
     add(g, "leading-space", b" " + get_environ(), "a space before the method")
 
     g = "headers"
