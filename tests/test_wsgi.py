@@ -817,6 +817,15 @@ def test_content_length_smaller_than_body_is_enforced(start_server, mode):
     assert split_response(raw)[2] == b"0123"
 
 
+def test_header_pairs_given_as_lists(start_server):
+    srv = start_server(APP, "-w", "1")
+    for _ in range(2):
+        raw = raw_get(srv, "/list-pairs")
+        status, headers, body = split_response(raw)
+        assert status.startswith("HTTP/1.1 200"), raw
+        assert header_values(headers, "x-pair") == ["list"] and body == b"ok"
+
+
 def test_no_content_response_declares_no_length(start_server):
     # RFC 9110 8.6, and Gunicorn: a 204 carries no Content-Length, whatever the app said.
     srv = start_server(APP, "-w", "1")

@@ -284,6 +284,10 @@ def app(environ, start_response):
         if q.get("mode") == "gen":
             return (c for c in [b"01", b"23456", b"789"])
         return [b"0123456789"]
+    if path == "/list-pairs":
+        # Lists instead of tuples: Gunicorn accepts any (name, value) pair.
+        start_response("200 OK", [["Content-Type", "text/plain"], ["Content-Length", "2"], ["X-Pair", "list"]])
+        return [b"ok"]
     if path == "/no-content":
         start_response("204 No Content", [("Content-Length", "5"), ("X-Kept", "yes")])
         return [b"hello"]

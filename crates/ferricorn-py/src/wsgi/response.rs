@@ -193,7 +193,16 @@ fn not_a_list() -> PyErr {
 
 /// One `(name, value)` item of the app's header list.
 fn push_header(head: &mut ResponseHead, item: &Bound<'_, PyAny>) -> PyResult<()> {
-    let tuple = item.cast::<PyTuple>().map_err(|_| not_a_list())?;
+    let converted;
+    let tuple = match item.cast::<PyTuple>() {
+        Ok(t) => t,
+        // Gunicorn takes any pair: `[name, value]` lists work there too.
+        Err(_) => {
+            let list = item.cast::<PyList>().map_err(|_| not_a_list())?;
+            converted = PyTuple::new(item.py(), list.iter())?;
+            &converted
+        }
+    };
     if tuple.len() != 2 {
         return Err(not_a_list());
     }
