@@ -420,6 +420,25 @@ def test_empty_lines_before_a_request_line(server):
     assert time.monotonic() - t0 < 5
 
 
+def test_empty_lines_after_a_pipelined_request_do_not_lose_it(server):
+    # The refused bytes come after a complete request in the same segment: that request
+    # is still answered.
+    with Conn(server) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n\r\n\r\n")
+        assert_hello(c.response())
+
+
+def test_http10_keepalive_request_with_keepalive_off(start_server):
+    # --keep-alive 0: the connection closes whatever the client asks, and says so.
+    srv = start_server("testapp:app", "--keep-alive", "0")
+    with Conn(srv) as c:
+        c.send(b"GET / HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+        r = c.response()
+        assert r.status_line == "HTTP/1.0 200 OK"
+        assert r.headers["connection"].lower() == "close"
+        assert c.is_closed()
+
+
 def test_unfinished_request_line_over_the_limit_is_414_at_once(server):
     # Gunicorn's read_line answers 414 as soon as the limit is passed, without the CRLF.
     with Conn(server) as c:

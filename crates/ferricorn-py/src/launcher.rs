@@ -400,11 +400,19 @@ impl Launcher for PyLauncher {
                         ferricorn_core::log::set_level(
                             ferricorn_core::log::Level::parse(level).unwrap_or(ferricorn_core::log::Level::Info),
                         );
-                        if let Err(e) = py
-                            .import("ferricorn._logging")
-                            .and_then(|m| m.call_method1("set_level", (level,)))
-                        {
-                            ferricorn_core::warning!("can't apply the new log level to Python logging: {e}");
+                        // A logging configuration sets its own levels (Gunicorn applies it
+                        // after the level): those stay.
+                        let configured = hooks.has("logconfig_dict")
+                            || ["logconfig_json", "logconfig"]
+                                .iter()
+                                .any(|k| settings.str(k).is_some_and(|v| !v.is_empty()));
+                        if !configured {
+                            if let Err(e) = py
+                                .import("ferricorn._logging")
+                                .and_then(|m| m.call_method1("set_level", (level,)))
+                            {
+                                ferricorn_core::warning!("can't apply the new log level to Python logging: {e}");
+                            }
                         }
                         self.boot.settings = settings;
                         if let Ok(workers) = self.boot.hooks.server(py).getattr("WORKERS") {
@@ -633,9 +641,11 @@ fn start_signal_thread(
                 }
                 // Gunicorn's worker leaves through sys.exit() in both cases, and the
                 // arbiter's `finally` logs the exit and runs `worker_exit`.
-                ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
-                if let Ok(args) = PyTuple::new(py, [server.bind(py), worker.bind(py)]) {
-                    call("worker_exit", &exit_hook, &args);
+                if first_exit() {
+                    ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
+                    if let Ok(args) = PyTuple::new(py, [server.bind(py), worker.bind(py)]) {
+                        call("worker_exit", &exit_hook, &args);
+                    }
                 }
                 exit_now(py, code)
             })
@@ -1098,7 +1108,16 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     if let Some(runtime) = asgi_runtime {
         runtime.shutdown(py, Duration::from_secs(s.int("graceful_timeout").max(1) as u64));
     }
-    ferricorn_core::info!("Worker exiting (pid: {pid})");
-    hooks.call(py, "worker_exit", (hooks.server(py), worker));
+    if first_exit() {
+        ferricorn_core::info!("Worker exiting (pid: {pid})");
+        hooks.call(py, "worker_exit", (hooks.server(py), worker));
+    }
     0
+}
+
+/// A worker leaves once: a QUIT that arrives while the graceful path runs `worker_exit`
+/// must not run it again (Gunicorn's `finally` runs once).
+fn first_exit() -> bool {
+    static EXITED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    !EXITED.swap(true, std::sync::atomic::Ordering::AcqRel)
 }

@@ -333,10 +333,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
                     let state = &this.state;
                     this.scanner
                         .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
-                    if let Some((status, detail)) = this.scanner.reject.take() {
-                        // hyper would wait for the rest of a head that must be refused
-                        // now: answer here (a small write to an idle socket, best effort),
-                        // hide the bytes from hyper and end the connection.
+                    // hyper would wait for the rest of a head that must be refused now:
+                    // answer here (a small write to an idle socket, best effort), hide
+                    // the bytes from hyper and end the connection. Only on an idle
+                    // connection with nothing before the refused bytes: a request still
+                    // to be read, in progress or answering keeps its bytes (the scanner
+                    // has stopped, so later requests on it are refused by the front end).
+                    let refused = this.scanner.reject.take().filter(|_| {
+                        !state.busy.load(Ordering::Acquire)
+                            && !state.interim_pending.load(Ordering::Acquire)
+                            && state.heads.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+                    });
+                    if let Some((status, detail)) = refused {
                         let page = crate::error_page::raw(status, detail);
                         let _ = Pin::new(&mut this.inner).poll_write(cx, &page);
                         let _ = Pin::new(&mut this.inner).poll_flush(cx);

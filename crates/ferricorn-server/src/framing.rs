@@ -75,6 +75,8 @@ enum Ext {
     ValueWs,
     Quoted,
     QuotedEscape,
+    /// Right after a quoted value's closing quote.
+    Unquoted,
 }
 
 impl Ext {
@@ -86,7 +88,7 @@ impl Ext {
     fn next(self, b: u8) -> Option<Ext> {
         let ws = b == b' ' || b == b'\t';
         Some(match self {
-            Ext::None | Ext::NameWs | Ext::ValueWs | Ext::Name | Ext::Value if b == b';' => Ext::Start,
+            Ext::None | Ext::NameWs | Ext::ValueWs | Ext::Name | Ext::Value | Ext::Unquoted if b == b';' => Ext::Start,
             Ext::Start if ws => Ext::Start,
             Ext::Start | Ext::Name if Self::is_token(b) => Ext::Name,
             Ext::Name | Ext::NameWs if ws => Ext::NameWs,
@@ -94,8 +96,8 @@ impl Ext {
             Ext::Eq if ws => Ext::Eq,
             Ext::Eq if b == b'"' => Ext::Quoted,
             Ext::Eq | Ext::Value if Self::is_token(b) => Ext::Value,
-            Ext::Value | Ext::ValueWs if ws => Ext::ValueWs,
-            Ext::Quoted if b == b'"' => Ext::Value,
+            Ext::Value | Ext::ValueWs | Ext::Unquoted if ws => Ext::ValueWs,
+            Ext::Quoted if b == b'"' => Ext::Unquoted,
             Ext::Quoted if b == b'\\' => Ext::QuotedEscape,
             Ext::Quoted if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => Ext::Quoted,
             Ext::QuotedEscape if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => Ext::Quoted,
@@ -105,7 +107,7 @@ impl Ext {
 
     /// Whether the line may end here.
     fn complete(self) -> bool {
-        matches!(self, Ext::None | Ext::Name | Ext::Value)
+        matches!(self, Ext::None | Ext::Name | Ext::Value | Ext::Unquoted)
     }
 }
 
@@ -570,6 +572,7 @@ mod tests {
             b"5;a=b \r\nhello\r\n0\r\n\r\n",
             b"5;a\rb\r\nhello\r\n0\r\n\r\n",
             b"5;a=b@c\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x\"y\r\nhello\r\n0\r\n\r\n",
         ] {
             assert!(violation(bad).is_some(), "{:?}", String::from_utf8_lossy(bad));
         }

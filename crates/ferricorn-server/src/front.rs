@@ -35,11 +35,13 @@ pub(crate) fn handle(
     }
     // HTTP/1.0 has no chunked encoding: see `http10_connection`.
     let http10 = (req.version() == http::Version::HTTP_10).then(|| Http10 {
-        keep_alive: req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
-        }),
+        // `--keep-alive 0`: hyper closes every connection whatever the client asks.
+        keep_alive: shared.config.keepalive.is_some()
+            && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+                v.as_bytes()
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+            }),
         head: req.method() == http::Method::HEAD,
     });
     let access = cfg
