@@ -87,3 +87,28 @@ def test_reload_with_broken_import_serves_the_error(start_server, tmp_path):
     time.sleep(1.2)
     write(mod, APP_V1.replace("VERSION", "fixed"))
     wait_for_body(srv.url, "fixed")
+
+
+def test_reload_warns_and_runs_worker_int_then_worker_exit(start_server, tmp_path):
+    # Gunicorn's reloader: a warning at boot; on a change, worker_int, then the worker
+    # leaves through worker_exit.
+    mod = tmp_path / "reload_hook_app.py"
+    write(mod, APP_V1.replace("VERSION", "v1"))
+    log = tmp_path / "hooks.txt"
+    conf = tmp_path / "reload_hooks.conf.py"
+    conf.write_text(
+        "def worker_int(worker):\n"
+        f"    open({str(log)!r}, 'a').write('int\\n')\n"
+        "def worker_exit(server, worker):\n"
+        f"    open({str(log)!r}, 'a').write('exit\\n')\n"
+    )
+    srv = start_server("-c", str(conf), "--reload", "--chdir", str(tmp_path), "reload_hook_app:app")
+    assert get(srv.url)[1] == "v1"
+    assert "[WARNING] Reloader is on. Use in development only!" in srv.log(), srv.log()
+    time.sleep(1.2)
+    write(mod, APP_V1.replace("VERSION", "v2"))
+    wait_for_body(srv.url, "v2")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and log.read_text().count("exit") < 1:
+        time.sleep(0.1)
+    assert log.read_text().splitlines()[:2] == ["int", "exit"], log.read_text()

@@ -1057,6 +1057,24 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     config.balance = Some(std::sync::Arc::new(PeerLoad { me: slot, peers }));
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
     start_signal_thread(py, hooks, &worker, abort_target.clone());
+    // Gunicorn's reloader: a warning at each boot, and `worker_int` when a file changes.
+    let on_reload: Option<Box<dyn FnOnce() + Send>> = reload.then(|| {
+        ferricorn_core::warning!("Reloader is on. Use in development only!");
+        let hook = hooks.object(py, "worker_int").map(Bound::unbind);
+        let worker = worker.clone().unbind();
+        Box::new(move || {
+            if let Some(hook) = hook {
+                Python::attach(|py| {
+                    if let Err(e) = hook.bind(py).call1((worker.bind(py),)) {
+                        ferricorn_core::error!(
+                            "Exception in worker_int hook:\n{}",
+                            crate::pyhelpers::format_exception(py, &e)
+                        );
+                    }
+                });
+            }
+        }) as Box<dyn FnOnce() + Send>
+    });
     let outcome = py.detach(|| {
         ferricorn_server::serve(listeners, bridge, config, move |stop| {
             let _ = abort_target.set(stop.clone());
@@ -1064,8 +1082,8 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
             if TERM_DURING_BOOT.load(std::sync::atomic::Ordering::Relaxed) {
                 stop.stop(ServeOutcome::Graceful);
             }
-            if reload {
-                crate::reloader::Reloader::new(reload_extra).spawn(stop.clone());
+            if let Some(on_reload) = on_reload {
+                crate::reloader::Reloader::new(reload_extra).spawn(stop.clone(), on_reload);
             }
             // The heartbeat runs on the I/O loop, so a wedged loop stops it too.
             let master = nix::unistd::getppid();

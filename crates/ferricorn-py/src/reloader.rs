@@ -30,14 +30,16 @@ impl Reloader {
         }
     }
 
-    /// Starts the watcher thread; it stops the worker through `stop`.
-    pub fn spawn(mut self, stop: StopSignal) {
+    /// Starts the watcher thread; on a change it runs `on_change` (the `worker_int` hook)
+    /// and stops the worker through `stop`.
+    pub fn spawn(mut self, stop: StopSignal, on_change: Box<dyn FnOnce() + Send>) {
         let spawned = std::thread::Builder::new()
             .name("ferricorn-reloader".into())
             .spawn(move || loop {
                 std::thread::sleep(Duration::from_secs(1));
                 if let Some(changed) = self.check() {
                     ferricorn_core::info!("Worker reloading: {} modified", changed.display());
+                    on_change();
                     stop.stop(ServeOutcome::Graceful);
                     return;
                 }
