@@ -274,6 +274,21 @@ def test_no_app_module(run_cli):
 # import paths, environment, --check-config, --print-config
 
 
+def test_config_file_is_found_from_the_start_directory_not_chdir(run_cli, tmp_path):
+    # Gunicorn loads the config file before applying --chdir: the default
+    # ./gunicorn.conf.py and a relative -c path are the start directory's.
+    start, target = tmp_path / "start", tmp_path / "target"
+    write(target / "gunicorn.conf.py", "workers = 2\n")
+    write(target / "good.py", "workers = 3\n")
+    write(start / "mine.py", "workers = 4\n")
+    res = run_cli("--chdir", str(target), "--print-config", "testapp:app", cwd=start)
+    assert re.search(r"^workers\s*=\s*1$", output(res), re.M), output(res)
+    res = run_cli("--chdir", str(target), "-c", "mine.py", "--print-config", "testapp:app", cwd=start)
+    assert re.search(r"^workers\s*=\s*4$", output(res), re.M), output(res)
+    res = run_cli("--chdir", str(target), "-c", "good.py", "--print-config", "testapp:app", cwd=start)
+    assert res.returncode != 0 and "good.py" in output(res), output(res)
+
+
 def test_chdir_makes_module_importable(start_server, tmp_path):
     d = tmp_path / "project"
     write(

@@ -105,12 +105,9 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
         .apply_env_defaults(&|k| std::env::var(k).ok())
         .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
 
-    // --chdir is applied before the config file is looked up, as Gunicorn does.
-    let early_chdir = cli_only.str("chdir").or(env_only.str("chdir")).map(str::to_string);
-    if let Some(dir) = &early_chdir {
-        chdir(py, dir)?;
-    }
-
+    // As in Gunicorn, the config file (a relative `-c` path, or the default
+    // `./gunicorn.conf.py`) is found from the directory ferricorn started in: `--chdir`
+    // applies once the settings are resolved.
     let config_path = if cli_only.source("config") == Source::CommandLine {
         cli_only.str("config").map(str::to_string)
     } else if env_only.source("config") == Source::EnvArgs {
