@@ -167,6 +167,34 @@ def base_env(extra=None):
 
 # Process-table helpers shared by the process-management tests.
 
+# The parameters of the hooks `hook_log_config` can record.
+_HOOK_PARAMS = {
+    "worker_int": "worker",
+    "worker_abort": "worker",
+    "worker_exit": "server, worker",
+}
+
+
+def hook_log_config(path, log, *hooks):
+    """Writes a config file at `path` whose `hooks` each append `NAME PID` (the process
+    running the hook) to `log`; returns `path`. Read the lines with `hook_log_lines`."""
+    lines = ["import os", ""]
+    for name in hooks:
+        lines += [
+            f"def {name}({_HOOK_PARAMS[name]}):",
+            f"    with open({str(log)!r}, 'a') as f:",
+            f"        f.write('{name} %d\\n' % os.getpid())",
+            "",
+        ]
+    Path(path).write_text("\n".join(lines))
+    return path
+
+
+def hook_log_lines(log):
+    """The `NAME PID` lines written so far by a `hook_log_config` config."""
+    return Path(log).read_text().splitlines() if Path(log).exists() else []
+
+
 def wait_until(pred, timeout=10.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while True:

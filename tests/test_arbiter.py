@@ -29,6 +29,8 @@ from conftest import (
     children,
     ferricorn_cmd,
     free_port,
+    hook_log_config,
+    hook_log_lines,
     output,
     proc_stat,
     recv_all,
@@ -491,21 +493,8 @@ def test_killed_worker_replaced_listener_stays_open(start_server):
 
 @pytest.mark.parametrize("threads", [2, 1], ids=["threads2", "threads1"])
 def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
-    marker = tmp_path / "aborted.txt"
-    conf = write(
-        tmp_path / "arb_abort_conf.py",
-        f"""
-        import os
-
-        def worker_abort(worker):
-            with open({str(marker)!r}, "a") as f:
-                f.write(f"{{os.getpid()}}\\n")
-
-        def worker_exit(server, worker):
-            with open({str(marker)!r} + ".exit", "a") as f:
-                f.write(f"{{os.getpid()}}\\n")
-        """,
-    )
+    log = tmp_path / "hooks.txt"
+    conf = hook_log_config(tmp_path / "arb_abort_conf.py", log, "worker_abort", "worker_exit")
     srv = start_server("-w", "1", "-t", "2", "--threads", str(threads), "-c", str(conf), APP)
     kids = wait_workers(srv, 1)
     t0 = time.monotonic()
@@ -521,12 +510,11 @@ def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
     # The stuck thread's Python stack is in the log: the module file and the function.
     srv.wait_for("arb_stuck_forever_in_python", 5)
     assert "arb_app.py" in srv.log(), srv.log()
-    assert wait_until(lambda: read_pid(marker) == kids[0], 5), (
-        f"worker_abort not called in {kids[0]}: {marker.read_text() if marker.exists() else None}\n{srv.log()}"
+    assert wait_until(lambda: f"worker_abort {kids[0]}" in hook_log_lines(log), 5), (
+        f"worker_abort not called in {kids[0]}: {hook_log_lines(log)}\n{srv.log()}"
     )
     # Gunicorn's aborted worker leaves through sys.exit(): "Worker exiting", worker_exit.
-    exited = Path(str(marker) + ".exit")
-    assert wait_until(lambda: read_pid(exited) == kids[0], 5), srv.log()
+    assert wait_until(lambda: f"worker_exit {kids[0]}" in hook_log_lines(log), 5), srv.log()
     assert f"Worker exiting (pid: {kids[0]})" in srv.log(), srv.log()
     new = wait_new_workers(srv.pid, 1, kids, timeout=10)
     assert new, f"worker not replaced: {children(srv.pid)}\n{srv.log()}"
@@ -538,26 +526,13 @@ def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["int", "quit"])
 def test_quick_stop_runs_worker_int_then_worker_exit(start_server, tmp_path, sig):
     log = tmp_path / "hooks.txt"
-    conf = write(
-        tmp_path / "arb_int_conf.py",
-        f"""
-        import os
-
-        def worker_int(worker):
-            with open({str(log)!r}, "a") as f:
-                f.write(f"int {{os.getpid()}}\\n")
-
-        def worker_exit(server, worker):
-            with open({str(log)!r}, "a") as f:
-                f.write(f"exit {{os.getpid()}}\\n")
-        """,
-    )
+    conf = hook_log_config(tmp_path / "arb_int_conf.py", log, "worker_int", "worker_exit")
     srv = start_server("-w", "2", "-c", str(conf), APP)
     kids = wait_workers(srv, 2)
     assert srv.stop(sig) == 0
-    lines = log.read_text().splitlines()
+    lines = hook_log_lines(log)
     for k in kids:
-        assert lines.index(f"int {k}") < lines.index(f"exit {k}"), lines
+        assert lines.index(f"worker_int {k}") < lines.index(f"worker_exit {k}"), lines
 
 
 # --------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import time
 import urllib.error
 import urllib.request
 
+from conftest import hook_log_config, hook_log_lines, wait_until
+
 APP_V1 = '''
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -95,20 +97,12 @@ def test_reload_warns_and_runs_worker_int_then_worker_exit(start_server, tmp_pat
     mod = tmp_path / "reload_hook_app.py"
     write(mod, APP_V1.replace("VERSION", "v1"))
     log = tmp_path / "hooks.txt"
-    conf = tmp_path / "reload_hooks.conf.py"
-    conf.write_text(
-        "def worker_int(worker):\n"
-        f"    open({str(log)!r}, 'a').write('int\\n')\n"
-        "def worker_exit(server, worker):\n"
-        f"    open({str(log)!r}, 'a').write('exit\\n')\n"
-    )
+    conf = hook_log_config(tmp_path / "reload_hooks.conf.py", log, "worker_int", "worker_exit")
     srv = start_server("-c", str(conf), "--reload", "--chdir", str(tmp_path), "reload_hook_app:app")
     assert get(srv.url)[1] == "v1"
     assert "[WARNING] Reloader is on. Use in development only!" in srv.log(), srv.log()
     time.sleep(1.2)
     write(mod, APP_V1.replace("VERSION", "v2"))
     wait_for_body(srv.url, "v2")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and log.read_text().count("exit") < 1:
-        time.sleep(0.1)
-    assert log.read_text().splitlines()[:2] == ["int", "exit"], log.read_text()
+    assert wait_until(lambda: len(hook_log_lines(log)) >= 2, 5), hook_log_lines(log)
+    assert [line.split()[0] for line in hook_log_lines(log)[:2]] == ["worker_int", "worker_exit"], hook_log_lines(log)

@@ -145,6 +145,26 @@ pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny
     })
 }
 
+/// Calls `hook` (if defined) as hook `name`; an exception is logged, not raised. For
+/// threads that took the hook object out of [`Hooks`].
+pub fn call_logged<'py, A: pyo3::call::PyCallArgs<'py>>(
+    py: Python<'py>,
+    name: &str,
+    hook: Option<&Py<PyAny>>,
+    args: A,
+) -> bool {
+    let Some(hook) = hook else {
+        return true;
+    };
+    match hook.bind(py).call1(args) {
+        Ok(_) => true,
+        Err(e) => {
+            ferricorn_core::error!("Exception in {name} hook:\n{}", format_exception(py, &e));
+            false
+        }
+    }
+}
+
 impl Hooks {
     pub fn new(py: Python<'_>, settings: &Settings, objects: HashMap<String, Py<PyAny>>) -> PyResult<Self> {
         let mut items: Vec<(&str, Bound<'_, PyAny>)> = Vec::new();
@@ -245,16 +265,7 @@ impl Hooks {
 
     /// Calls hook `name` if the config file defined it; an exception is logged, not raised.
     pub fn call<'py, A: pyo3::call::PyCallArgs<'py>>(&self, py: Python<'py>, name: &str, args: A) -> bool {
-        let Some(hook) = self.objects.get(name) else {
-            return true;
-        };
-        match hook.bind(py).call1(args) {
-            Ok(_) => true,
-            Err(e) => {
-                ferricorn_core::error!("Exception in {name} hook:\n{}", format_exception(py, &e));
-                false
-            }
-        }
+        call_logged(py, name, self.objects.get(name), args)
     }
 
     /// Calls a hook whose exception must propagate (e.g. `on_starting` stops start-up).

@@ -19,7 +19,6 @@ use ferricorn_core::settings::Settings;
 use ferricorn_server::{Listener, ServeOutcome, ServerConfig};
 use nix::unistd::Pid;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 
 use crate::cli::{load_app, Fatal};
 use crate::hooks::Hooks;
@@ -621,31 +620,22 @@ fn start_signal_thread(
                 if outcome == ServeOutcome::Abort {
                     dump_all_stacks(py);
                 }
-                let call = |name: &str, hook: &Option<Py<PyAny>>, args: &Bound<'_, PyTuple>| {
-                    if let Some(hook) = hook {
-                        if let Err(e) = hook.bind(py).call1(args) {
-                            ferricorn_core::error!(
-                                "Exception in {name} hook:\n{}",
-                                crate::pyhelpers::format_exception(py, &e)
-                            );
-                        }
-                    }
-                };
                 let name = if outcome == ServeOutcome::Abort {
                     "worker_abort"
                 } else {
                     "worker_int"
                 };
-                if let Ok(args) = PyTuple::new(py, [worker.bind(py)]) {
-                    call(name, hook, &args);
-                }
+                crate::hooks::call_logged(py, name, hook.as_ref(), (worker.bind(py),));
                 // Gunicorn's worker leaves through sys.exit() in both cases, and the
                 // arbiter's `finally` logs the exit and runs `worker_exit`.
                 if first_exit() {
                     ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
-                    if let Ok(args) = PyTuple::new(py, [server.bind(py), worker.bind(py)]) {
-                        call("worker_exit", &exit_hook, &args);
-                    }
+                    crate::hooks::call_logged(
+                        py,
+                        "worker_exit",
+                        exit_hook.as_ref(),
+                        (server.bind(py), worker.bind(py)),
+                    );
                 }
                 exit_now(py, code)
             })
@@ -1063,16 +1053,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         let hook = hooks.object(py, "worker_int").map(Bound::unbind);
         let worker = worker.clone().unbind();
         Box::new(move || {
-            if let Some(hook) = hook {
-                Python::attach(|py| {
-                    if let Err(e) = hook.bind(py).call1((worker.bind(py),)) {
-                        ferricorn_core::error!(
-                            "Exception in worker_int hook:\n{}",
-                            crate::pyhelpers::format_exception(py, &e)
-                        );
-                    }
-                });
-            }
+            Python::attach(|py| crate::hooks::call_logged(py, "worker_int", hook.as_ref(), (worker.bind(py),)));
         }) as Box<dyn FnOnce() + Send>
     });
     let outcome = py.detach(|| {

@@ -37,11 +37,7 @@ pub(crate) fn handle(
     let http10 = (req.version() == http::Version::HTTP_10).then(|| Http10 {
         // `--keep-alive 0`: hyper closes every connection whatever the client asks.
         keep_alive: shared.config.keepalive.is_some()
-            && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-                v.as_bytes()
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
-            }),
+            && crate::has_token(req.headers(), header::CONNECTION, "keep-alive"),
         head: req.method() == http::Method::HEAD,
     });
     let access = cfg
@@ -108,11 +104,7 @@ fn http10_connection(resp: &mut Response<ResponseBody>, h: Http10) {
     let delimited = bodyless
         || resp.headers().contains_key(header::CONTENT_LENGTH)
         || hyper::body::Body::size_hint(resp.body()).exact().is_some();
-    let closing = resp
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let closing = crate::has_token(resp.headers(), header::CONNECTION, "close");
     let value = if h.keep_alive && delimited && !closing {
         "keep-alive"
     } else {

@@ -42,15 +42,9 @@ const CONNECTION_FIELDS: [&str; 7] = [
 /// named in `Connection`, and no body (a body would have to be read before switching).
 pub(crate) fn requested(req: &hyper::Request<Incoming>) -> bool {
     let h = req.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
     req.version() == http::Version::HTTP_11
-        && has_token(header::UPGRADE, "h2c")
-        && has_token(header::CONNECTION, "http2-settings")
+        && crate::has_token(h, header::UPGRADE, "h2c")
+        && crate::has_token(h, header::CONNECTION, "http2-settings")
         && h.get_all("http2-settings").iter().count() == 1
         && !h.contains_key(header::TRANSFER_ENCODING)
         && h.get(header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0")

@@ -217,6 +217,14 @@ pub async fn answer(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBo
     answered(rx.await)
 }
 
+/// Whether a comma-separated header (`Connection`, `Upgrade`) lists `token`, in any case.
+pub(crate) fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
 /// What a bridge sent on its oneshot, or the 500 for a sender dropped unanswered.
 pub(crate) fn answered(
     sent: Result<http::Response<ResponseBody>, tokio::sync::oneshot::error::RecvError>,

@@ -45,15 +45,9 @@ impl Handshake {
     /// Takes the handshake out of a request head, if it is one.
     pub fn take(head: &mut http::request::Parts) -> Option<Self> {
         let h = &head.headers;
-        let has_token = |name: header::HeaderName, token: &str| {
-            h.get_all(name).iter().any(|v| {
-                v.to_str()
-                    .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            })
-        };
         if head.method != http::Method::GET
-            || !has_token(header::UPGRADE, "websocket")
-            || !has_token(header::CONNECTION, "upgrade")
+            || !crate::has_token(h, header::UPGRADE, "websocket")
+            || !crate::has_token(h, header::CONNECTION, "upgrade")
             || h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13")
         {
             return None;
