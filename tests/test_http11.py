@@ -456,6 +456,21 @@ def test_invalid_chunk_size_is_400(server):
     rejected(server, chunked_post("/echo", b"zz\r\nhello\r\n0\r\n\r\n"), 400)
 
 
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"5\r\nhelloXX0\r\n\r\n", b"invalid chunk body"),  # no CRLF after the data
+        (b"5 \r\nhello\r\n0\r\n\r\n", b"invalid chunked body"),  # space after the size
+    ],
+)
+def test_broken_chunked_body_says_what_is_wrong(server, body, reason):
+    # The client is still there and this request's own body is at fault: the page must
+    # not say the client left or blame an earlier request.
+    r = rejected(server, chunked_post("/echo", body), 400)
+    assert reason in r.body.lower(), r.body
+    assert b"disconnected" not in r.body and b"earlier request" not in r.body
+
+
 def test_content_length_and_transfer_encoding_is_400(server):
     rejected(
         server,

@@ -4,6 +4,7 @@ Every test starts the real `ferricorn` command and talks to it over loopback wit
 http.client or raw sockets.
 """
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -11,6 +12,7 @@ import os
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -817,6 +819,90 @@ def test_content_length_smaller_than_body_is_enforced(start_server, mode):
     assert split_response(raw)[2] == b"0123"
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+@pytest.mark.parametrize("mode", ["list", "gen", "empty"])
+def test_body_shorter_than_its_length_is_sent_and_the_connection_closed(start_server, mode, threads):
+    # Gunicorn sends the bytes the app gave and closes: the client sees a short body,
+    # never the next response's bytes read as the rest of this one.
+    srv = start_server(APP, "-w", "1", "--threads", threads)
+    expected = b"" if mode == "empty" else b"hello"
+    for _ in range(3):
+        with srv.connect() as s:
+            s.sendall(
+                f"GET /body-shorter?mode={mode} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            raw = recv_all(s, timeout=5)
+        status, headers, body = split_response(raw)
+        assert status == "HTTP/1.1 200 OK", raw
+        assert header_values(headers, "content-length") == ["10"]
+        assert body == expected, raw
+    # A HEAD answer declares the length without a body, and keeps the connection.
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=5)
+    try:
+        conn.request("HEAD", "/body-shorter?mode=empty")
+        r = conn.getresponse()
+        assert r.status == 200 and r.getheader("Content-Length") == "10" and r.read() == b""
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"Hello from wsgi_app\n"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "status, line",
+    [
+        ("201 Cr\u00e9\u00e9", b"HTTP/1.1 201 Cr\xe9\xe9"),  # a native string: latin-1
+        ("599", b"HTTP/1.1 599 "),  # no reason and none known: empty, as RFC 9112 writes it
+        ("299 Custom", b"HTTP/1.1 299 Custom"),
+        ("404", b"HTTP/1.1 404 Not Found"),
+    ],
+)
+def test_status_line_as_the_app_gave_it(start_server, status, line):
+    srv = start_server(APP, "-w", "1")
+    raw = raw_get(srv, "/status?s=" + urllib.parse.quote(status))
+    assert raw.split(b"\r\n")[0] == line, raw
+    status_line, headers, body = split_response(raw)
+    assert body == b"status body"
+    # Whitespace around a header value is not part of it (Gunicorn strips it).
+    assert b"\r\nx-padded: padded\r\n" in raw.lower(), raw
+
+
+def test_status_outside_latin1_is_refused(start_server):
+    srv = start_server(APP, "-w", "1")
+    raw = raw_get(srv, "/status?s=" + urllib.parse.quote("200 \u20ac"))
+    assert raw.startswith(b"HTTP/1.1 500 "), raw
+    srv.wait_for("invalid status")
+
+
+def test_non_ascii_request_line_is_refused(start_server):
+    # Gunicorn: "Invalid HTTP request line"; the environ's RAW_URI could not be latin-1
+    # text for these bytes.
+    srv = start_server(APP, "-w", "1")
+    raw = srv.raw(b"GET /p\xe2\x82\xac?q=\xe2\x82\xac HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 "), raw
+    assert b"Invalid HTTP request line" in raw
+    # Escaped, the same target is served.
+    env = environ_of(srv, "/environ/p%E2%82%AC?q=%E2%82%AC")
+    assert env["values"]["PATH_INFO"] == "/environ/p\u00e2\u0082\u00ac"
+    assert env["values"]["RAW_URI"] == "/environ/p%E2%82%AC?q=%E2%82%AC"
+
+
+def test_secure_scheme_header_value_compares_exactly(start_server):
+    # Gunicorn compares the value as written: `HTTPS` is not `https`.
+    srv = start_server(APP, "-w", "1")
+    scheme = lambda v: environ_of(srv, headers={"X-Forwarded-Proto": v})["values"]["wsgi.url_scheme"]
+    assert scheme("https") == "https"
+    assert scheme("HTTPS") == "http"
+
+
+def test_options_asterisk_path_info(start_server):
+    srv = start_server(APP, "-w", "1")
+    raw = srv.raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    env = json.loads(split_response(raw)[2])
+    assert env["values"]["PATH_INFO"] == "*" and env["values"]["RAW_URI"] == "*"
+
+
 def test_header_pairs_given_as_lists(start_server):
     srv = start_server(APP, "-w", "1")
     for _ in range(2):
@@ -929,6 +1015,25 @@ def test_file_wrapper_without_fileno(start_server, cl):
     assert body == bytes(range(256)) * 300
     # The wrapper's close() closes the file-like object.
     wait_log(srv, f"CLOSED {t}", timeout=3)
+
+
+def test_file_wrapper_over_a_pipe_reads_it(start_server):
+    # PEP 3333: an object the fast path cannot use is still iterated over read().
+    srv = start_server(APP, "-w", "1")
+    for _ in range(2):
+        status, headers, body = request(srv, "/pipe-file")
+        assert status == 200, srv.log()
+        assert body == b"".join(f"pipe-chunk-{i};".encode() for i in range(5))
+
+
+def test_file_wrapper_over_a_gzip_file_sends_what_read_gives(start_server, tmp_path):
+    data = b"the uncompressed text\n" * 5000
+    with gzip.open(tmp_path / "data.gz", "wb") as f:
+        f.write(data)
+    srv = start_server(APP, "-w", "1")
+    status, headers, body = request(srv, "/gzip-file?name=data.gz")
+    assert status == 200
+    assert body == data
 
 
 # -- wsgi.errors -----------------------------------------------------------------------

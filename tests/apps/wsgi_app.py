@@ -4,11 +4,13 @@ Routes read their parameters from QUERY_STRING (parsed with urllib). Close() cal
 observed through a line "CLOSED <token>" written to stderr, which ends up in the server log.
 """
 
+import gzip
 import hashlib
 import io
 import json
 import os
 import sys
+import threading
 import time
 import wsgiref.validate
 from urllib.parse import parse_qs
@@ -106,7 +108,7 @@ def app(environ, start_response):
         environ["app.extra"] = "kept by the app"
         del environ["QUERY_STRING"]
         return _json(start_response, environ_report(environ))
-    if path == "/environ" or path.startswith("/environ/") or path.startswith("/caf") or path == "":
+    if path == "/environ" or path.startswith("/environ/") or path.startswith("/caf") or path in ("", "*"):
         return _json(start_response, environ_report(environ))
 
     # -- wsgi.input --------------------------------------------------------------------
@@ -284,6 +286,18 @@ def app(environ, start_response):
         if q.get("mode") == "gen":
             return (c for c in [b"01", b"23456", b"789"])
         return [b"0123456789"]
+    if path == "/body-shorter":
+        # Declares 10 bytes and gives fewer: Gunicorn sends what there is and closes.
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "10")])
+        mode = q.get("mode")
+        if mode == "gen":
+            return (c for c in [b"hel", b"lo"])
+        if mode == "empty":
+            return []
+        return [b"hello"]
+    if path == "/status":
+        start_response(q["s"], [("Content-Type", "text/plain"), ("X-Padded", "  padded\t ")])
+        return [b"status body"]
     if path == "/list-pairs":
         # Lists instead of tuples: Gunicorn accepts any (name, value) pair.
         start_response("200 OK", [["Content-Type", "text/plain"], ["Content-Length", "2"], ["X-Pair", "list"]])
@@ -316,6 +330,24 @@ def app(environ, start_response):
             headers.append(("Content-Length", str(size - offset)))
         start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](f, int(q.get("blksize", "8192")))
+    if path == "/pipe-file":
+        # A descriptor that cannot be read at an offset: the wrapper must fall back to read().
+        r, w = os.pipe()
+        chunks = [f"pipe-chunk-{i};".encode() for i in range(5)]
+
+        def feed():
+            with os.fdopen(w, "wb") as out:
+                for c in chunks:
+                    out.write(c)
+                    out.flush()
+
+        threading.Thread(target=feed, daemon=True).start()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](os.fdopen(r, "rb"))
+    if path == "/gzip-file":
+        # A GzipFile's fileno() is the compressed file's: the body must be what read() gives.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](gzip.open(q["name"], "rb"))
     if path == "/bytesio":
         data = bytes(range(256)) * int(q.get("n", "100"))
         f = NoisyBytesIO(data)

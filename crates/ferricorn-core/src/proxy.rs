@@ -101,7 +101,8 @@ pub fn forwarded_scheme(
 ) -> Result<Option<&'static str>, Rejection> {
     let mut found: Option<&'static str> = None;
     let mut see = |value: &http::HeaderValue, expected: &str| {
-        let scheme = if value.as_bytes().eq_ignore_ascii_case(expected.as_bytes()) {
+        // Compared exactly, as Gunicorn does (`HTTPS` is not `https`).
+        let scheme = if value.as_bytes() == expected.as_bytes() {
             "https"
         } else {
             "http"
@@ -181,7 +182,7 @@ mod tests {
         assert_eq!(forwarded_scheme(&h, &secure).unwrap_err().status, 400);
     }
 
-    /// Repeated and case-varied values among other headers, few or many.
+    /// Repeated values among other headers, few or many; values compare exactly.
     #[test]
     fn schemes_with_few_and_many_headers() {
         let secure = default_secure_scheme_headers();
@@ -194,9 +195,9 @@ mod tests {
                 );
             }
             h.append("x-forwarded-proto", "https".parse().unwrap());
-            h.append("x-forwarded-proto", "HTTPS".parse().unwrap());
+            h.append("x-forwarded-proto", "https".parse().unwrap());
             assert_eq!(forwarded_scheme(&h, &secure).unwrap(), Some("https"), "{filler}");
-            h.append("x-forwarded-proto", "http".parse().unwrap());
+            h.append("x-forwarded-proto", "HTTPS".parse().unwrap());
             assert_eq!(forwarded_scheme(&h, &secure).unwrap_err().status, 400, "{filler}");
             h.remove("x-forwarded-proto");
             h.insert("x-forwarded-ssl", "off".parse().unwrap());

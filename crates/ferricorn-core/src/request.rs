@@ -302,8 +302,9 @@ pub fn latin1(bytes: &[u8]) -> String {
 /// `PATH_INFO`: the percent-decoded path (as latin-1) with `script_name` removed from the
 /// front. `None` when the path is outside `script_name` (Gunicorn answers 500).
 pub fn path_info<'a>(path: &'a str, script_name: &str) -> Option<Cow<'a, str>> {
+    // `OPTIONS *`: Gunicorn's PATH_INFO is the target itself, whatever SCRIPT_NAME is.
     if path == "*" {
-        return Some(Cow::Borrowed(""));
+        return Some(Cow::Borrowed("*"));
     }
     // Most paths have nothing to decode: ASCII without `%` is its own latin-1 decoding.
     let decoded = if path.is_ascii() && !path.contains('%') {
@@ -512,7 +513,8 @@ mod tests {
         assert_eq!(path_info("/app/x", "/app").unwrap(), "/x");
         assert_eq!(path_info("/app", "/app").unwrap(), "");
         assert_eq!(path_info("/apple", "/app"), None);
-        assert_eq!(path_info("*", "").unwrap(), "");
+        assert_eq!(path_info("*", "").unwrap(), "*");
+        assert_eq!(path_info("*", "/app").unwrap(), "*");
         // Nothing to decode: the path itself, borrowed, with or without SCRIPT_NAME.
         assert!(matches!(path_info("/plain/x", ""), Some(Cow::Borrowed("/plain/x"))));
         assert!(matches!(path_info("/app/x", "/app"), Some(Cow::Borrowed("/x"))));

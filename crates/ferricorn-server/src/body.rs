@@ -124,12 +124,23 @@ impl RequestBody {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
                     self.incoming = None;
-                    // A reset or closed socket under the body is the client leaving.
-                    let io_failure = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+                    // A reset or closed socket under the body is the client leaving; hyper's
+                    // chunk decoder reports bad framing as an `io::Error` too, of these kinds.
+                    let io_failure = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .is_some_and(|io| {
+                            !matches!(
+                                io.kind(),
+                                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                            )
+                        });
                     let err = if e.is_incomplete_message() || e.is_closed() || io_failure {
                         BodyError::Disconnected
                     } else {
-                        BodyError::Malformed(e.to_string())
+                        BodyError::Malformed(match std::error::Error::source(&e) {
+                            Some(s) => s.to_string(),
+                            None => e.to_string(),
+                        })
                     };
                     return Err(self.fail(err));
                 }
@@ -335,6 +346,28 @@ impl ResponseBody {
         self.admission = Some(admission);
     }
 
+    /// The body ends before the Content-Length the application declared.
+    fn short(&self) -> bool {
+        self.remaining.is_some_and(|r| r > 0)
+    }
+
+    /// Fails the body, which makes hyper close the connection: what an application's
+    /// broken stream gets, and a body that ended short of its declared length (Gunicorn
+    /// sends what it has and closes). hyper discards its unwritten buffer when a body
+    /// fails, which would lose bytes the app already produced: the connection task is
+    /// let run first until that buffer has reached the socket.
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        if self.abort_delay > 0 {
+            self.abort_delay -= 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if let Some(conn) = &self.conn {
+            std::task::ready!(conn.poll_written(cx));
+        }
+        Poll::Ready(Some(Err(Aborted)))
+    }
+
     fn cap(&mut self, mut chunk: Bytes) -> Option<Bytes> {
         if let Some(rem) = self.remaining.as_mut() {
             if *rem == 0 {
@@ -375,29 +408,22 @@ impl Body for ResponseBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = &mut *self;
         loop {
+            let short = this.short();
             let chunk = match &mut this.kind {
                 Kind::Full(data) => match data.take() {
                     Some(d) if !d.is_empty() => d,
+                    _ if short => return this.poll_abort(cx),
                     _ => return Poll::Ready(None),
                 },
                 Kind::Stream(rx) => match rx.poll_recv(cx) {
                     Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Recv::End) if short => return this.poll_abort(cx),
                     Poll::Ready(Recv::End) => {
                         // hyper sends trailers on HTTP/2, and on HTTP/1.1 when the client
                         // sent `TE: trailers` and the response's `Trailer` header names them.
                         return Poll::Ready(rx.take_trailers().map(|t| Ok(Frame::trailers(t))));
                     }
-                    Poll::Ready(Recv::Aborted) => {
-                        // hyper discards its unflushed write buffer when a body fails, which
-                        // would lose chunks the app already yielded. Yield to the connection
-                        // task first so it flushes them, then report the error.
-                        if this.abort_delay > 0 {
-                            this.abort_delay -= 1;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        return Poll::Ready(Some(Err(Aborted)));
-                    }
+                    Poll::Ready(Recv::Aborted) => return this.poll_abort(cx),
                     Poll::Ready(Recv::Chunk(c)) => c,
                 },
                 Kind::File(f) => match f.next_chunk() {
@@ -424,7 +450,8 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(None) => true,
-            Kind::Full(Some(b)) => b.is_empty(),
+            // An empty body that declared a length still has to end the connection.
+            Kind::Full(Some(b)) => b.is_empty() && !self.short(),
             Kind::File(f) => f.remaining() == 0,
             Kind::Stream(_) => false,
         }
@@ -432,7 +459,11 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            // The declared length, even when the app gave fewer bytes: hyper frames the
+            // response by this, and ends the connection when the bytes fall short
+            // (framing the next response after a short body would desynchronise the
+            // client).
+            Kind::Full(Some(b)) => SizeHint::with_exact(self.remaining.unwrap_or(0).max(b.len() as u64)),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::File(f) => SizeHint::with_exact(f.remaining()),
             Kind::Stream(_) => match self.remaining {

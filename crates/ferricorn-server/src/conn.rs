@@ -53,6 +53,9 @@ pub struct ConnState {
     /// A write to the socket returned Pending and no flush completed since: hyper may
     /// hold bytes it has not written yet.
     write_pending: AtomicBool,
+    /// A response body that must end the connection waits here for hyper's buffer to
+    /// reach the socket (see `ResponseBody`'s abort path).
+    flush_waker: futures_util::task::AtomicWaker,
     /// A request with `Expect: 100-continue` whose body nobody has started to read: the
     /// client may be holding it back, so the connection cannot carry another request.
     continue_unread: AtomicBool,
@@ -192,6 +195,20 @@ impl ConnState {
 
     pub fn last_request_line(&self) -> String {
         ferricorn_core::request::latin1(&self.last_request_line.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Ready once hyper has nothing unwritten that it tried to write (always, on a
+    /// connection whose socket [`IdleIo`] does not wrap: there nothing sets the flag).
+    pub(crate) fn poll_written(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.write_pending.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.flush_waker.register(cx.waker());
+        if self.write_pending.load(Ordering::Acquire) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     /// The framing rule the current request's body broke, if any.
@@ -467,8 +484,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         ready!(self.track(p))?;
         let p = Pin::new(&mut self.inner).poll_flush(cx);
         // hyper flushes its socket only once its own buffer is written out.
-        if matches!(p, Poll::Ready(Ok(()))) {
-            self.state.write_pending.store(false, Ordering::Release);
+        if matches!(p, Poll::Ready(Ok(()))) && self.state.write_pending.swap(false, Ordering::AcqRel) {
+            self.state.flush_waker.wake();
         }
         self.track(p)
     }

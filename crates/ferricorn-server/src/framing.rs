@@ -18,12 +18,17 @@ pub struct HeadFacts {
     /// A line of the head ended with LF alone (Gunicorn requires CRLF; httparse
     /// tolerates LF).
     pub bare_lf: bool,
+    /// The request line has a byte outside ASCII (Gunicorn refuses it; httparse takes
+    /// it, and the environ's raw strings would not be latin-1 text).
+    pub non_ascii_line: bool,
 }
 
 impl HeadFacts {
     /// The framing error Gunicorn reports for this head, if any.
     pub fn framing_error(&self) -> Option<&'static str> {
-        if self.bare_lf {
+        if self.non_ascii_line {
+            Some("Invalid HTTP request line: non-ASCII byte")
+        } else if self.bare_lf {
             Some("line ending is LF without CR")
         } else if self.content_lengths > 0 && self.transfer_encodings > 0 {
             Some("Content-Length and Transfer-Encoding together")
@@ -337,6 +342,7 @@ impl HeadScanner {
             self.request_line.extend_from_slice(trim_cr(&self.line));
             self.facts = HeadFacts {
                 bare_lf: self.prev != b'\r',
+                non_ascii_line: !self.line.is_ascii(),
                 ..HeadFacts::default()
             };
             self.content_length = None;
@@ -545,6 +551,18 @@ mod tests {
             assert_eq!(scan(&[head])[0].framing_error(), Some("line ending is LF without CR"));
         }
         assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"])[0].framing_error(), None);
+    }
+
+    #[test]
+    fn non_ascii_request_lines_are_flagged() {
+        let bad = scan(&[b"GET /p\xe2\x82\xac HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert_eq!(
+            bad[0].framing_error(),
+            Some("Invalid HTTP request line: non-ASCII byte")
+        );
+        // Header values may carry obs-text (latin-1).
+        let ok = scan(&[b"GET /p%E2%82%AC HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n"]);
+        assert_eq!(ok[0].framing_error(), None);
     }
 
     #[test]

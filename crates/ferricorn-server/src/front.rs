@@ -48,15 +48,17 @@ pub(crate) fn handle(
     // means the scanner stopped on this connection (a body it could not follow or that
     // broke a framing rule): the bytes after it cannot be trusted to be framed as a proxy
     // in front framed them, so nothing more is served on it.
-    let framing_error = match state.next_head() {
-        Some(facts) => facts.framing_error(),
-        None if req.version() < http::Version::HTTP_2 => Some("the request could not be framed reliably"),
+    let framing_error: Option<std::borrow::Cow<'static, str>> = match state.next_head() {
+        Some(facts) => facts.framing_error().map(Into::into),
+        None if req.version() < http::Version::HTTP_2 => Some("the request could not be framed reliably".into()),
         None => None,
     }
     .or_else(|| {
+        // The scanner reads ahead of hyper: the broken body is usually this request's
+        // own (read with its head), or one before it on the connection.
         state
             .body_violation()
-            .map(|_| "an earlier request on the connection had an invalid chunked body")
+            .map(|v| format!("invalid chunked body: {v}").into())
     });
     let h2c = framing_error.is_none()
         && cfg.h2c_upgrade
@@ -69,7 +71,7 @@ pub(crate) fn handle(
         None
     };
     let started = match (framing_error, switched) {
-        (Some(detail), _) => Started::Done(reject(&info, 400, detail)),
+        (Some(detail), _) => Started::Done(reject(&info, 400, &detail)),
         (None, Some(resp)) => Started::Done(resp),
         (None, None) => start(req, &shared, info, &state),
     };

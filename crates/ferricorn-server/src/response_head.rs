@@ -39,7 +39,8 @@ pub enum HeadError {
 #[derive(Debug)]
 pub struct ResponseHead {
     status: StatusCode,
-    reason: Option<String>,
+    /// Bytes (latin-1 text in WSGI), written as they are.
+    reason: Option<Vec<u8>>,
     /// Built in place: the response takes this map as it is.
     headers: HeaderMap,
     content_length: Option<u64>,
@@ -47,12 +48,16 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
-    /// `reason` is kept only when it differs from the canonical one.
-    pub fn new(status: u16, reason: Option<&str>) -> Result<Self, HeadError> {
+    /// `reason` is kept only when it differs from the canonical one; a code without one
+    /// and without a reason gets an empty reason (`HTTP/1.1 599 `).
+    pub fn new(status: u16, reason: Option<&[u8]>) -> Result<Self, HeadError> {
         let status = StatusCode::from_u16(status).map_err(|_| HeadError::Status(status))?;
-        let reason = reason
-            .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
-            .map(str::to_string);
+        let canonical = status.canonical_reason().map(str::as_bytes);
+        let reason = match reason.filter(|r| !r.is_empty()) {
+            Some(r) if Some(r) != canonical => Some(r.to_vec()),
+            None if canonical.is_none() => Some(Vec::new()),
+            _ => None,
+        };
         Ok(Self {
             status,
             reason,
@@ -75,11 +80,13 @@ impl ResponseHead {
         HeaderName::from_bytes(name).map_err(|_| HeadError::Name(String::from_utf8_lossy(name).into_owned()))
     }
 
-    /// A header value: no control characters but tab (obs-text is allowed).
+    /// A header value: no control characters but tab (obs-text is allowed). Whitespace
+    /// around it is not part of it (RFC 9110 5.5), and Gunicorn strips it too.
     pub fn parse_value(name: &HeaderName, value: &[u8]) -> Result<HeaderValue, HeadError> {
         if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Err(HeadError::Value(name.to_string()));
         }
+        let value = value.trim_ascii();
         HeaderValue::from_bytes(value).map_err(|_| HeadError::Value(name.to_string()))
     }
 
@@ -123,9 +130,12 @@ impl ResponseHead {
         let reason = self
             .reason
             .as_deref()
-            .or(self.status.canonical_reason())
-            .unwrap_or(if code == 103 { "Early Hints" } else { "Informational" });
-        let mut out = format!("HTTP/1.1 {code} {reason}\r\n").into_bytes();
+            .filter(|r| !r.is_empty())
+            .or(self.status.canonical_reason().map(str::as_bytes))
+            .unwrap_or(if code == 103 { b"Early Hints" } else { b"Informational" });
+        let mut out = format!("HTTP/1.1 {code} ").into_bytes();
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\n");
         for (k, v) in &self.headers {
             out.extend_from_slice(k.as_str().as_bytes());
             out.extend_from_slice(b": ");
@@ -154,7 +164,7 @@ impl ResponseHead {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(r) = self.reason {
-            if let Ok(p) = hyper::ext::ReasonPhrase::try_from(r.into_bytes()) {
+            if let Ok(p) = hyper::ext::ReasonPhrase::try_from(r) {
                 resp.extensions_mut().insert(p);
             }
         }
@@ -168,7 +178,7 @@ mod tests {
 
     #[test]
     fn policy() {
-        let mut h = ResponseHead::new(200, Some("Fine")).unwrap();
+        let mut h = ResponseHead::new(200, Some(b"Fine")).unwrap();
         h.push(b"Content-Type", b"text/plain").unwrap();
         h.push(b"Server", b"evil").unwrap();
         h.push(b"Connection", b"close").unwrap();
@@ -180,6 +190,26 @@ mod tests {
         assert!(resp.headers().get("server").is_none());
         assert_eq!(resp.headers()["connection"], "close");
         assert!(ResponseHead::new(1000, None).is_err());
+        let v = ResponseHead::parse_value(&header::CONTENT_TYPE, b" \ttext/plain  ").unwrap();
+        assert_eq!(v, "text/plain");
+    }
+
+    #[test]
+    fn reasons() {
+        let phrase = |code, reason: Option<&[u8]>| {
+            let resp = ResponseHead::new(code, reason)
+                .unwrap()
+                .into_response(ResponseBody::empty());
+            resp.extensions()
+                .get::<hyper::ext::ReasonPhrase>()
+                .map(|p| p.as_bytes().to_vec())
+        };
+        assert_eq!(phrase(200, Some(b"OK")), None);
+        assert_eq!(phrase(200, Some(b"")), None);
+        assert_eq!(phrase(201, Some(b"Cr\xe9\xe9")), Some(b"Cr\xe9\xe9".to_vec()));
+        // No canonical phrase: empty rather than hyper's `<none>`.
+        assert_eq!(phrase(599, None), Some(Vec::new()));
+        assert_eq!(phrase(599, Some(b"Custom")), Some(b"Custom".to_vec()));
     }
 
     #[test]

@@ -44,26 +44,53 @@ impl FileWrapper {
     }
 }
 
-/// Streams a wrapped file with `pread` (GIL released while reading) when it has a real
-/// descriptor. Returns false when it has none, so the caller iterates the wrapper.
+/// The `io` classes whose descriptor holds exactly the bytes `read()` returns (a
+/// `GzipFile`'s `fileno()` is the compressed file's; a wrapper object's may be anything).
+fn is_plain_file(f: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static TYPES: pyo3::sync::PyOnceLock<Py<pyo3::types::PyTuple>> = pyo3::sync::PyOnceLock::new();
+    let py = f.py();
+    let types = TYPES.get_or_try_init(py, || -> PyResult<_> {
+        let io = py.import("io")?;
+        let names = ["FileIO", "BufferedReader", "BufferedRandom", "TextIOWrapper"];
+        let types = names.iter().map(|n| io.getattr(*n)).collect::<PyResult<Vec<_>>>()?;
+        Ok(pyo3::types::PyTuple::new(py, types)?.unbind())
+    })?;
+    f.is_instance(types.bind(py).as_any())
+}
+
+/// Streams a wrapped file with `pread` (GIL released while reading) when it is a plain
+/// file with a descriptor that can be read at an offset. Returns false otherwise (a pipe,
+/// a socket, a compressed file...), having sent nothing, so the caller iterates the
+/// wrapper over `read()` as PEP 3333 asks.
 pub fn stream_file(
     py: Python<'_>,
     wrapper: &FileWrapper,
     responder: &Bound<'_, super::response::StartResponse>,
 ) -> PyResult<bool> {
     let f = wrapper.filelike.bind(py);
+    if !is_plain_file(f)? {
+        return Ok(false);
+    }
     let Ok(fd) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
         return Ok(false);
     };
-    let mut offset: i64 = f.call_method0("tell").and_then(|t| t.extract()).unwrap_or(0);
+    let Ok(mut offset) = f.call_method0("tell").and_then(|t| t.extract::<i64>()) else {
+        return Ok(false);
+    };
     let mut buf = vec![0u8; 256 * 1024];
+    let mut first = true;
     loop {
         // SAFETY: `fd` stays open for the call: the file object is alive and we hold a
         // reference to it; the buffer is ours.
         let n = py.detach(|| unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) });
         if n < 0 {
-            return Err(std::io::Error::last_os_error().into());
+            let e = std::io::Error::last_os_error();
+            if first && e.raw_os_error() == Some(libc::ESPIPE) {
+                return Ok(false);
+            }
+            return Err(e.into());
         }
+        first = false;
         if n == 0 {
             break;
         }

@@ -169,7 +169,7 @@ impl StartResponse {
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("status must be a str"))?;
         let (code, reason) = parse_status(status.to_str()?)?;
-        let mut head = ResponseHead::new(code, reason).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut head = ResponseHead::new(code, Some(&reason)).map_err(|e| PyValueError::new_err(e.to_string()))?;
         // The usual list is walked by index; any other iterable through an iterator.
         if let Ok(list) = headers.cast_exact::<PyList>() {
             for item in list.iter() {
@@ -238,7 +238,8 @@ fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
-fn parse_status(s: &str) -> PyResult<(u16, Option<&str>)> {
+/// The code and the reason's bytes: a native string, so latin-1 (as Gunicorn writes it).
+fn parse_status(s: &str) -> PyResult<(u16, Cow<'_, [u8]>)> {
     let bad = || PyValueError::new_err(format!("invalid status {s:?}: expected 'NNN reason'"));
     let code: u16 = s
         .get(..3)
@@ -259,7 +260,12 @@ fn parse_status(s: &str) -> PyResult<(u16, Option<&str>)> {
             "invalid status {s:?}: informational responses cannot be sent this way"
         )));
     }
-    Ok((code, Some(reason)))
+    let reason = if reason.is_ascii() {
+        Cow::Borrowed(reason.as_bytes())
+    } else {
+        Cow::Owned(latin1_bytes(reason).ok_or_else(bad)?)
+    };
+    Ok((code, reason))
 }
 
 #[pymethods]
