@@ -782,6 +782,7 @@ def test_winch_ignored_when_not_daemonized(start_server):
     srv.send_signal(signal.SIGWINCH)
     time.sleep(1.5)
     assert children(srv.pid) == kids, srv.log()
+    assert f"[{srv.pid}] [INFO] Handling signal: winch" in srv.log(), srv.log()
     assert get(srv.port)[0] == 200
     assert srv.proc.poll() is None
 

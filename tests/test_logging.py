@@ -414,6 +414,9 @@ def test_usr1_reopens_logs(procs, tmp_path):
         os.kill(pid, 0)  # still alive
     after = sent - before
 
+    # Only the master says it handles the signal, as in Gunicorn.
+    both = read(tmp_path / "e.log.1") + read(elog)
+    assert both.count("Handling signal: usr1") == 1, both
     assert wait_until(lambda: alog.exists() and read(alog).count("\n") >= after, 5), "no new a.log after USR1"
     old_access = lines_of(tmp_path / "a.log.1")
     new_access = lines_of(alog)
@@ -461,6 +464,33 @@ def test_bad_request_has_access_line(procs, tmp_path, kind):
     # The request line of a rejected request is free-form; the rest is fixed.
     assert re.match(r'^127\.0\.0\.1 - - \[[^\]]+\] ".*" 400 \S+ "-" "-"$', lines[0]), lines
     assert wait_until(lambda: "Invalid request from ip=127.0.0.1" in srv.stderr(), 3), srv.stderr()
+
+
+INVALID_REQUEST_WARNINGS = {
+    # Gunicorn 27's texts after "Invalid request from ip=127.0.0.1: ".
+    b"get / HTTP/1.1\r\nHost: x\r\n\r\n": "Invalid HTTP method: 'get'",
+    b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n": "Request Line is too large (5014 > 4094)",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 8190 + b"\r\n\r\n": "limit request headers fields size",
+    b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n": "Invalid HTTP request line",
+}
+
+
+@pytest.mark.parametrize("raw", list(INVALID_REQUEST_WARNINGS), ids=["method", "line", "field", "empty-lines"])
+def test_invalid_request_warning_names_the_client(start_server, raw):
+    # fail2ban-style filters match "Invalid request from ip=...".
+    srv = start_server("testapp:app")
+    resp = srv.raw(raw)
+    assert resp[:12] in (b"HTTP/1.1 400", b"HTTP/1.1 414", b"HTTP/1.1 431"), resp
+    srv.wait_for(f"[WARNING] Invalid request from ip=127.0.0.1: {INVALID_REQUEST_WARNINGS[raw]}")
+
+
+def test_empty_basic_auth_user_is_a_dash(procs, tmp_path):
+    alog = tmp_path / "access.log"
+    srv = procs(ferricorn_cmd(), "-w", "1", "--access-logfile", str(alog), "testapp:app", cwd=tmp_path, name="auth")
+    auth = base64.b64encode(b":secret")
+    raw_request(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic " + auth + b"\r\n\r\n")
+    line = wait_lines(alog, 1)[0]
+    assert line.startswith("127.0.0.1 - - ["), line
 
 
 @pytest.mark.parametrize("level", ["warn", "bogus"])

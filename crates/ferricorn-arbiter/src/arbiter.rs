@@ -254,6 +254,7 @@ impl<L: Launcher> Arbiter<L> {
                         }
                     }
                     Signal::SIGWINCH => {
+                        ferricorn_core::info!("Handling signal: winch");
                         if self.cfg.daemon {
                             ferricorn_core::info!("graceful stop of workers");
                             self.set_workers(0);

@@ -295,7 +295,8 @@ fn basic_auth_user(h: &HeaderMap) -> Option<String> {
     }
     let decoded = base64::engine::general_purpose::STANDARD.decode(creds.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map_or(text.clone(), |(u, _)| u.to_string()))
+    // An empty user is `-`, as Gunicorn's `u` (a CLF field never left empty).
+    Some(text.split_once(':').map_or(text.clone(), |(u, _)| u.to_string())).filter(|u| !u.is_empty())
 }
 
 /// Python `%`-formatting of one value; strings get Gunicorn's `"` escaping.

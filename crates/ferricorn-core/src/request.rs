@@ -18,11 +18,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            reason: "Bad Request",
-            detail: detail.into(),
-        }
+        Self::new(400, "Bad Request", detail)
     }
     fn new(status: u16, reason: &'static str, detail: impl Into<String>) -> Self {
         Self {
@@ -103,6 +99,15 @@ pub fn raw_target(uri: &Uri, version: Version) -> Cow<'_, str> {
     }
 }
 
+/// `repr()` of a str as Python writes it in Gunicorn's messages (`'get'`).
+fn py_repr(s: &str) -> String {
+    if s.contains('\'') && !s.contains('"') {
+        format!("\"{s}\"")
+    } else {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
 /// Checks the request line and headers; `Err` carries the status to answer with.
 pub fn check_head(
     method: &Method,
@@ -115,19 +120,19 @@ pub fn check_head(
     let m = method.as_str();
     if !permit_unconventional_method {
         if !(3..=20).contains(&m.len()) {
-            return Err(Rejection::bad_request(format!("invalid method length: {m:?}")));
+            return Err(Rejection::bad_request(format!("Invalid HTTP method: {}", py_repr(m))));
         }
         if m.bytes().any(|b| b.is_ascii_lowercase() || b == b'#') {
-            return Err(Rejection::bad_request(format!("invalid method: {m:?}")));
+            return Err(Rejection::bad_request(format!("Invalid HTTP method: {}", py_repr(m))));
         }
     }
 
-    let target_len = uri_len(uri);
-    if limits.request_line > 0 && m.len() + 1 + target_len + 9 > limits.request_line {
+    let line_len = m.len() + 1 + uri_len(uri) + 9;
+    if limits.request_line > 0 && line_len > limits.request_line {
         return Err(Rejection::new(
             414,
             "URI Too Long",
-            format!("request line longer than {}", limits.request_line),
+            format!("Request Line is too large ({line_len} > {})", limits.request_line),
         ));
     }
     let is_asterisk = uri.path() == "*" && uri.scheme().is_none() && uri.authority().is_none();
@@ -151,7 +156,7 @@ pub fn check_head(
             return Err(Rejection::new(
                 431,
                 "Request Header Fields Too Large",
-                format!("header {} longer than {} bytes", name, limits.field_size),
+                "limit request headers fields size",
             ));
         }
         if name == header::HOST {
@@ -173,7 +178,7 @@ pub fn check_head(
         return Err(Rejection::new(
             431,
             "Request Header Fields Too Large",
-            format!("more than {} header fields", limits.fields),
+            "limit request headers fields",
         ));
     }
 

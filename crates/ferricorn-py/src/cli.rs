@@ -490,6 +490,7 @@ fn validate(settings: &Settings) -> Result<(), Fatal> {
         "gunicorn.glogging.Logger",
         "gunicorn.instrument.statsd.Statsd",
         "simple",
+        "egg:gunicorn#simple",
     ];
     let logger_class = settings.get("logger_class");
     if let Value::Python(repr) = logger_class {

@@ -601,7 +601,7 @@ fn start_signal_thread(
             let Ok(sig) = set.wait() else { continue };
             let (outcome, hook, code) = match sig {
                 Signal::SIGUSR1 => {
-                    ferricorn_core::info!("Handling signal: usr1");
+                    // Only the master says "Handling signal: usr1", as in Gunicorn.
                     let _ = ferricorn_core::log::reopen();
                     continue;
                 }

@@ -285,6 +285,8 @@ pub struct IdleIo<T> {
     /// Informational response bytes taken from `ConnState`, partly written.
     interim: Vec<u8>,
     interim_written: usize,
+    /// The client's address, for the warning about a head refused here.
+    peer: Option<std::net::IpAddr>,
 }
 
 impl<T> IdleIo<T> {
@@ -312,7 +314,13 @@ impl<T> IdleIo<T> {
             scanner: HeadScanner::with_line_limit(line_limit),
             interim: Vec::new(),
             interim_written: 0,
+            peer: None,
         }
+    }
+
+    pub fn with_peer(mut self, peer: Option<std::net::IpAddr>) -> Self {
+        self.peer = peer;
+        self
     }
 }
 
@@ -365,7 +373,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
                         let page = crate::error_page::raw(status, detail);
                         let _ = Pin::new(&mut this.inner).poll_write(cx, &page);
                         let _ = Pin::new(&mut this.inner).poll_flush(cx);
-                        ferricorn_core::warning!("Invalid request: {detail}");
+                        // Gunicorn's wording (fail2ban-style filters match on it).
+                        let ip = this.peer.map(|p| p.to_string()).unwrap_or_default();
+                        ferricorn_core::warning!("Invalid request from ip={ip}: {detail}");
                         buf.set_filled(before);
                         this.state.mark_closed();
                         return Poll::Ready(Ok(()));

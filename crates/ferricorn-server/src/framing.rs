@@ -241,7 +241,7 @@ impl HeadScanner {
                 if b == b'\n' {
                     self.empty_lines = self.empty_lines.saturating_add(1);
                     if self.empty_lines > 1 {
-                        self.reject = Some((400, "Invalid request line: empty lines before the request"));
+                        self.reject = Some((400, "Invalid HTTP request line: empty lines before the request"));
                         self.state = State::Stop;
                     }
                 } else if b != b'\r' {

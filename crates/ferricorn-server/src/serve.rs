@@ -672,7 +672,8 @@ where
         cfg.keepalive,
         cfg.header_timeout,
         cfg.limits.request_line,
-    );
+    )
+    .with_peer(info.peer.map(|p| p.ip()));
     let conn_state = state.clone();
     let info = Arc::new(info);
     let info_for_log = info.clone();
