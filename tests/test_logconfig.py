@@ -3,6 +3,7 @@ and logconfig_dict / --log-config-json / --log-config routing every ferricorn li
 
 import json
 import signal
+import sys
 import time
 import urllib.request
 
@@ -174,6 +175,40 @@ def test_bad_logging_settings_fail_at_start_up(run_cli, tmp_path, args, conf, se
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: Invalid value for {setting}"), res.stderr
+
+
+ARGS_CONF = '''
+import logging
+
+class Args(logging.Filter):
+    # JSON access-log recipes read the atoms from record.args, as Gunicorn passes them.
+    def filter(self, record):
+        a = record.args
+        record.atoms = f"U={{a['U']}} s={{a['s']}} ua={{a['{{User-Agent}}i']}} miss={{a['{{nope}}i']}}"
+        return record.msg == {fmt!r}
+
+access_log_format = {fmt!r}
+logconfig_dict = {{
+    "filters": {{"args": {{"()": Args}}}},
+    "formatters": {{"atoms": {{"format": "%(atoms)s|%(message)s"}}}},
+    "handlers": {{"acc": {{"class": "logging.FileHandler", "filename": {acc!r}, "formatter": "atoms",
+                          "filters": ["args"]}}}},
+    "root": {{"level": "INFO", "handlers": []}},
+    "loggers": {{"gunicorn.access": {{"level": "INFO", "handlers": ["acc"], "propagate": False}}}},
+}}
+'''
+
+
+def test_access_records_carry_the_format_and_the_atoms(start_server, tmp_path):
+    acc = tmp_path / "access.log"
+    conf = tmp_path / "conf.py"
+    conf.write_text(ARGS_CONF.format(acc=str(acc), fmt='%(h)s "%(r)s" %(s)s %({user-agent}i)s'))
+    srv = started(start_server("-c", str(conf), "log_app:app", wait=False))
+    fetch(srv.url + "/pylog?t9")
+    assert wait_until(lambda: acc.exists() and "t9" in acc.read_text(), 10)
+    line = next(l for l in acc.read_text().splitlines() if "t9" in l)
+    ua = "Python-urllib/%d.%d" % sys.version_info[:2]
+    assert line == f'U=/pylog s=200 ua={ua} miss=-|127.0.0.1 "GET /pylog?t9 HTTP/1.1" 200 {ua}', line
 
 
 def test_builtin_logger_classes_are_accepted(run_cli):

@@ -484,6 +484,59 @@ def test_invalid_request_warning_names_the_client(start_server, raw):
     srv.wait_for(f"[WARNING] Invalid request from ip=127.0.0.1: {INVALID_REQUEST_WARNINGS[raw]}")
 
 
+# Loggers changed by the app (or the config file) see ferricorn's own lines, as in
+# Gunicorn, where every line goes through them.
+
+
+def custom_logging_server(procs, tmp_path, mode, *args):
+    env = {"LOG_CUSTOM": mode, "LOG_CUSTOM_FILE": str(tmp_path / "extra.log")}
+    alog = tmp_path / "access.log"
+    srv = procs(
+        ferricorn_cmd(), "-w", "1", "--access-logfile", str(alog), *args, "log_custom:app",
+        cwd=tmp_path, name=mode, env=env,
+    )
+    return srv, alog
+
+
+def test_access_filter_added_by_the_app_drops_lines(procs, tmp_path):
+    srv, alog = custom_logging_server(procs, tmp_path, "filter")
+    for path in ["/health", "/ping", "/other"]:
+        assert get(srv.port, path).startswith(b"HTTP/1.1 ")
+    wait_lines(alog, 1)
+    time.sleep(0.5)
+    lines = lines_of(alog)
+    assert all("/other" in l for l in lines) and lines, lines
+    # The line itself is unchanged: Gunicorn's default format.
+    assert re.match(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /other HTTP/1\.1" \d{3} \d+ "-" "-"$', lines[0]), lines
+
+
+def test_loggers_silenced_by_the_app(procs, tmp_path):
+    srv, alog = custom_logging_server(procs, tmp_path, "silence")
+    get(srv.port, "/")
+    raw_request(srv.port, b"GARBAGE\r\n\r\n")
+    time.sleep(1.0)
+    assert lines_of(alog) == []
+    srv.stop()
+    # gunicorn.error at ERROR: no warning about the bad request, no "Worker exiting".
+    assert "Invalid request" not in srv.stderr() and "Worker exiting" not in srv.stderr(), srv.stderr()
+
+
+def test_formatter_set_by_the_app_on_the_error_log(procs, tmp_path):
+    srv, _ = custom_logging_server(procs, tmp_path, "formatter")
+    raw_request(srv.port, b"GARBAGE\r\n\r\n")
+    assert wait_until(lambda: "CUSTOMFMT WARNING Invalid request from ip=127.0.0.1" in srv.stderr(), 5), srv.stderr()
+
+
+def test_handler_added_by_the_app_gets_every_line(procs, tmp_path):
+    srv, alog = custom_logging_server(procs, tmp_path, "handler")
+    get(srv.port, "/x?y=1")
+    extra = tmp_path / "extra.log"
+    assert wait_until(lambda: 'EXTRA gunicorn.access INFO 127.0.0.1 - - [' in read(extra), 5), read(extra)
+    assert '"GET /x?y=1 HTTP/1.1"' in read(extra)
+    # ferricorn's own access log still has the line too (its handler stays).
+    assert len(wait_lines(alog, 1)) == 1
+
+
 def test_empty_basic_auth_user_is_a_dash(procs, tmp_path):
     alog = tmp_path / "access.log"
     srv = procs(ferricorn_cmd(), "-w", "1", "--access-logfile", str(alog), "testapp:app", cwd=tmp_path, name="auth")

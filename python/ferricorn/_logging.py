@@ -5,7 +5,11 @@ ferricorn's own (Rust) error and access logs, in Gunicorn's format. With
 ``logconfig_dict``, ``--log-config-json`` or ``--log-config`` they are configured exactly
 as Gunicorn configures them (its defaults merged with a top-level ``dict.update``), and
 ferricorn then sends its own log lines through them, so handlers and formatters (JSON,
-files, anything) apply to every line.
+files, anything) apply to every line. The same happens for a logger that the config
+file or the application changed (a filter, a handler, a level, a formatter: see
+``customised``), so a health-check filter on ``gunicorn.access`` works as in Gunicorn.
+Access records carry Gunicorn's shape: ``msg`` is the access format and ``args`` the
+atoms (``record.args["U"]``).
 """
 
 import copy
@@ -14,7 +18,7 @@ import logging
 import logging.config
 import os
 
-from ferricorn._ferricorn import _write_access, _write_log
+from ferricorn._ferricorn import _write_access, _write_log, _write_log_line
 
 LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING,
           "info": logging.INFO, "debug": logging.DEBUG}
@@ -47,6 +51,10 @@ class _ErrorLog(logging.Handler):
 
     def emit(self, record):
         try:
+            if self.formatter is not None:
+                # A formatter someone set on this handler writes the whole line.
+                _write_log_line(self.format(record))
+                return
             msg = record.getMessage()
             if record.exc_info:
                 msg += "\n" + logging.Formatter().formatException(record.exc_info)
@@ -62,14 +70,57 @@ class _AccessLog(logging.Handler):
 
     def emit(self, record):
         try:
-            _write_access(record.getMessage())
+            _write_access(self.format(record) if self.formatter is not None else record.getMessage())
         except Exception:  # noqa: BLE001
             self.handleError(record)
 
 
+class SafeAtoms(dict):
+    """Gunicorn's ``glogging.SafeAtoms``: ``"`` escaped in text, ``-`` for a missing atom,
+    ``{...}`` keys looked up in lower case."""
+
+    def __init__(self, atoms):
+        dict.__init__(self)
+        for key, value in atoms.items():
+            self[key] = value.replace('"', '\\"') if isinstance(value, str) else value
+
+    def __getitem__(self, k):
+        kl = k.lower() if k.startswith("{") else k
+        if kl in self:
+            return super().__getitem__(kl)
+        return "-"
+
+
+def access(logger, fmt, atoms):
+    """One request into ``gunicorn.access``, as Gunicorn's ``Logger.access`` logs it."""
+    logger.info(fmt, SafeAtoms(atoms))
+
+
+_levels = {}
+
+
+def customised():
+    """Whether the config file or the app changed ``gunicorn.error`` / ``gunicorn.access``
+    since ``setup`` (filters, handlers, level, formatters, disabled, propagate): those
+    changes must then see ferricorn's own lines too. Returns two booleans."""
+    out = []
+    for name in ("gunicorn.error", "gunicorn.access"):
+        log = logging.getLogger(name)
+        mine = [h for h in log.handlers if getattr(h, "_ferricorn", False)]
+        others = len(log.handlers) - len(mine)
+        out.append(bool(
+            log.filters or others or not mine or log.disabled or log.propagate
+            or log.level != _levels.get(name)
+            or any(h.filters or h.formatter is not None or h.level != logging.NOTSET for h in mine)
+        ))
+    return tuple(out)
+
+
 def set_level(loglevel):
     """HUP with a new ``loglevel``: the error logger's level, as Gunicorn's reload sets it."""
-    logging.getLogger("gunicorn.error").setLevel(LEVELS.get((loglevel or "info").lower(), logging.INFO))
+    level = LEVELS.get((loglevel or "info").lower(), logging.INFO)
+    logging.getLogger("gunicorn.error").setLevel(level)
+    _levels["gunicorn.error"] = level
 
 
 def setup(loglevel, logconfig_dict=None, logconfig_json=None, logconfig=None):
@@ -81,6 +132,7 @@ def setup(loglevel, logconfig_dict=None, logconfig_json=None, logconfig=None):
     access_log.propagate = False
     error_log.setLevel(LEVELS.get((loglevel or "info").lower(), logging.INFO))
     access_log.setLevel(logging.INFO)
+    _levels.update({"gunicorn.error": error_log.level, "gunicorn.access": logging.INFO})
     for log, handler in ((error_log, _ErrorLog()), (access_log, _AccessLog())):
         for h in list(log.handlers):
             if getattr(h, "_ferricorn", False):

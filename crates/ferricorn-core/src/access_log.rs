@@ -19,6 +19,8 @@ enum Segment {
 /// A compiled `--access-logformat`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessFormat {
+    /// The format as configured (Python loggers get it as the record's `msg`).
+    source: String,
     segments: Vec<Segment>,
     /// Whether any atom needs request or response headers (to skip copying them).
     wants_headers: bool,
@@ -95,19 +97,31 @@ impl AccessFormat {
             .iter()
             .any(|s| matches!(s, Segment::Atom { key, .. } if key.starts_with('{')));
         Self {
+            source: format.to_string(),
             segments,
             wants_headers,
             json: false,
         }
     }
 
+    /// Headers are needed for this format's atoms, or for the whole atom dict a Python
+    /// access logger gets.
     pub fn wants_headers(&self) -> bool {
-        self.wants_headers
+        self.wants_headers || crate::log::access_routed()
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
     }
 
     /// `--access-log-json`: the default atoms as named JSON fields.
     pub fn json() -> Self {
         Self {
+            source: String::new(),
             segments: Vec::new(),
             wants_headers: false,
             json: true,
@@ -193,11 +207,59 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-enum AtomValue {
+pub enum AtomValue {
     Str(String),
     Int(u64),
     Missing,
 }
+
+/// Every atom of a record, keyed as Gunicorn's `Logger.atoms()` keys them (`{name}i`,
+/// `{name}o`, `{var}e` in lower case), for a Python access logger's `record.args`.
+pub fn atoms(rec: &AccessRecord<'_>) -> Vec<(String, AtomValue)> {
+    let mut out: Vec<(String, AtomValue)> = [
+        "h", "l", "u", "t", "r", "s", "m", "U", "q", "H", "b", "B", "f", "a", "T", "D", "M", "L", "p",
+    ]
+    .iter()
+    .map(|k| {
+        let v = match atom(rec, k) {
+            // Gunicorn's `s` is the status text; `B` is None when nothing was sent.
+            AtomValue::Int(n) if *k == "s" => AtomValue::Str(n.to_string()),
+            AtomValue::Str(s) if *k == "B" && s == "None" => AtomValue::Missing,
+            v => v,
+        };
+        (k.to_string(), v)
+    })
+    .collect();
+    for (name, value) in rec.request_headers {
+        out.push((format!("{{{name}}}i"), AtomValue::Str(latin1(value.as_bytes()))));
+        let var = format!("http_{}", name.as_str().replace('-', "_"));
+        out.push((format!("{{{var}}}e"), AtomValue::Str(latin1(value.as_bytes()))));
+    }
+    for (name, value) in rec.response_headers {
+        out.push((format!("{{{name}}}o"), AtomValue::Str(latin1(value.as_bytes()))));
+    }
+    for var in ENVIRON_VARS {
+        if let Some(v) = environ(rec, var) {
+            out.push((format!("{{{}}}e", var.to_ascii_lowercase()), AtomValue::Str(v)));
+        }
+    }
+    out
+}
+
+/// The environ variables an access record knows besides the `HTTP_*` headers.
+const ENVIRON_VARS: [&str; 11] = [
+    "REQUEST_METHOD",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REMOTE_ADDR",
+    "wsgi.url_scheme",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+];
 
 fn atom(rec: &AccessRecord<'_>, key: &str) -> AtomValue {
     use AtomValue::*;
@@ -225,13 +287,20 @@ fn atom(rec: &AccessRecord<'_>, key: &str) -> AtomValue {
         "L" => Str(format!("{secs}.{micros:06}")),
         "p" => Str(format!("<{}>", rec.pid)),
         k if k.starts_with('{') => {
-            let inner = &k[1..];
+            // Gunicorn's SafeAtoms lowers the whole key: `{User-Agent}I`, `{REQUEST_METHOD}E`.
+            let lower = k.to_ascii_lowercase();
+            let inner = &lower[1..];
             if let Some(name) = inner.strip_suffix("}i") {
                 last_header(rec.request_headers, name).map_or(Missing, Str)
             } else if let Some(name) = inner.strip_suffix("}o") {
                 last_header(rec.response_headers, name).map_or(Missing, Str)
             } else if let Some(name) = inner.strip_suffix("}e") {
-                environ(rec, name).map_or(Missing, Str)
+                let var = if name.starts_with("wsgi.") {
+                    name.to_string()
+                } else {
+                    name.to_ascii_uppercase()
+                };
+                environ(rec, &var).map_or(Missing, Str)
             } else {
                 Missing
             }

@@ -7,7 +7,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,6 +161,17 @@ pub fn fd() -> RawFd {
     FD.load(Ordering::Relaxed)
 }
 
+/// The threshold lines are written at.
+pub fn level() -> Level {
+    match LEVEL.load(Ordering::Relaxed) {
+        n if n >= Level::Critical as u8 => Level::Critical,
+        n if n >= Level::Error as u8 => Level::Error,
+        n if n >= Level::Warning as u8 => Level::Warning,
+        n if n >= Level::Info as u8 => Level::Info,
+        _ => Level::Debug,
+    }
+}
+
 pub fn enabled(level: Level) -> bool {
     level as u8 >= LEVEL.load(Ordering::Relaxed)
 }
@@ -194,16 +205,40 @@ pub fn count(level: Level) {
 pub trait Sink: Send + Sync {
     fn error_line(&self, level: Level, msg: &str);
     fn access_line(&self, msg: &str);
+    /// One request for the access log; a sink that wants the line renders `format`.
+    fn access_record(&self, format: &crate::access_log::AccessFormat, rec: &crate::access_log::AccessRecord<'_>) {
+        self.access_line(&format.render(rec));
+    }
+    /// Whether access records go through the sink (or straight to the access log).
+    fn routes_access(&self) -> bool {
+        true
+    }
 }
 
 static SINK: std::sync::OnceLock<Box<dyn Sink>> = std::sync::OnceLock::new();
+static ACCESS_ROUTED: AtomicBool = AtomicBool::new(false);
 
 /// Routes every error and access line through `sink` from now on (in this process and
 /// the workers it forks). `level` should be the sink's own threshold, so lines it would
 /// drop are never formatted (or handed to it) at all.
 pub fn set_sink(sink: Box<dyn Sink>, level: Level) {
+    let routes_access = sink.routes_access();
     if SINK.set(sink).is_ok() {
         LEVEL.store(level as u8, Ordering::Relaxed);
+        ACCESS_ROUTED.store(routes_access, Ordering::Relaxed);
+    }
+}
+
+/// Whether access records go to a Python logger (which gets every atom).
+pub fn access_routed() -> bool {
+    ACCESS_ROUTED.load(Ordering::Relaxed)
+}
+
+/// The access log entry for one request: through the sink, or rendered here.
+pub fn write_access_record(format: &crate::access_log::AccessFormat, rec: &crate::access_log::AccessRecord<'_>) {
+    match SINK.get() {
+        Some(sink) => sink.access_record(format, rec),
+        None => write_access_direct(&format.render(rec)),
     }
 }
 

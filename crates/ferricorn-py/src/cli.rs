@@ -352,6 +352,8 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         settings.str("logconfig").filter(|s| !s.is_empty()),
     )
     .map_err(|why| Fatal::usage(format!("Error: Invalid value for {which}: {why}")))?;
+    // The config file has run: loggers it changed take the master's lines too.
+    crate::pylog::route_customised(py);
 
     if let Some(dir) = settings.str("chdir").map(str::to_string) {
         chdir(py, &dir)?;

@@ -973,6 +973,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         return boot_hook_failed(e);
     }
     let _ = worker.setattr("booted", true);
+    crate::pylog::route_customised(py);
 
     let mut listeners = Vec::new();
     // The worker owns the sockets it inherited: when its accept loops end, the socket

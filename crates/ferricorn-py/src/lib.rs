@@ -36,6 +36,7 @@ fn _ferricorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settings_markdown, m)?)?;
     m.add_function(wrap_pyfunction!(pylog::_write_log, m)?)?;
     m.add_function(wrap_pyfunction!(pylog::_write_access, m)?)?;
+    m.add_function(wrap_pyfunction!(pylog::_write_log_line, m)?)?;
     m.add_class::<wsgi::FileWrapper>()?;
     m.add_class::<wsgi::InputStream>()?;
     m.add_class::<wsgi::EmptyInput>()?;

@@ -106,7 +106,7 @@ impl Pending {
             pid: std::process::id(),
             minimal_environ: self.error_page,
         };
-        ferricorn_core::log::write_access(&self.format.render(&rec));
+        ferricorn_core::log::write_access_record(&self.format, &rec);
     }
 }
 
@@ -136,5 +136,5 @@ pub(crate) fn log_refused(format: &AccessFormat, request_line: &str, status: u16
         pid: std::process::id(),
         minimal_environ: true,
     };
-    ferricorn_core::log::write_access(&format.render(&rec));
+    ferricorn_core::log::write_access_record(format, &rec);
 }
