@@ -230,13 +230,21 @@ pub fn atoms(rec: &AccessRecord<'_>) -> Vec<(String, AtomValue)> {
         (k.to_string(), v)
     })
     .collect();
-    for (name, value) in rec.request_headers {
-        out.push((format!("{{{name}}}i"), AtomValue::Str(latin1(value.as_bytes()))));
-        let var = format!("http_{}", name.as_str().replace('-', "_"));
-        out.push((format!("{{{var}}}e"), AtomValue::Str(latin1(value.as_bytes()))));
+    // A repeated header: its last value for `{name}i` (Gunicorn builds a dict from the
+    // list), all of them joined for the environ's `HTTP_*`.
+    for name in rec.request_headers.keys() {
+        let n = name.as_str();
+        if let Some(v) = last_header(rec.request_headers, n) {
+            out.push((format!("{{{n}}}i"), AtomValue::Str(v)));
+        }
+        if let Some(v) = header(rec.request_headers, n) {
+            out.push((format!("{{http_{}}}e", n.replace('-', "_")), AtomValue::Str(v)));
+        }
     }
-    for (name, value) in rec.response_headers {
-        out.push((format!("{{{name}}}o"), AtomValue::Str(latin1(value.as_bytes()))));
+    for name in rec.response_headers.keys() {
+        if let Some(v) = last_header(rec.response_headers, name.as_str()) {
+            out.push((format!("{{{name}}}o"), AtomValue::Str(v)));
+        }
     }
     for var in ENVIRON_VARS {
         if let Some(v) = environ(rec, var) {
@@ -309,8 +317,15 @@ fn atom(rec: &AccessRecord<'_>, key: &str) -> AtomValue {
     }
 }
 
+/// A header as the environ holds it: repeated values joined with `,`.
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).map(|v| latin1(v.as_bytes()))
+    let mut values = h.get_all(name).iter();
+    let mut out = latin1(values.next()?.as_bytes());
+    for v in values {
+        out.push(',');
+        out.push_str(&latin1(v.as_bytes()));
+    }
+    Some(out)
 }
 
 /// Gunicorn builds a dict from the header list, so the last value of a repeated header wins.
@@ -449,5 +464,23 @@ mod tests {
             "GET /a b x=1 HTTP/1.1 200 14 1 1234 1234567 1.234567 <42> 2 text/plain http - -   200|%"
         );
         assert!(f.wants_headers());
+    }
+
+    #[test]
+    fn repeated_headers_and_key_case() {
+        let mut req = HeaderMap::new();
+        req.append("referer", "a".parse().unwrap());
+        req.append("referer", "b".parse().unwrap());
+        req.append("authorization", "Basic OnB3".parse().unwrap()); // ":pw": no user
+        let resp = HeaderMap::new();
+        // `f` is the environ's HTTP_REFERER (values joined); `{...}i` the last value; keys
+        // in any case, as Gunicorn's SafeAtoms lowers them.
+        let f = AccessFormat::compile("%(u)s %(f)s %({Referer}I)s %({http_referer}e)s %({REQUEST_METHOD}E)s");
+        assert_eq!(f.render(&record(&req, &resp)), "- a,b b a,b GET");
+        let atoms = atoms(&record(&req, &resp));
+        let get = |k: &str| atoms.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        assert!(matches!(get("s"), Some(AtomValue::Str(s)) if s == "200"));
+        assert!(matches!(get("{referer}i"), Some(AtomValue::Str(s)) if s == "b"));
+        assert!(matches!(get("{request_method}e"), Some(AtomValue::Str(s)) if s == "GET"));
     }
 }
