@@ -235,6 +235,16 @@ def test_missing_attribute_exits_4(run_cli):
     out = output(res)
     assert res.returncode == 4, out
     assert "no_such_attr" in out, out
+    # Gunicorn prints the reason bare (no ERROR line), then its `finally` logs the exit.
+    assert "Exception in worker process" not in out, out
+    assert re.search(r"\[INFO\] Worker exiting \(pid: \d+\)", out), out
+
+
+def test_import_failure_logs_worker_exiting(run_cli):
+    res = run_cli("-b", f"127.0.0.1:{free_port()}", "cli_import_error:app")
+    out = output(res)
+    assert res.returncode == 3, out
+    assert out.index("[ERROR] Exception in worker process") < out.index("[INFO] Worker exiting (pid: "), out
 
 
 def test_module_without_application_or_app_exits_4(run_cli):

@@ -929,12 +929,21 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     };
     // Gunicorn runs both hooks inside the worker's boot: an exception is a boot failure
     // (exit 3, and the master stops with "Worker failed to boot.").
+    // Gunicorn's spawn_worker ends every boot, failed or not, in a `finally` that logs
+    // "Worker exiting" and runs `worker_exit`.
+    let boot_failed = |code: i32| {
+        if first_exit() {
+            ferricorn_core::info!("Worker exiting (pid: {})", std::process::id());
+            hooks.call(py, "worker_exit", (hooks.server(py), worker.clone()));
+        }
+        code
+    };
     let boot_hook_failed = |e: PyErr| {
         ferricorn_core::error!(
             "Exception in worker process\n{}",
             crate::pyhelpers::format_exception(py, &e)
         );
-        ferricorn_arbiter::WORKER_BOOT_ERROR
+        boot_failed(ferricorn_arbiter::WORKER_BOOT_ERROR)
     };
     if let Err(e) = hooks.call_strict(py, "post_fork", (hooks.server(py), worker.clone())) {
         return boot_hook_failed(e);
@@ -958,9 +967,15 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 reload_extra.push("**/*.py".into());
                 Err(e.message)
             }
+            // An app that cannot be resolved (exit 4): Gunicorn prints the reason bare
+            // to stderr; anything the import raised (exit 3) is logged with its traceback.
+            Err(e) if e.code == ferricorn_arbiter::APP_LOAD_ERROR => {
+                eprintln!("{}", e.message);
+                return boot_failed(e.code);
+            }
             Err(e) => {
                 ferricorn_core::error!("Exception in worker process\n{}", e.message);
-                return e.code;
+                return boot_failed(e.code);
             }
         },
     };
