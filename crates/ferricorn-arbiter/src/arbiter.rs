@@ -31,6 +31,8 @@ pub struct ArbiterConfig {
     pub backlog_metric: bool,
     /// `--max-requests` is on (a worker's clean exit is then a recycling).
     pub max_requests: bool,
+    /// The control socket's path and mode (`None`: `--no-control-socket`).
+    pub control_socket: Option<(std::path::PathBuf, u32)>,
 }
 
 /// Heartbeat slots: more than any sane worker count, 64 bytes each.
@@ -89,6 +91,14 @@ pub trait Launcher {
     fn is_reexec_child(&self) -> bool {
         false
     }
+    /// `show config` on the control socket: Gunicorn's selection of settings.
+    fn control_config(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    /// `show listeners` on the control socket: `{"address", "fd", "type"}` each.
+    fn control_listeners(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 struct Worker {
@@ -129,6 +139,17 @@ pub struct Arbiter<L: Launcher> {
     reported_workers: Option<usize>,
     /// When `gunicorn.backlog` was last sent (once a second, however often the loop wakes).
     backlog_sent: Instant,
+    control: Option<crate::control::ControlServer>,
+    /// For the control socket's `show stats`, counted as Gunicorn counts them.
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    started: Option<std::time::SystemTime>,
+    workers_spawned: u64,
+    workers_killed: u64,
+    reloads: u64,
 }
 
 enum Stop {
@@ -177,6 +198,11 @@ impl<L: Launcher> Arbiter<L> {
             backlog_sent: Instant::now()
                 .checked_sub(Duration::from_secs(1))
                 .unwrap_or_else(Instant::now),
+            control: None,
+            stats: Stats {
+                started: Some(std::time::SystemTime::now()),
+                ..Stats::default()
+            },
         })
     }
 
@@ -197,20 +223,36 @@ impl<L: Launcher> Arbiter<L> {
 
     /// Runs until a stop signal or a fatal worker error; returns the exit code.
     pub fn run(&mut self) -> i32 {
+        let code = self.run_loop();
+        // The socket file goes with the master (unless a successor's replaced it).
+        self.control = None;
+        code
+    }
+
+    fn run_loop(&mut self) -> i32 {
         if let Err(code) = self.manage_workers() {
             return code;
         }
+        // After the first workers, as Gunicorn starts it.
+        self.start_control();
         loop {
             self.bind_pending_metrics();
-            let (signals, scrape) = self.pipe.wait_also(
-                1000,
-                self.metrics
-                    .as_ref()
-                    .and_then(|m| m.server.as_ref())
-                    .map(MetricsServer::fd),
-            );
-            if scrape {
+            let metrics_fd = self
+                .metrics
+                .as_ref()
+                .and_then(|m| m.server.as_ref())
+                .map(MetricsServer::fd);
+            let mut fds: Vec<std::os::fd::RawFd> = metrics_fd.into_iter().collect();
+            if let Some(c) = &self.control {
+                fds.extend(c.fds());
+            }
+            let (signals, ready) = self.pipe.wait_also(1000, &fds);
+            let control_ready = ready.iter().skip(usize::from(metrics_fd.is_some())).any(|r| *r);
+            if metrics_fd.is_some() && ready.first() == Some(&true) {
                 self.serve_metrics();
+            }
+            if control_ready {
+                self.serve_control();
             }
             for sig in signals {
                 match sig {
@@ -351,8 +393,184 @@ impl<L: Launcher> Arbiter<L> {
         self.launcher.nworkers_changed(n, old);
     }
 
+    fn start_control(&mut self) {
+        let Some((path, mode)) = self.cfg.control_socket.clone() else {
+            ferricorn_core::debug!("Control socket disabled");
+            return;
+        };
+        match crate::control::ControlServer::bind(&path, mode) {
+            Ok(server) => {
+                ferricorn_core::info!("Control socket listening at {}", server.path().display());
+                self.control = Some(server);
+            }
+            Err(e) => ferricorn_core::warning!("Failed to start control socket: {e}"),
+        }
+    }
+
+    fn serve_control(&mut self) {
+        let Some(mut control) = self.control.take() else { return };
+        control.serve(&mut |cmd| self.control_command(&cmd.words));
+        self.control = Some(control);
+    }
+
+    /// One `gunicornc` command (Gunicorn's `ctl/handlers.py`, with its replies' keys).
+    fn control_command(&mut self, words: &[String]) -> Result<serde_json::Value, String> {
+        use serde_json::json;
+        let invalid = |e: String| format!("Invalid argument: {e}");
+        let count = |w: Option<&String>| -> Result<usize, String> {
+            match w {
+                None => Ok(1),
+                Some(w) => w
+                    .parse::<i64>()
+                    .map(|n| n.max(1) as usize)
+                    .map_err(|_| invalid(format!("invalid literal for int() with base 10: '{w}'"))),
+            }
+        };
+        let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+        let arg = |i: usize| lower.get(i).map(String::as_str);
+        match (arg(0), arg(1)) {
+            (Some("show"), Some("all")) => {
+                let workers = self.control_workers();
+                let n = workers.len();
+                Ok(json!({
+                    "arbiter": {"pid": std::process::id(), "type": "arbiter", "role": "master"},
+                    "web_workers": workers.into_iter().map(|mut w| {
+                        w["type"] = json!("web");
+                        if let Some(o) = w.as_object_mut() { o.remove("aborted"); }
+                        w
+                    }).collect::<Vec<_>>(),
+                    "web_worker_count": n,
+                    "dirty_arbiter": null,
+                    "dirty_workers": [],
+                    "dirty_worker_count": 0,
+                }))
+            }
+            (Some("show"), Some("workers")) => {
+                let workers = self.control_workers();
+                Ok(json!({"count": workers.len(), "workers": workers}))
+            }
+            (Some("show"), Some("dirty")) => Ok(json!({"enabled": false, "pid": null, "workers": [], "apps": []})),
+            (Some("show"), Some("config")) => Ok(self.launcher.control_config()),
+            (Some("show"), Some("stats")) => {
+                let uptime = self
+                    .stats
+                    .started
+                    .and_then(|t| t.elapsed().ok())
+                    .map(|d| (d.as_secs_f64() * 100.0).round() / 100.0);
+                Ok(json!({
+                    "uptime": uptime,
+                    "pid": std::process::id(),
+                    "workers_current": self.workers.len(),
+                    "workers_target": self.cfg.workers,
+                    "workers_spawned": self.stats.workers_spawned,
+                    "workers_killed": self.stats.workers_killed,
+                    "reloads": self.stats.reloads,
+                    "dirty_arbiter_pid": null,
+                }))
+            }
+            (Some("show"), Some("listeners")) => {
+                let listeners = self.launcher.control_listeners();
+                Ok(json!({"count": listeners.len(), "listeners": listeners}))
+            }
+            (Some("show"), Some(other)) => Err(invalid(format!("Unknown show target: {other}"))),
+            (Some("show"), None) => Err(invalid(
+                "Missing show target (all|workers|dirty|config|stats|listeners)".into(),
+            )),
+            (Some("worker"), Some("add")) => {
+                let n = count(words.get(2))?;
+                let previous = self.cfg.workers;
+                self.set_workers(previous + n);
+                Ok(json!({"added": n, "previous": previous, "total": self.cfg.workers}))
+            }
+            (Some("worker"), Some("remove")) => {
+                let n = count(words.get(2))?;
+                let previous = self.cfg.workers;
+                let total = previous.saturating_sub(n).max(1);
+                self.set_workers(total);
+                Ok(json!({"removed": previous - total, "previous": previous, "total": total}))
+            }
+            (Some("worker"), Some("kill")) => {
+                let Some(w) = words.get(2) else {
+                    return Err(invalid("Missing PID for worker kill".into()));
+                };
+                let pid: i32 = w
+                    .parse()
+                    .map_err(|_| invalid(format!("invalid literal for int() with base 10: '{w}'")))?;
+                if !self.workers.contains_key(&pid) {
+                    return Ok(json!({"success": false, "error": format!("Worker {pid} not found")}));
+                }
+                match kill(Pid::from_raw(pid), Signal::SIGTERM) {
+                    Ok(()) => {
+                        self.stats.workers_killed += 1;
+                        Ok(json!({"success": true, "killed": pid}))
+                    }
+                    Err(e) => Ok(json!({"success": false, "error": e.desc()})),
+                }
+            }
+            (Some("worker"), Some(other)) => Err(invalid(format!("Unknown worker action: {other}"))),
+            (Some("worker"), None) => Err(invalid("Missing worker action (add|remove|kill)".into())),
+            (Some("dirty"), Some("add" | "remove")) => {
+                count(words.get(2))?;
+                Ok(json!({"success": false, "error": "Dirty arbiter not running"}))
+            }
+            (Some("dirty"), Some(other)) => Err(invalid(format!("Unknown dirty action: {other}"))),
+            (Some("dirty"), None) => Err(invalid("Missing dirty action (add|remove)".into())),
+            // Signals to itself, handled by the loop as if sent from outside.
+            (Some("reload"), _) => {
+                let _ = kill(Pid::this(), Signal::SIGHUP);
+                Ok(json!({"status": "reloading"}))
+            }
+            (Some("reopen"), _) => {
+                let _ = kill(Pid::this(), Signal::SIGUSR1);
+                Ok(json!({"status": "reopening"}))
+            }
+            (Some("shutdown"), _) => {
+                let mode = words.get(1).map_or("graceful", String::as_str);
+                let sig = if mode == "quick" {
+                    Signal::SIGINT
+                } else {
+                    Signal::SIGTERM
+                };
+                let _ = kill(Pid::this(), sig);
+                Ok(json!({"status": "shutting_down", "mode": mode}))
+            }
+            (Some("help"), _) => Ok(crate::control::help()),
+            (Some(other), _) => Err(invalid(format!("Unknown command: {other}"))),
+            (None, _) => Err("Empty command".into()),
+        }
+    }
+
+    /// Workers as `show workers` lists them, oldest first.
+    fn control_workers(&self) -> Vec<serde_json::Value> {
+        let now_ms = heartbeat::now_ms();
+        let mut workers: Vec<(u64, serde_json::Value)> = self
+            .workers
+            .iter()
+            .map(|(pid, w)| {
+                let beat = self
+                    .heartbeats
+                    .slot(w.slot)
+                    .map_or(0, |s| s.beat.load(std::sync::atomic::Ordering::Acquire));
+                let last = (beat != 0).then(|| (now_ms.saturating_sub(beat) as f64 / 10.0).round() / 100.0);
+                (
+                    w.age,
+                    serde_json::json!({
+                        "pid": pid,
+                        "age": w.age,
+                        "booted": beat != 0,
+                        "aborted": w.aborted.is_some(),
+                        "last_heartbeat": last,
+                    }),
+                )
+            })
+            .collect();
+        workers.sort_by_key(|(age, _)| *age);
+        workers.into_iter().map(|(_, w)| w).collect()
+    }
+
     /// Starts a full set of new workers, then retires the old ones gracefully.
     fn reload(&mut self) {
+        self.stats.reloads += 1;
         // The launcher reports the new count to the hooks itself (before `on_reload`).
         if let Some(n) = self.launcher.reload() {
             self.cfg.workers = n;
@@ -367,7 +585,9 @@ impl<L: Launcher> Arbiter<L> {
             if let Some(w) = self.workers.get_mut(&pid) {
                 w.stopping = true;
             }
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            if kill(Pid::from_raw(pid), Signal::SIGTERM).is_ok() {
+                self.stats.workers_killed += 1;
+            }
         }
     }
 
@@ -392,6 +612,7 @@ impl<L: Launcher> Arbiter<L> {
         let peers = &peers[..(2 * self.cfg.workers).max(16).min(peers.len())];
         match self.launcher.spawn(age, slot, peers, stats) {
             Ok(pid) => {
+                self.stats.workers_spawned += 1;
                 slot.pid
                     .store(pid.as_raw() as u32, std::sync::atomic::Ordering::Release);
                 let w = Worker {
@@ -427,7 +648,9 @@ impl<L: Launcher> Arbiter<L> {
                 if let Some(w) = self.workers.get_mut(&pid) {
                     w.stopping = true;
                 }
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                if kill(Pid::from_raw(pid), Signal::SIGTERM).is_ok() {
+                    self.stats.workers_killed += 1;
+                }
             }
         }
         let active = self.workers.len();

@@ -6,6 +6,7 @@
 //! a `poll()` loop on a signal self-pipe.
 
 pub mod arbiter;
+pub mod control;
 pub mod heartbeat;
 pub mod metrics_http;
 pub mod process;

@@ -63,26 +63,26 @@ impl SelfPipe {
 
     /// Waits up to `timeout_ms` for signals and returns those received, in order.
     pub fn wait(&self, timeout_ms: i32) -> Vec<Signal> {
-        self.wait_also(timeout_ms, None).0
+        self.wait_also(timeout_ms, &[]).0
     }
 
-    /// Like `wait`, also watching `extra` for input; the flag says whether it has some.
-    pub fn wait_also(&self, timeout_ms: i32, extra: Option<RawFd>) -> (Vec<Signal>, bool) {
-        let mut pfds = [
-            libc::pollfd {
-                fd: self.read.as_raw_fd(),
+    /// Like `wait`, also watching `extra` for input (or hang-up); the flags say which
+    /// have some.
+    pub fn wait_also(&self, timeout_ms: i32, extra: &[RawFd]) -> (Vec<Signal>, Vec<bool>) {
+        let mut pfds: Vec<libc::pollfd> = std::iter::once(self.read.as_raw_fd())
+            .chain(extra.iter().copied())
+            .map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
-            },
-            libc::pollfd {
-                fd: extra.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+            })
+            .collect();
         // SAFETY: valid pollfds (a negative fd is ignored by poll); EINTR returns early.
-        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
-        let extra_ready = pfds[1].revents & libc::POLLIN != 0;
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        let extra_ready = pfds[1..]
+            .iter()
+            .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+            .collect();
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
         loop {
@@ -131,9 +131,14 @@ pub fn reset_in_child() {
         WRITE_FD.swap(-1, Ordering::Relaxed),
         READ_FD.swap(-1, Ordering::Relaxed),
         crate::metrics_http::LISTENER_FD.swap(-1, Ordering::Relaxed),
-    ] {
+    ]
+    .into_iter()
+    .chain(std::mem::take(
+        &mut *crate::control::FDS.lock().unwrap_or_else(|p| p.into_inner()),
+    )) {
         if fd >= 0 {
-            // SAFETY: the master's pipe ends are never used again in the child.
+            // SAFETY: the master's pipe ends, metrics and control sockets are never used
+            // again in the child.
             unsafe { libc::close(fd) };
         }
     }

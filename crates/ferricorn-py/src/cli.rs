@@ -441,8 +441,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "dirty_post_fork",
     "dirty_worker_init",
     "dirty_worker_exit",
-    "control_socket",
-    "control_socket_mode",
     "tmp_upload_dir",
 ];
 

@@ -46,6 +46,20 @@ struct PyLauncher {
     proc_name: String,
 }
 
+/// The control socket's path (Gunicorn's default when unset; a relative path from the
+/// working directory) and mode, unless `--no-control-socket`.
+fn control_socket(s: &ferricorn_core::settings::Settings) -> Option<(std::path::PathBuf, u32)> {
+    if s.bool("control_socket_disable") {
+        return None;
+    }
+    let path = match s.str("control_socket").filter(|p| !p.is_empty()) {
+        Some(p) => std::env::current_dir().unwrap_or_default().join(p),
+        None => ferricorn_arbiter::control::default_path(),
+    };
+    let mode = u32::try_from(s.int("control_socket_mode")).unwrap_or(0o600);
+    Some((path, mode))
+}
+
 fn fatal(message: impl Into<String>) -> Fatal {
     Fatal {
         code: 1,
@@ -206,6 +220,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         metrics_bind: s.str("metrics_bind").and_then(|a| crate::cli::metrics_addr(a).ok()),
         backlog_metric: s.bool("enable_backlog_metric"),
         max_requests: s.int("max_requests") > 0,
+        control_socket: control_socket(s),
     };
     let launcher = PyLauncher {
         boot,
@@ -450,6 +465,71 @@ impl Launcher for PyLauncher {
 
     fn is_reexec_child(&self) -> bool {
         self.parent_master.is_some()
+    }
+
+    fn control_config(&self) -> serde_json::Value {
+        use ferricorn_core::settings::Value;
+        let s = &self.boot.settings;
+        let mut out = serde_json::Map::new();
+        for key in [
+            "bind",
+            "workers",
+            "worker_class",
+            "threads",
+            "timeout",
+            "graceful_timeout",
+            "keepalive",
+            "max_requests",
+            "max_requests_jitter",
+            "worker_connections",
+            "preload_app",
+            "daemon",
+            "pidfile",
+            "proc_name",
+            "reload",
+            "dirty_workers",
+            "dirty_apps",
+            "dirty_timeout",
+            "control_socket",
+            "control_socket_disable",
+        ] {
+            let value = match s.get(key) {
+                Value::None => serde_json::Value::Null,
+                Value::Int(i) => (*i).into(),
+                Value::Bool(b) => (*b).into(),
+                Value::Str(t) => t.clone().into(),
+                Value::List(l) => l.clone().into(),
+                Value::Python(repr) => repr.clone().into(),
+            };
+            out.insert(key.to_string(), value);
+        }
+        if let Some((path, _)) = control_socket(s) {
+            out.insert("control_socket".into(), path.display().to_string().into());
+        }
+        out.into()
+    }
+
+    fn control_listeners(&self) -> Vec<serde_json::Value> {
+        use ferricorn_core::bind::BindAddr;
+        self.listeners
+            .iter()
+            .map(|l| {
+                let kind = match &l.addr {
+                    BindAddr::Tcp {
+                        host: std::net::IpAddr::V6(_),
+                        ..
+                    } => "tcp6",
+                    BindAddr::Tcp { .. } | BindAddr::TcpName { .. } => "tcp",
+                    BindAddr::Unix(_) => "unix",
+                    BindAddr::Fd(_) => "unknown",
+                };
+                serde_json::json!({
+                    "address": l.addr.to_string(),
+                    "fd": std::os::fd::AsRawFd::as_raw_fd(&l.fd),
+                    "type": kind,
+                })
+            })
+            .collect()
     }
 
     /// USR2: fork, and exec the same command line in the child with the listeners

@@ -227,7 +227,7 @@ pub static REGISTRY: &[Def] = defs![
     "dirty_post_fork", [], "", Kind::Python, "", "Dirty Arbiter Hooks", "Dirty hook.";
     "dirty_worker_init", [], "", Kind::Python, "", "Dirty Arbiter Hooks", "Dirty hook.";
     "dirty_worker_exit", [], "", Kind::Python, "", "Dirty Arbiter Hooks", "Dirty hook.";
-    "control_socket", ["--control-socket"], "PATH", Kind::Str, "", "Control", "The control socket path.";
-    "control_socket_mode", ["--control-socket-mode"], "INT", Kind::AutoInt, "0o600", "Control", "The control socket mode.";
+    "control_socket", ["--control-socket"], "PATH", Kind::Str, "", "Control", "Unix socket for `gunicornc` (show workers/stats/config/listeners, worker add/remove/kill, reload, reopen, shutdown). Empty: `$XDG_RUNTIME_DIR/gunicorn.ctl`, else `~/.gunicorn/gunicorn.ctl`.";
+    "control_socket_mode", ["--control-socket-mode"], "INT", Kind::AutoInt, "0o600", "Control", "Permission bits of the control socket.";
     "control_socket_disable", ["--no-control-socket"], "", Kind::Flag, "", "Control", "Do not create the control socket.";
 ];
