@@ -539,6 +539,42 @@ def test_quick_stop_runs_worker_int_then_worker_exit(start_server, tmp_path, sig
 # 6. a slow upload is the client's time, not the app's
 
 
+def test_app_import_longer_than_timeout_is_not_killed(start_server):
+    # Gunicorn does not time out a worker before its first heartbeat: apps that load a
+    # model at import take as long as they need.
+    srv = start_server("-w", "1", "-t", "1", "slow_import:app", env={"SLOW_IMPORT": "3"}, wait=False)
+    assert wait_until(lambda: "Booting worker" in srv.log(), 10), srv.log()
+    def served():
+        try:
+            return get(srv.port, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    assert wait_until(served, 15), srv.log()
+    assert "WORKER TIMEOUT" not in srv.log(), srv.log()
+
+
+def test_int_during_graceful_stop_makes_it_quick(start_server):
+    srv = start_server("-w", "1", "--graceful-timeout", "30", APP)
+    wait_workers(srv, 1)
+    def slow():
+        try:
+            get(srv.port, "/sleep?20", timeout=30)
+        except OSError:
+            pass  # cut off by the quick stop
+
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    srv.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    srv.send_signal(signal.SIGINT)
+    assert srv.proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 5, srv.log()
+    assert "Quick shutdown requested" in srv.log(), srv.log()
+
+
 @pytest.mark.parametrize(
     "size, pieces", [(100 * 1024, 20), (20, 20)], ids=["100KiB-streamed-to-app", "20B-prebuffered"]
 )

@@ -39,6 +39,8 @@ pub struct ArbiterConfig {
 const SLOTS: usize = 1024;
 /// Time an aborted worker gets to dump its stacks and run `worker_abort` before SIGKILL.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// Time workers get after a quick stop is requested during a graceful one (Gunicorn's).
+const QUICK_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How a worker ended.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +106,6 @@ pub trait Launcher {
 struct Worker {
     age: u64,
     slot: usize,
-    spawned: Instant,
     aborted: Option<Instant>,
     /// Sent SIGTERM for using too much memory (so it is asked once).
     retiring: bool,
@@ -618,7 +619,6 @@ impl<L: Launcher> Arbiter<L> {
                 let w = Worker {
                     age,
                     slot: slot_index,
-                    spawned: Instant::now(),
                     aborted: None,
                     retiring: false,
                     stopping: false,
@@ -684,11 +684,10 @@ impl<L: Launcher> Arbiter<L> {
             let beat = slot.beat.load(std::sync::atomic::Ordering::Acquire);
             let oldest = slot.oldest_call.load(std::sync::atomic::Ordering::Acquire);
             let stuck_call = oldest != 0 && now_ms.saturating_sub(oldest) > limit_ms;
-            let silent = if beat == 0 {
-                w.spawned.elapsed() > timeout
-            } else {
-                now_ms.saturating_sub(beat) > limit_ms
-            };
+            // Before its first heartbeat a worker is importing the app: Gunicorn never
+            // times that out (its heartbeat file's mtime is wall-clock until the first
+            // notify), and apps that load models at import rely on it.
+            let silent = beat != 0 && now_ms.saturating_sub(beat) > limit_ms;
             if stuck_call || silent {
                 ferricorn_core::critical!("WORKER TIMEOUT (pid:{pid})");
                 let _ = kill(Pid::from_raw(*pid), Signal::SIGABRT);
@@ -787,9 +786,18 @@ impl<L: Launcher> Arbiter<L> {
             Stop::Graceful => Signal::SIGTERM,
             Stop::Quick => Signal::SIGQUIT,
         });
-        let deadline = Instant::now() + self.cfg.graceful_timeout;
+        let mut deadline = Instant::now() + self.cfg.graceful_timeout;
+        let mut quick = matches!(how, Stop::Quick);
         while !self.workers.is_empty() && Instant::now() < deadline {
-            let _ = self.pipe.wait(100);
+            let signals = self.pipe.wait(100);
+            // An INT or QUIT during a graceful stop (a second Ctrl-C, an orchestrator
+            // escalating) makes it quick, as in Gunicorn 27.
+            if !quick && signals.iter().any(|s| matches!(s, Signal::SIGINT | Signal::SIGQUIT)) {
+                ferricorn_core::info!("Quick shutdown requested");
+                quick = true;
+                self.signal_all(Signal::SIGQUIT);
+                deadline = deadline.min(Instant::now() + QUICK_STOP_GRACE);
+            }
             self.reap_quietly();
         }
         if !self.workers.is_empty() {
