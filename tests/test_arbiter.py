@@ -346,6 +346,48 @@ def test_hup_applies_a_new_log_level(start_server, tmp_path):
     assert "[DEBUG]" not in srv.log().split("Handling signal: hup")[0], srv.log()
 
 
+def test_hup_applies_bind_timeout_raw_env_and_access_log(start_server, tmp_path):
+    # Gunicorn's reload re-creates the listeners when `bind` changed and sets the logger,
+    # the environment and the timeouts up again.
+    first, second = free_port(), free_port()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"workers = 1\nbind = '127.0.0.1:{first}'\n")
+    srv = start_server(APP, bind=False, wait=False)
+    old = wait_workers(srv, 1)
+    assert wait_until(lambda: "Booting worker" in srv.log(), 10)
+    time.sleep(0.3)
+    assert get(first)[0] == 200
+    alog = tmp_path / "access.log"
+    conf.write_text(
+        f"workers = 1\nbind = ['127.0.0.1:{first}', '127.0.0.1:{second}']\ntimeout = 1\n"
+        f"raw_env = ['ARB_RELOADED=yes']\naccesslog = {str(alog)!r}\n"
+    )
+    srv.send_signal(signal.SIGHUP)
+    srv.wait_for(f"Listening at: http://127.0.0.1:{first},http://127.0.0.1:{second}", 10)
+    assert wait_new_workers(srv.pid, 1, old, timeout=15), srv.log()
+    assert get(second)[0] == 200 and get(first)[0] == 200
+    assert wait_until(lambda: alog.exists() and "GET / HTTP/1.1" in alog.read_text(), 5), srv.log()
+    assert get(second, "/osenv?ARB_RELOADED") == (200, b"yes")
+    status, _ = get(second, "/sleep?4", timeout=10)
+    assert status == 500, srv.log()
+    srv.wait_for("WORKER TIMEOUT", 5)
+    # A bind list without the first address: its socket is closed once no worker has it.
+    conf.write_text(f"workers = 1\nbind = '127.0.0.1:{second}'\n")
+    old = wait_workers(srv, 1)
+    srv.send_signal(signal.SIGHUP)
+    assert wait_new_workers(srv.pid, 1, old, timeout=15), srv.log()
+
+    def refused():
+        try:
+            get(first, timeout=2)
+            return False
+        except OSError:
+            return True
+
+    assert wait_until(refused, 10), srv.log()
+    assert get(second)[0] == 200
+
+
 # --------------------------------------------------------------------------------------
 # 3. USR2 binary upgrade
 

@@ -29,6 +29,8 @@ def app(environ, start_response):
     if path == "/upload":
         body = environ["wsgi.input"].read()
         return _reply(start_response, str(len(body)))
+    if path == "/osenv":
+        return _reply(start_response, os.environ.get(environ.get("QUERY_STRING", ""), "-"))
     if path == "/sleep":
         time.sleep(float(environ.get("QUERY_STRING") or 1))
         return _reply(start_response, "slept")

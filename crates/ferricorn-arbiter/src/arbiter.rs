@@ -73,6 +73,8 @@ pub trait Launcher {
     fn reload(&mut self) -> Option<usize> {
         None
     }
+    /// After [`Self::reload`]: the reloaded settings the master itself uses (timeouts...).
+    fn reloaded_config(&self, _cfg: &mut ArbiterConfig) {}
     /// SIGUSR1 in the master: reopen log files.
     fn reopen_logs(&mut self) {}
     /// SIGUSR2: start a new master that inherits the listeners; returns its pid.
@@ -576,6 +578,7 @@ impl<L: Launcher> Arbiter<L> {
         if let Some(n) = self.launcher.reload() {
             self.cfg.workers = n;
         }
+        self.launcher.reloaded_config(&mut self.cfg);
         let old: Vec<i32> = self.workers.keys().copied().collect();
         for _ in 0..self.cfg.workers {
             if self.spawn().is_err() {

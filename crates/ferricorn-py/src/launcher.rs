@@ -428,6 +428,7 @@ impl Launcher for PyLauncher {
                                 ferricorn_core::warning!("can't apply the new log level to Python logging: {e}");
                             }
                         }
+                        self.apply_reloaded(py, &settings);
                         self.boot.settings = settings;
                         if let Ok(workers) = self.boot.hooks.server(py).getattr("WORKERS") {
                             let _ = hooks.server(py).setattr("WORKERS", workers);
@@ -461,6 +462,14 @@ impl Launcher for PyLauncher {
 
     fn reopen_logs(&mut self) {
         let _ = ferricorn_core::log::reopen();
+    }
+
+    fn reloaded_config(&self, cfg: &mut ArbiterConfig) {
+        let s = &self.boot.settings;
+        cfg.timeout = (s.int("timeout") > 0).then(|| Duration::from_secs(s.int("timeout") as u64));
+        cfg.graceful_timeout = Duration::from_secs(s.int("graceful_timeout").max(0) as u64);
+        cfg.max_worker_memory = (s.int("max_worker_memory") > 0).then(|| (s.int("max_worker_memory") as u64) << 20);
+        cfg.max_requests = s.int("max_requests") > 0;
     }
 
     fn is_reexec_child(&self) -> bool {
@@ -572,6 +581,85 @@ impl Launcher for PyLauncher {
 }
 
 impl PyLauncher {
+    /// What Gunicorn's reload sets up again in the master besides the workers: the log
+    /// files and access log, `raw_env`, the process name, and the listeners when `bind`
+    /// changed (old workers drain the old sockets; new ones get the new).
+    fn apply_reloaded(&mut self, py: Python<'_>, settings: &Settings) {
+        let level = settings
+            .str("loglevel")
+            .and_then(ferricorn_core::log::Level::parse)
+            .unwrap_or(ferricorn_core::log::Level::Info);
+        if let Err(e) = ferricorn_core::log::configure(level, settings.str("errorlog")) {
+            ferricorn_core::error!("can't open error log {:?}: {e}", settings.str("errorlog").unwrap_or("-"));
+        }
+        if let Err(e) = ferricorn_core::log::configure_access(settings.str("accesslog")) {
+            ferricorn_core::error!("can't open access log {:?}: {e}", settings.str("accesslog").unwrap_or("-"));
+        }
+        for (k, v) in settings.list("raw_env").iter().filter_map(|kv| kv.split_once('=')) {
+            if let Err(e) = crate::pyhelpers::set_environ(py, k, v) {
+                ferricorn_core::error!("can't set {k} from raw_env: {e}");
+            }
+        }
+        self.proc_name = settings
+            .str("proc_name")
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.boot.app_uri)
+            .to_string();
+        set_proc_title(py, &format!("ferricorn: master [{}]", self.proc_name));
+
+        let addrs: Vec<BindAddr> = settings.list("bind").iter().filter_map(|b| BindAddr::parse(b).ok()).collect();
+        let same = addrs.iter().map(ToString::to_string).eq(self.addrs.iter().map(ToString::to_string));
+        // Listeners handed over by systemd belong to it: they stay.
+        if same || addrs.is_empty() || !ferricorn_arbiter::process::systemd_listen_fds().is_empty() {
+            return;
+        }
+        let opts = BindOptions {
+            backlog: settings.int("backlog").clamp(1, i32::MAX as i64) as i32,
+            reuse_port: settings.bool("reuse_port"),
+            umask: settings.int("umask") as u32,
+            attempts: 5,
+        };
+        // Addresses kept from the old list keep their socket (binding them again would
+        // collide with it); only the new ones are bound.
+        let to_bind: Vec<BindAddr> = addrs.iter().filter(|a| !self.addrs.contains(a)).cloned().collect();
+        let mut fresh = match bind_all(&to_bind, &opts) {
+            Ok(l) => l,
+            Err(e) => {
+                ferricorn_core::error!("can't listen on the new bind addresses, keeping the old ones: {e}");
+                return;
+            }
+        };
+        let mut old = std::mem::take(&mut self.listeners);
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for a in &addrs {
+            let from = if self.addrs.contains(a) { &mut old } else { &mut fresh };
+            if let Some(i) = from.iter().position(|l| l.addr == *a) {
+                listeners.push(from.swap_remove(i));
+            }
+        }
+        for l in &listeners {
+            if let BindAddr::Unix(path) = &l.addr {
+                let _ = nix::unistd::chown(path, self.identity.uid, self.identity.gid);
+            }
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let listening: Vec<String> = listeners.iter().map(|l| l.display_with_scheme(scheme)).collect();
+        ferricorn_core::info!("Listening at: {} ({})", listening.join(","), std::process::id());
+        if let Ok(l) = pyo3::types::PyList::new(py, &listening) {
+            let _ = self.boot.hooks.server(py).setattr("LISTENERS", l);
+        }
+        // The dropped sockets close with the last old worker holding them; a socket file
+        // nobody will listen on any more goes now.
+        for l in &old {
+            if let BindAddr::Unix(path) = &l.addr {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        drop(old);
+        self.listeners = listeners;
+        self.addrs = addrs;
+    }
+
     fn fork_new_master(&mut self, py: Python<'_>) -> PyResult<Pid> {
         let os = py.import("os")?;
         let sys = py.import("sys")?;
