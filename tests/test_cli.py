@@ -347,6 +347,20 @@ def test_check_config_good_app(run_cli):
     assert res.returncode == 0, output(res)
 
 
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--user", "no_such_user_xyz"], "no_such_user_xyz"),
+        (["--group", "no_such_group_xyz"], "no_such_group_xyz"),
+        (["--http-protocols", "h3"], "h3"),
+    ],
+)
+def test_check_config_fails_what_start_up_would(run_cli, args, text):
+    res = run_cli("--check-config", *args, "testapp:app")
+    assert res.returncode == 1, output(res)
+    assert text in output(res)
+
+
 def test_check_config_bad_app(run_cli):
     # Gunicorn: "exit 0 on success or 1 with the traceback".
     res = run_cli("--check-config", "cli_no_such_module_xyz:app")

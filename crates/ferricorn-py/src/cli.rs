@@ -392,6 +392,12 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         let Some(uri) = settings.app_uri.clone() else {
             return Err(Fatal::usage("Error: No application module specified."));
         };
+        // What a real start checks before it binds, so a passing check means a start
+        // that gets that far.
+        ferricorn_arbiter::process::Identity::resolve(settings.str("user"), settings.str("group"))
+            .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
+        ferricorn_server::tls::alpn_for(settings.str("http_protocols").unwrap_or("h1"))
+            .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
         return match load_app(py, &uri) {
             Ok(_) => Ok(0),
             Err(e) => Err(Fatal::usage(format!(
