@@ -596,6 +596,30 @@ def test_app_import_longer_than_timeout_is_not_killed(start_server):
     assert "WORKER TIMEOUT" not in srv.log(), srv.log()
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGINT])
+def test_quick_stop_answers_calls_in_flight_with_500(start_server, threads, sig):
+    # Gunicorn's sync worker answers a request cut off by QUIT/INT with a 500 (its
+    # SystemExit goes through the error handler) rather than dropping the connection.
+    srv = start_server("-w", "1", "--threads", threads, APP)
+    wait_workers(srv, 1)
+    got = []
+
+    def slow():
+        try:
+            got.append(get(srv.port, "/sleep?10", timeout=15)[0])
+        except OSError as e:
+            got.append(e)
+
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    srv.send_signal(sig)
+    t.join(10)
+    assert got == [500], (got, srv.log())
+    assert srv.proc.wait(timeout=10) == 0
+
+
 def test_int_during_graceful_stop_makes_it_quick(start_server):
     srv = start_server("-w", "1", "--graceful-timeout", "30", APP)
     wait_workers(srv, 1)

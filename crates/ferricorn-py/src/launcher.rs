@@ -590,10 +590,16 @@ impl PyLauncher {
             .and_then(ferricorn_core::log::Level::parse)
             .unwrap_or(ferricorn_core::log::Level::Info);
         if let Err(e) = ferricorn_core::log::configure(level, settings.str("errorlog")) {
-            ferricorn_core::error!("can't open error log {:?}: {e}", settings.str("errorlog").unwrap_or("-"));
+            ferricorn_core::error!(
+                "can't open error log {:?}: {e}",
+                settings.str("errorlog").unwrap_or("-")
+            );
         }
         if let Err(e) = ferricorn_core::log::configure_access(settings.str("accesslog")) {
-            ferricorn_core::error!("can't open access log {:?}: {e}", settings.str("accesslog").unwrap_or("-"));
+            ferricorn_core::error!(
+                "can't open access log {:?}: {e}",
+                settings.str("accesslog").unwrap_or("-")
+            );
         }
         for (k, v) in settings.list("raw_env").iter().filter_map(|kv| kv.split_once('=')) {
             if let Err(e) = crate::pyhelpers::set_environ(py, k, v) {
@@ -607,8 +613,15 @@ impl PyLauncher {
             .to_string();
         set_proc_title(py, &format!("ferricorn: master [{}]", self.proc_name));
 
-        let addrs: Vec<BindAddr> = settings.list("bind").iter().filter_map(|b| BindAddr::parse(b).ok()).collect();
-        let same = addrs.iter().map(ToString::to_string).eq(self.addrs.iter().map(ToString::to_string));
+        let addrs: Vec<BindAddr> = settings
+            .list("bind")
+            .iter()
+            .filter_map(|b| BindAddr::parse(b).ok())
+            .collect();
+        let same = addrs
+            .iter()
+            .map(ToString::to_string)
+            .eq(self.addrs.iter().map(ToString::to_string));
         // Listeners handed over by systemd belong to it: they stay.
         if same || addrs.is_empty() || !ferricorn_arbiter::process::systemd_listen_fds().is_empty() {
             return;
@@ -777,7 +790,10 @@ fn start_signal_thread(
                     crate::wsgi::answer_stuck_inline_call();
                     (ServeOutcome::Abort, &abort_hook, 1)
                 }
-                _ => (ServeOutcome::Quick, &int_hook, 0),
+                _ => {
+                    crate::wsgi::answer_stuck_inline_call();
+                    (ServeOutcome::Quick, &int_hook, 0)
+                }
             };
             if let Some(stop) = target.get() {
                 stop.stop(outcome);

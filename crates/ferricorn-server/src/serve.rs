@@ -456,7 +456,9 @@ async fn run(
             }
         }
     }
-    if outcome == ServeOutcome::Abort {
+    // A quick stop ends calls in flight as a timeout does: Gunicorn's sync worker
+    // answers them 500 (its SystemExit goes through the error handler).
+    if matches!(outcome, ServeOutcome::Quick | ServeOutcome::Abort) {
         shared.aborted.fire();
         // Let the 500s for calls in flight reach the wire.
         tokio::time::sleep(Duration::from_millis(100)).await;

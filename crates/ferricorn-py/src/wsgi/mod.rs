@@ -125,7 +125,7 @@ thread_local! {
 /// timeout can still answer it (see `answer_stuck_inline_call`).
 static INLINE_CONN: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
-/// On a worker timeout with the app stuck on the I/O thread, the loop cannot write the
+/// On a worker timeout or quick stop with the app on the I/O thread, the loop cannot write the
 /// 500 Gunicorn sends; write it on the socket directly. Nothing of this response was
 /// written yet: an inline call hands its response over only when it returns.
 pub fn answer_stuck_inline_call() {
