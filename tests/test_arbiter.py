@@ -869,6 +869,9 @@ def test_listen_fds_socket_activation(tmp_path):
             socket.create_connection(("127.0.0.1", ignored), timeout=2).close()
         assert f"127.0.0.1:{port}" in srv.log(), srv.log()
         assert f":{ignored}" not in srv.log(), srv.log()
+        # systemd's variables were for the master: the app and its children don't see them.
+        assert get(port, "/osenv?LISTEN_FDS") == (200, b"-")
+        assert get(port, "/osenv?LISTEN_PID") == (200, b"-")
         assert srv.stop() == 0
     finally:
         srv.stop()

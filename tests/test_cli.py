@@ -336,6 +336,15 @@ def test_pythonpath_two_dirs(start_server, tmp_path):
     assert get(srv.url + "/") == (200, b"helper from b")
 
 
+def test_pythonpath_last_entry_is_searched_first(start_server, tmp_path):
+    # Gunicorn inserts each entry at the front in turn.
+    a, b = tmp_path / "pa", tmp_path / "pb"
+    write(a / "cli_pp_order.py", "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'a']\n")
+    write(b / "cli_pp_order.py", "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'b']\n")
+    srv = start_server("--pythonpath", f"{a},{b}", "cli_pp_order:app")
+    assert get(srv.url + "/") == (200, b"b")
+
+
 def test_raw_env_visible_in_app(start_server):
     srv = start_server("-e", "CLI_TEST_KEY=some value=with equals", "-e", "CLI_OTHER=2", "cli_apps:env_app")
     assert get_json(srv.url + "/?CLI_TEST_KEY")["value"] == "some value=with equals"

@@ -167,3 +167,35 @@ def test_hook_objects_carry_gunicorns_attributes(start_server, tmp_path):
     events = read_events(log, 2)
     assert events[0] == {"listeners": [f"http://127.0.0.1:{srv.port}"]}, events
     assert events[1] == {"booted": False, "wsgi": True, "max": True, "timeout": 15.0}, events
+
+
+def test_hook_cfg_has_gunicorns_computed_attributes(start_server, tmp_path):
+    # Gunicorn's Config properties that configs and hooks read.
+    log = tmp_path / "cfg.json"
+    conf = tmp_path / "cfg.conf.py"
+    conf.write_text(
+        "import json, os\n"
+        "raw_env = ['HOOK_ENV=1']\n"
+        "threads = 2\n"
+        "def when_ready(server):\n"
+        "    c = server.cfg\n"
+        f"    open({str(log)!r}, 'a').write(json.dumps({{'address': c.address, 'uid': c.uid == os.geteuid(),"
+        " 'gid': c.gid == os.getegid(), 'is_ssl': bool(c.is_ssl), 'env': c.env, 'wcs': c.worker_class_str,"
+        " 'proc_name': c.proc_name, 'bind': c.settings['bind'].value, 'get': c.settings['workers'].get(),"
+        " 'software': os.environ.get('SERVER_SOFTWARE', '')}) + '\\n')\n"
+    )
+    srv = start_server("-c", str(conf), "testapp:app")
+    (event,) = read_events(log, 1)
+    assert event == {
+        "address": [["127.0.0.1", srv.port]],
+        "uid": True,
+        "gid": True,
+        "is_ssl": False,
+        "env": {"HOOK_ENV": "1"},
+        "wcs": "gthread",
+        "proc_name": "testapp:app",
+        "bind": [f"127.0.0.1:{srv.port}"],
+        "get": 1,
+        "software": event["software"],
+    }, event
+    assert event["software"].startswith("ferricorn/"), event

@@ -361,11 +361,16 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         // The cwd is importable, as with `python -m` (Gunicorn prepends it too).
         let _ = helpers(py).and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()));
     }
-    for p in settings.comma_list("pythonpath").iter().rev() {
+    // Each entry goes to the front in turn, as Gunicorn inserts them: the last one
+    // listed is searched first.
+    for p in settings.comma_list("pythonpath").iter() {
         helpers(py)
             .and_then(|h| h.getattr("prepend_path")?.call1((p.as_str(),)).map(|_| ()))
             .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     }
+    // Gunicorn's arbiter sets it for the app and the processes it starts.
+    set_environ(py, "SERVER_SOFTWARE", ferricorn_core::SERVER_SOFTWARE)
+        .map_err(|e| Fatal::usage(format!("Error: {e}")))?;
     for kv in settings.list("raw_env") {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(Fatal::usage(format!(

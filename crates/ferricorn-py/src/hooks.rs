@@ -165,6 +165,69 @@ pub fn call_logged<'py, A: pyo3::call::PyCallArgs<'py>>(
     }
 }
 
+/// The computed attributes of Gunicorn's `Config` that hooks read besides the settings:
+/// `address`, `uid`, `gid`, `is_ssl`, `env`, `worker_class_str`, `proc_name`, and
+/// `settings` (name -> an object with `name`, `value` and `get()`).
+fn cfg_properties<'py>(
+    py: Python<'py>,
+    settings: &Settings,
+    items: &[(&'static str, Bound<'py, PyAny>)],
+) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
+    let address = PyList::empty(py);
+    for bind in settings.list("bind") {
+        match ferricorn_core::bind::BindAddr::parse(&bind) {
+            Ok(ferricorn_core::bind::BindAddr::Tcp { host, port }) => {
+                address.append((host.to_string(), port))?;
+            }
+            Ok(ferricorn_core::bind::BindAddr::TcpName { host, port }) => address.append((host, port))?,
+            Ok(ferricorn_core::bind::BindAddr::Unix(path)) => address.append(path.display().to_string())?,
+            Ok(ferricorn_core::bind::BindAddr::Fd(fd)) => address.append(fd)?,
+            Err(_) => {}
+        }
+    }
+    let identity = ferricorn_arbiter::process::Identity::resolve(settings.str("user"), settings.str("group")).ok();
+    let uid = identity
+        .as_ref()
+        .and_then(|i| i.uid)
+        .unwrap_or_else(nix::unistd::geteuid)
+        .as_raw();
+    let gid = identity
+        .as_ref()
+        .and_then(|i| i.gid)
+        .unwrap_or_else(nix::unistd::getegid)
+        .as_raw();
+    let env = pyo3::types::PyDict::new(py);
+    for (k, v) in settings.list("raw_env").iter().filter_map(|kv| kv.split_once('=')) {
+        env.set_item(k, v)?;
+    }
+    let configured = settings.str("worker_class").unwrap_or("sync");
+    let worker_class_str = if settings.int("threads") > 1 && configured == "sync" {
+        "gthread"
+    } else {
+        configured
+    };
+    let setting_type = py.eval(
+        c"type('Setting', (), {'__init__': lambda self, name, value: self.__dict__.update(name=name, value=value), 'get': lambda self: self.value, '__repr__': lambda self: f'<Setting {self.name}={self.value!r}>'})",
+        None,
+        None,
+    )?;
+    let all = pyo3::types::PyDict::new(py);
+    for (name, value) in items {
+        all.set_item(*name, setting_type.call1((*name, value))?)?;
+    }
+    let certified = settings.str("certfile").is_some_and(|c| !c.is_empty());
+    Ok(vec![
+        ("address", address.into_any()),
+        ("uid", uid.into_pyobject(py)?.into_any()),
+        ("gid", gid.into_pyobject(py)?.into_any()),
+        ("is_ssl", certified.into_pyobject(py)?.to_owned().into_any()),
+        ("env", env.into_any()),
+        ("worker_class_str", worker_class_str.into_pyobject(py)?.into_any()),
+        ("proc_name", proc_name(settings).into_pyobject(py)?.into_any()),
+        ("settings", all.into_any()),
+    ])
+}
+
 impl Hooks {
     pub fn new(py: Python<'_>, settings: &Settings, objects: HashMap<String, Py<PyAny>>) -> PyResult<Self> {
         let mut items: Vec<(&str, Bound<'_, PyAny>)> = Vec::new();
@@ -174,6 +237,10 @@ impl Hooks {
                 _ => value_to_py(py, settings.get(def.name))?,
             };
             items.push((def.name, v));
+        }
+        for (name, value) in cfg_properties(py, settings, &items)? {
+            items.retain(|(n, _)| *n != name);
+            items.push((name, value));
         }
         let cfg = new_namespace(py, &items)?;
         let log = Bound::new(py, Log)?.into_any();

@@ -139,6 +139,15 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let _ = py
         .import("os")
         .and_then(|os| os.getattr("environ")?.call_method1("pop", (INHERIT_FDS_ENV, py.None())));
+    // systemd's variables were for this process only (sd_listen_fds' unset_environment):
+    // once taken, the app's environment and its children must not see them.
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            let _ = py
+                .import("os")
+                .and_then(|os| os.getattr("environ")?.call_method1("pop", (key, py.None())));
+        }
+    }
     if listeners.is_empty() {
         let addrs: Vec<BindAddr> = s.list("bind").iter().filter_map(|b| BindAddr::parse(b).ok()).collect();
         let opts = BindOptions {
@@ -613,17 +622,17 @@ impl PyLauncher {
             .to_string();
         set_proc_title(py, &format!("ferricorn: master [{}]", self.proc_name));
 
+        // As Gunicorn: only a change of the `bind` setting itself re-creates listeners (so
+        // sockets handed over by systemd or a USR2 parent stay as long as it does not).
+        if settings.list("bind") == self.boot.settings.list("bind") {
+            return;
+        }
         let addrs: Vec<BindAddr> = settings
             .list("bind")
             .iter()
             .filter_map(|b| BindAddr::parse(b).ok())
             .collect();
-        let same = addrs
-            .iter()
-            .map(ToString::to_string)
-            .eq(self.addrs.iter().map(ToString::to_string));
-        // Listeners handed over by systemd belong to it: they stay.
-        if same || addrs.is_empty() || !ferricorn_arbiter::process::systemd_listen_fds().is_empty() {
+        if addrs.is_empty() {
             return;
         }
         let opts = BindOptions {
