@@ -389,6 +389,15 @@ def test_print_config(run_cli):
     assert re.search(r"^bind\s*=", res.stdout, re.M), res.stdout
 
 
+def test_ferricorn_conf_wins_and_is_printed(run_cli, tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 5\n")
+    (tmp_path / "ferricorn.conf.py").write_text("workers = 8\n")
+    res = run_cli("--print-config", "testapp:app")
+    assert res.returncode == 0, output(res)
+    assert re.search(r"^workers\s*=\s*8\s*$", res.stdout, re.M), res.stdout
+    assert re.search(r"^config\s*=\s*\./ferricorn\.conf\.py\s*$", res.stdout, re.M), res.stdout
+
+
 # --------------------------------------------------------------------------------------
 # binding
 

@@ -120,6 +120,10 @@ pub fn resolve(py: Python<'_>, argv: &[String]) -> Result<Result<Resolved, i32>,
         None
     };
     let mut objects = HashMap::new();
+    if config_path.as_deref() == Some("ferricorn.conf.py") {
+        // The file actually read, for --print-config (the default names gunicorn.conf.py).
+        let _ = settings.set("config", Value::Str("./ferricorn.conf.py".into()), Source::Default);
+    }
     if let Some(path) = &config_path {
         load_config_file(py, path, &mut settings, &mut objects)?;
     }
