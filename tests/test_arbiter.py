@@ -416,10 +416,15 @@ def test_usr2_upgrade_under_load(start_server, tmp_path):
             lambda: int(get(srv.port, "/pid")[1]) in new_workers, 10, 0.02
         ), f"new workers never served\n{srv.log()}"
         time.sleep(0.5)
+        if importlib.util.find_spec("setproctitle") is not None:
+            # Gunicorn's names for the new generation until it is promoted.
+            assert cmdline(new_master).endswith("[arb_app:app.2]"), cmdline(new_master)
         srv.send_signal(signal.SIGTERM)
         assert srv.proc.wait(20) == 0, srv.log()
         assert wait_until(lambda: not any(alive(w) for w in old_workers), 5)
         srv.wait_for("Master has been promoted", 10)
+        if importlib.util.find_spec("setproctitle") is not None:
+            assert wait_until(lambda: cmdline(new_master).endswith("[arb_app:app]"), 5), cmdline(new_master)
         assert wait_until(lambda: read_pid(pidfile) == new_master and not pidfile2.exists(), 5), (
             f"pidfile={read_pid(pidfile)} pidfile.2 exists={pidfile2.exists()} new master={new_master}\n{srv.log()}"
         )

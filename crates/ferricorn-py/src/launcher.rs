@@ -194,11 +194,19 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         configured
     };
     ferricorn_core::info!("Using worker: {kind}");
-    let proc_name = s
+    let mut proc_name = s
         .str("proc_name")
         .filter(|n| !n.is_empty())
         .unwrap_or(&boot.app_uri)
         .to_string();
+    // A master started by USR2 is "Master.2" with ".2" titles until promoted (Gunicorn).
+    if let Some(parent) = parent_master {
+        proc_name.push_str(".2");
+        let server = boot.hooks.server(py);
+        let _ = server.setattr("master_name", "Master.2");
+        let _ = server.setattr("master_pid", parent);
+        let _ = server.setattr("proc_name", &proc_name);
+    }
     set_proc_title(py, &format!("ferricorn: master [{proc_name}]"));
 
     let preloaded = if s.bool("preload_app") {
@@ -264,12 +272,13 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let halt_reason = arbiter.halt_reason();
     let l = arbiter.launcher();
     // Gunicorn's halt(): both lines at ERROR when the master stops because of a failure.
+    let name = if l.parent_master.is_some() { "Master.2" } else { "Master" };
     match halt_reason {
         Some(reason) => {
-            ferricorn_core::error!("Shutting down: Master");
+            ferricorn_core::error!("Shutting down: {name}");
             ferricorn_core::error!("Reason: {reason}");
         }
-        None => ferricorn_core::info!("Shutting down: Master"),
+        None => ferricorn_core::info!("Shutting down: {name}"),
     }
     l.boot.hooks.call(py, "on_exit", (l.boot.hooks.server(py),));
     // A USR2 pair shares the socket files: only a master alone removes them.
@@ -569,11 +578,18 @@ impl Launcher for PyLauncher {
         }
         ferricorn_core::info!("Master has been promoted.");
         self.parent_master = None;
+        if let Some(name) = self.proc_name.strip_suffix(".2") {
+            self.proc_name = name.to_string();
+        }
         Python::attach(|py| {
             let _ = py.import("os").and_then(|os| {
                 os.getattr("environ")?
                     .call_method1("pop", (PARENT_MASTER_ENV, py.None()))
             });
+            let server = self.boot.hooks.server(py);
+            let _ = server.setattr("master_name", "Master");
+            let _ = server.setattr("master_pid", 0);
+            let _ = server.setattr("proc_name", &self.proc_name);
             set_proc_title(py, &format!("ferricorn: master [{}]", self.proc_name));
         });
         if let Some(pidfile) = self.pidfile.as_mut() {
