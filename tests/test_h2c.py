@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import httpx
+import pytest
 
 
 def curl(*args):
@@ -137,3 +138,23 @@ def test_upgrade_to_an_asgi_app(start_server):
     assert rc == 0 and out.endswith(" 2"), out
     scope = json.loads(out.rsplit(" ", 1)[0])
     assert scope["http_version"] == "2"
+
+
+def test_bodiless_responses_end_the_stream_on_http2(start_server):
+    # hyper's HTTP/2 server sends whatever the body holds: HEAD, 204 and 304 must end
+    # the stream with their headers (a declared Content-Length stays, as on HTTP/1).
+    srv = start_server("--http2-cleartext", "prior-knowledge", "wsgi_app:app")
+    with httpx.Client(http1=False, http2=True, timeout=5) as c:
+        r = c.head(srv.url + "/head")
+        assert (r.http_version, r.status_code, r.content) == ("HTTP/2", 200, b"")
+        assert r.headers["content-length"] == str(len(b"a body that HEAD must not send\n"))
+        r = c.head(srv.url + "/body-shorter?mode=empty")
+        assert (r.status_code, r.headers["content-length"], r.content) == (200, "10", b"")
+        r = c.get(srv.url + "/status?s=304%20Not%20Modified")
+        assert (r.status_code, r.content) == (304, b"")
+        r = c.get(srv.url + "/no-content")
+        assert (r.status_code, r.content) == (204, b"")
+        # A body short of its declared length is reset, not ended as if complete.
+        with pytest.raises(httpx.HTTPError):
+            c.get(srv.url + "/body-shorter?mode=gen")
+        assert c.get(srv.url + "/head").status_code == 200

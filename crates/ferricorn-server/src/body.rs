@@ -320,6 +320,13 @@ impl ResponseBody {
         Self::of(Kind::File(Box::new(chunks)))
     }
 
+    /// A response that must carry no content (HEAD, 204, 304 on HTTP/2): the headers
+    /// end the stream, whatever the app produced or declared.
+    pub(crate) fn discard_content(&mut self) {
+        self.kind = Kind::Full(None);
+        self.remaining = None;
+    }
+
     /// Caps the body at `len` bytes (the Content-Length the application declared).
     pub fn limit(&mut self, len: u64) {
         self.remaining = Some(len);
@@ -449,7 +456,8 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full(None) => true,
+            // A body that fell short of its declared length ends through `poll_abort`.
+            Kind::Full(None) => !self.short(),
             // An empty body that declared a length still has to end the connection.
             Kind::Full(Some(b)) => b.is_empty() && !self.short(),
             Kind::File(f) => f.remaining() == 0,

@@ -40,6 +40,10 @@ pub(crate) fn handle(
             && crate::has_token(req.headers(), header::CONNECTION, "keep-alive"),
         head: req.method() == http::Method::HEAD,
     });
+    // hyper leaves HTTP/1's bodiless responses (HEAD, 204, 304) to its encoder, but its
+    // HTTP/2 server sends whatever the body holds: see `discard_content`.
+    let h2 = req.version() == http::Version::HTTP_2;
+    let head = req.method() == http::Method::HEAD;
     let access = cfg
         .access_log
         .as_ref()
@@ -82,6 +86,9 @@ pub(crate) fn handle(
         };
         if let Some(h) = http10 {
             http10_connection(&mut resp, h);
+        }
+        if h2 && (head || matches!(resp.status(), http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED)) {
+            resp.body_mut().discard_content();
         }
         finish(&mut resp, &shared, state, access, meter);
         Ok(resp)
