@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,8 +153,13 @@ def recv_all(sock, timeout=5.0):
     return b"".join(chunks)
 
 
+# Servers' default control socket goes here, not to the developer's ~/.gunicorn.
+_RUNTIME_DIR = tempfile.mkdtemp(prefix="ferricorn-tests-run-")
+
+
 def base_env(extra=None):
     env = dict(os.environ)
+    env["XDG_RUNTIME_DIR"] = _RUNTIME_DIR
     env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(HERE.parent)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("PORT", None)
     env.pop("WEB_CONCURRENCY", None)

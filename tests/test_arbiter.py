@@ -605,7 +605,9 @@ def test_app_import_longer_than_timeout_is_not_killed(start_server):
 @pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGINT])
 def test_quick_stop_answers_calls_in_flight_with_500(start_server, threads, sig):
     # Gunicorn's sync worker answers a request cut off by QUIT/INT with a 500 (its
-    # SystemExit goes through the error handler) rather than dropping the connection.
+    # SystemExit goes through the error handler) rather than dropping the connection;
+    # ferricorn does so with threads too (Gunicorn's gthread worker happens to let the
+    # executor finish them while it exits).
     srv = start_server("-w", "1", "--threads", threads, APP)
     wait_workers(srv, 1)
     got = []
@@ -625,14 +627,17 @@ def test_quick_stop_answers_calls_in_flight_with_500(start_server, threads, sig)
     assert srv.proc.wait(timeout=10) == 0
 
 
-def test_int_during_graceful_stop_makes_it_quick(start_server):
-    srv = start_server("-w", "1", "--graceful-timeout", "30", APP)
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_int_during_graceful_stop_makes_it_quick(start_server, threads):
+    srv = start_server("-w", "1", "--threads", threads, "--graceful-timeout", "30", APP)
     wait_workers(srv, 1)
+    got = []
+
     def slow():
         try:
-            get(srv.port, "/sleep?20", timeout=30)
-        except OSError:
-            pass  # cut off by the quick stop
+            got.append(get(srv.port, "/sleep?20", timeout=30)[0])
+        except OSError as e:
+            got.append(e)
 
     t = threading.Thread(target=slow, daemon=True)
     t.start()
@@ -644,6 +649,9 @@ def test_int_during_graceful_stop_makes_it_quick(start_server):
     assert srv.proc.wait(timeout=10) == 0
     assert time.monotonic() - t0 < 5, srv.log()
     assert "Quick shutdown requested" in srv.log(), srv.log()
+    # The request cut off gets its 500, as from a quick stop on its own.
+    t.join(5)
+    assert got == [500], (got, srv.log())
 
 
 @pytest.mark.parametrize(
@@ -921,6 +929,24 @@ def test_workers_exit_when_master_killed(start_server):
         os.kill(srv.pid, signal.SIGKILL)
         srv.proc.wait(5)
         assert wait_until(lambda: not any(alive(k) for k in kids), 3.5), (
+            f"orphaned workers still running: {[(k, proc_stat(k)) for k in kids]}\n{srv.log()}"
+        )
+    finally:
+        for k in kids:
+            if alive(k):
+                kill_quietly(k)
+
+
+def test_workers_exit_when_master_killed_during_their_boot(start_server):
+    # The master dies while the workers import the app: once booted they must still see
+    # that their parent is gone (by then it is init).
+    srv = start_server("-w", "2", "slow_import:app", env={"SLOW_IMPORT": "2"}, wait=False)
+    kids = wait_workers(srv, 2)
+    try:
+        assert wait_until(lambda: srv.log().count("Booting worker") == 2, 5), srv.log()
+        os.kill(srv.pid, signal.SIGKILL)
+        srv.proc.wait(5)
+        assert wait_until(lambda: not any(alive(k) for k in kids), 8), (
             f"orphaned workers still running: {[(k, proc_stat(k)) for k in kids]}\n{srv.log()}"
         )
     finally:

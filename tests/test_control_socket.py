@@ -4,6 +4,8 @@ own client (`gunicorn.ctl.client`, and the `gunicornc` command) against the real
 
 import json
 import os
+import socket
+import struct
 import signal
 import stat
 import subprocess
@@ -123,3 +125,33 @@ def test_workers_do_not_hold_the_socket(start_server, tmp_path):
     fds = lambda pid: {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     assert f"socket:[{inode}]" in fds(srv.pid)
     assert f"socket:[{inode}]" not in fds(kid)
+
+
+def test_request_then_half_close_is_answered(start_server, tmp_path):
+    # socat / `nc -N` style: the request, then the write side shut at once.
+    srv, path = ctl_server(start_server, tmp_path, "-w", "1")
+    wait_workers(srv, 1)
+    body = json.dumps({"id": 3, "command": "show stats"}).encode()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(struct.pack(">I", len(body)) + body)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    (length,) = struct.unpack(">I", data[:4])
+    reply = json.loads(data[4 : 4 + length])
+    assert reply["id"] == 3 and reply["status"] == "ok" and reply["data"]["pid"] == srv.pid
+
+
+def test_bad_counts_are_refused(start_server, tmp_path):
+    srv, path = ctl_server(start_server, tmp_path, "-w", "1")
+    wait_workers(srv, 1)
+    with ControlClient(str(path), timeout=5) as c:
+        with pytest.raises(ControlClientError, match="Invalid argument"):
+            c.send_command("worker add lots")
+        with pytest.raises(ControlClientError, match="Missing PID"):
+            c.send_command("worker kill")
+        assert c.send_command("worker remove 0") == {"removed": 0, "previous": 1, "total": 1}
+    assert srv.proc.poll() is None

@@ -510,6 +510,20 @@ def test_access_filter_added_by_the_app_drops_lines(procs, tmp_path):
     assert re.match(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /other HTTP/1\.1" \d{3} \d+ "-" "-"$', lines[0]), lines
 
 
+def test_access_filter_by_the_app_after_the_config_changed_the_error_log(procs, tmp_path):
+    # The config file customises gunicorn.error (the master routes it); the app then
+    # filters gunicorn.access in the worker: both apply.
+    conf = tmp_path / "conf.py"
+    conf.write_text("import logging\nlogging.getLogger('gunicorn.error').addFilter(lambda r: True)\n")
+    srv, alog = custom_logging_server(procs, tmp_path, "filter", "-c", str(conf))
+    for path in ["/health", "/other"]:
+        assert get(srv.port, path).startswith(b"HTTP/1.1 ")
+    wait_lines(alog, 1)
+    time.sleep(0.5)
+    lines = lines_of(alog)
+    assert lines and all("/other" in l for l in lines), lines
+
+
 def test_loggers_silenced_by_the_app(procs, tmp_path):
     srv, alog = custom_logging_server(procs, tmp_path, "silence")
     get(srv.port, "/")

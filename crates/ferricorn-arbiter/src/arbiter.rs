@@ -257,6 +257,9 @@ impl<L: Launcher> Arbiter<L> {
             if control_ready {
                 self.serve_control();
             }
+            if let Some(c) = &mut self.control {
+                c.prune_idle();
+            }
             for sig in signals {
                 match sig {
                     Signal::SIGCHLD => {}
@@ -482,8 +485,9 @@ impl<L: Launcher> Arbiter<L> {
             (Some("worker"), Some("add")) => {
                 let n = count(words.get(2))?;
                 let previous = self.cfg.workers;
-                self.set_workers(previous + n);
-                Ok(json!({"added": n, "previous": previous, "total": self.cfg.workers}))
+                // No more than there are heartbeat slots for.
+                self.set_workers(previous.saturating_add(n).min(SLOTS));
+                Ok(json!({"added": self.cfg.workers - previous, "previous": previous, "total": self.cfg.workers}))
             }
             (Some("worker"), Some("remove")) => {
                 let n = count(words.get(2))?;
@@ -781,6 +785,9 @@ impl<L: Launcher> Arbiter<L> {
     /// Stops every worker: TERM (graceful) or QUIT (quick), then KILL after
     /// `graceful_timeout`.
     fn stop(&mut self, how: Stop) {
+        // Refused from now on rather than left unanswered during the stop (Gunicorn
+        // stops its control server first too).
+        self.control = None;
         for w in self.workers.values_mut() {
             w.stopping = true;
         }

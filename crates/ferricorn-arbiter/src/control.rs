@@ -44,6 +44,9 @@ pub struct ControlServer {
     /// must not remove the successor's socket when it exits.
     ino: u64,
     clients: Vec<Client>,
+    /// The master that bound it: a forked worker unwinding through a copy of the master's
+    /// state must not remove the master's socket file.
+    owner: u32,
 }
 
 /// A parsed request: the command's words (with `args` appended).
@@ -72,6 +75,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             ino,
             clients: Vec::new(),
+            owner: std::process::id(),
         })
     }
 
@@ -90,6 +94,9 @@ impl ControlServer {
     /// with `handle` (which returns the reply's `data`, or an error message).
     pub fn serve(&mut self, handle: &mut dyn FnMut(&Command) -> Result<Value, String>) {
         while let Ok((stream, _)) = self.listener.accept() {
+            if self.clients.len() >= MAX_CLIENTS {
+                self.prune_idle();
+            }
             if self.clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -110,10 +117,26 @@ impl ControlServer {
             }
         }
     }
+
+    /// Closes clients silent for longer than Gunicorn's idle limit (called every loop).
+    pub fn prune_idle(&mut self) {
+        let mut i = 0;
+        while i < self.clients.len() {
+            if self.clients[i].seen.elapsed() < IDLE {
+                i += 1;
+            } else {
+                let c = self.clients.swap_remove(i);
+                lock_fds().retain(|fd| *fd != c.stream.as_raw_fd());
+            }
+        }
+    }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
+        if std::process::id() != self.owner {
+            return;
+        }
         let mut fds = lock_fds();
         fds.retain(|fd| *fd != self.listener.as_raw_fd());
         for c in &self.clients {
@@ -133,9 +156,15 @@ fn lock_fds() -> std::sync::MutexGuard<'static, Vec<RawFd>> {
 /// Reads and answers one client's complete requests; false when it should be closed.
 fn serve_client(c: &mut Client, handle: &mut dyn FnMut(&Command) -> Result<Value, String>) -> bool {
     let mut chunk = [0u8; 4096];
+    // A client may send its request and shut its side at once (`socat`, `nc -N`): the
+    // requests already read are answered before the connection goes.
+    let mut eof = false;
     loop {
         match c.stream.read(&mut chunk) {
-            Ok(0) => return false,
+            Ok(0) => {
+                eof = true;
+                break;
+            }
             Ok(n) => {
                 c.buf.extend_from_slice(&chunk[..n]);
                 c.seen = Instant::now();
@@ -170,7 +199,7 @@ fn serve_client(c: &mut Client, handle: &mut dyn FnMut(&Command) -> Result<Value
             return false;
         }
     }
-    c.seen.elapsed() < IDLE
+    !eof && c.seen.elapsed() < IDLE
 }
 
 enum ParseError {

@@ -234,6 +234,11 @@ pub fn access_routed() -> bool {
     ACCESS_ROUTED.load(Ordering::Relaxed)
 }
 
+/// The sink takes access records from now on (a logger customised after it was set).
+pub fn set_access_routed() {
+    ACCESS_ROUTED.store(true, Ordering::Relaxed);
+}
+
 /// The access log entry for one request: through the sink, or rendered here.
 pub fn write_access_record(format: &crate::access_log::AccessFormat, rec: &crate::access_log::AccessRecord<'_>) {
     match SINK.get() {

@@ -272,7 +272,11 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let halt_reason = arbiter.halt_reason();
     let l = arbiter.launcher();
     // Gunicorn's halt(): both lines at ERROR when the master stops because of a failure.
-    let name = if l.parent_master.is_some() { "Master.2" } else { "Master" };
+    let name = if l.parent_master.is_some() {
+        "Master.2"
+    } else {
+        "Master"
+    };
     match halt_reason {
         Some(reason) => {
             ferricorn_core::error!("Shutting down: {name}");
@@ -537,18 +541,18 @@ impl Launcher for PyLauncher {
     }
 
     fn control_listeners(&self) -> Vec<serde_json::Value> {
-        use ferricorn_core::bind::BindAddr;
         self.listeners
             .iter()
             .map(|l| {
-                let kind = match &l.addr {
-                    BindAddr::Tcp {
-                        host: std::net::IpAddr::V6(_),
-                        ..
-                    } => "tcp6",
-                    BindAddr::Tcp { .. } | BindAddr::TcpName { .. } => "tcp",
-                    BindAddr::Unix(_) => "unix",
-                    BindAddr::Fd(_) => "unknown",
+                // The socket's own family, as Gunicorn reads it (inherited ones included).
+                let family = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(l.raw_fd())
+                    .ok()
+                    .and_then(|a| nix::sys::socket::SockaddrLike::family(&a));
+                let kind = match family {
+                    Some(nix::sys::socket::AddressFamily::Inet) => "tcp",
+                    Some(nix::sys::socket::AddressFamily::Inet6) => "tcp6",
+                    Some(nix::sys::socket::AddressFamily::Unix) => "unix",
+                    _ => "unknown",
                 };
                 serde_json::json!({
                     "address": l.addr.to_string(),
@@ -1121,6 +1125,9 @@ impl Busy {
 
 /// The worker's whole life; returns its exit code.
 fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'static Slot, peers: &'static [Slot]) -> i32 {
+    // Taken at once: a master that dies while this worker boots must still be noticed
+    // (read after the boot, the parent would already be init).
+    let master = nix::unistd::getppid();
     let inherited = std::mem::take(&mut launcher.listeners);
     ferricorn_arbiter::signals::reset_in_child();
     defer_boot_term();
@@ -1292,7 +1299,6 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 crate::reloader::Reloader::new(reload_extra).spawn(stop.clone(), on_reload);
             }
             // The heartbeat runs on the I/O loop, so a wedged loop stops it too.
-            let master = nix::unistd::getppid();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(500));
                 loop {

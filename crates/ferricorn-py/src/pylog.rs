@@ -7,6 +7,7 @@ use ferricorn_core::access_log::{AccessFormat, AccessRecord, AtomValue};
 use ferricorn_core::log::{Level, Sink};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn level_from_py(levelno: i32) -> Level {
     match levelno {
@@ -49,17 +50,20 @@ pub fn _write_access(msg: &str) {
 struct PySink {
     error: Py<PyAny>,
     access: Py<PyAny>,
-    /// ferricorn's own error lines go through `error` (else straight to the log).
-    route_error: bool,
-    /// Access records go through `access` (else straight to the access log).
-    route_access: bool,
     /// `ferricorn._logging.access`.
     access_fn: Py<PyAny>,
 }
 
+/// ferricorn's own error lines go through `gunicorn.error` (else straight to the log).
+/// Flags, not fields: the sink is set once, and a logger can be customised later (the
+/// config file changes one, the app the other).
+static ROUTE_ERROR: AtomicBool = AtomicBool::new(false);
+/// Access records go through `gunicorn.access` (else straight to the access log).
+static ROUTE_ACCESS: AtomicBool = AtomicBool::new(false);
+
 impl Sink for PySink {
     fn error_line(&self, level: Level, msg: &str) {
-        if !self.route_error {
+        if !ROUTE_ERROR.load(Ordering::Relaxed) {
             ferricorn_core::log::write_direct(level, msg);
             return;
         }
@@ -70,7 +74,7 @@ impl Sink for PySink {
     }
 
     fn access_line(&self, msg: &str) {
-        if !self.route_access {
+        if !ROUTE_ACCESS.load(Ordering::Relaxed) {
             ferricorn_core::log::write_access_direct(msg);
             return;
         }
@@ -82,7 +86,7 @@ impl Sink for PySink {
     /// As Gunicorn logs a request: `access_log.info(access_log_format, atoms)`, so
     /// filters and formatters can read `record.args["U"]`.
     fn access_record(&self, format: &AccessFormat, rec: &AccessRecord<'_>) {
-        if !self.route_access || format.is_json() {
+        if !ROUTE_ACCESS.load(Ordering::Relaxed) || format.is_json() {
             self.access_line(&format.render(rec));
             return;
         }
@@ -106,7 +110,7 @@ impl Sink for PySink {
     }
 
     fn routes_access(&self) -> bool {
-        self.route_access
+        ROUTE_ACCESS.load(Ordering::Relaxed)
     }
 }
 
@@ -152,10 +156,10 @@ fn route(py: Python<'_>, error: Py<PyAny>, access: Py<PyAny>, route_error: bool,
     let sink = PySink {
         error,
         access,
-        route_error,
-        route_access,
         access_fn,
     };
+    ROUTE_ERROR.store(route_error, Ordering::Relaxed);
+    ROUTE_ACCESS.store(route_access, Ordering::Relaxed);
     ferricorn_core::log::set_sink(Box::new(sink), level);
     Ok(())
 }
@@ -165,7 +169,7 @@ fn route(py: Python<'_>, error: Py<PyAny>, access: Py<PyAny>, route_error: bool,
 /// own lines from now on, as Gunicorn's lines go through those loggers. Nothing to do
 /// when a logging configuration already routes everything.
 pub fn route_customised(py: Python<'_>) {
-    if ferricorn_core::log::has_sink() {
+    if ROUTE_ERROR.load(Ordering::Relaxed) && ROUTE_ACCESS.load(Ordering::Relaxed) {
         return;
     }
     let Ok(changed) = py
@@ -175,6 +179,28 @@ pub fn route_customised(py: Python<'_>) {
         return;
     };
     if changed == (false, false) {
+        return;
+    }
+    // The sink exists (the master routed one logger): switch the other on too.
+    if ferricorn_core::log::has_sink() {
+        if changed.0 {
+            ROUTE_ERROR.store(true, Ordering::Relaxed);
+            let level = py
+                .import("logging")
+                .and_then(|l| {
+                    l.getattr("getLogger")?
+                        .call1(("gunicorn.error",))?
+                        .call_method0("getEffectiveLevel")
+                })
+                .and_then(|l| l.extract::<i32>());
+            if let Ok(level) = level {
+                ferricorn_core::log::set_level(level_from_py(level));
+            }
+        }
+        if changed.1 {
+            ROUTE_ACCESS.store(true, Ordering::Relaxed);
+            ferricorn_core::log::set_access_routed();
+        }
         return;
     }
     let logger = |name: &str| -> PyResult<Py<PyAny>> {

@@ -87,7 +87,13 @@ pub(crate) fn handle(
         if let Some(h) = http10 {
             http10_connection(&mut resp, h);
         }
-        if h2 && (head || matches!(resp.status(), http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED)) {
+        if h2
+            && (head
+                || matches!(
+                    resp.status(),
+                    http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+                ))
+        {
             resp.body_mut().discard_content();
         }
         finish(&mut resp, &shared, state, access, meter);

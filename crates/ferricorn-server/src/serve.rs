@@ -303,9 +303,12 @@ pub enum ServeOutcome {
 pub struct StopSignal(watch::Sender<Option<ServeOutcome>>);
 
 impl StopSignal {
+    /// The first stop wins, except that a quick stop or an abort overrides a graceful one
+    /// in progress (QUIT after TERM).
     pub fn stop(&self, how: ServeOutcome) {
         self.0.send_if_modified(|cur| {
-            if cur.is_none() {
+            let escalate = *cur == Some(ServeOutcome::Graceful) && how != ServeOutcome::Graceful;
+            if cur.is_none() || escalate {
                 *cur = Some(how);
                 true
             } else {
@@ -475,13 +478,25 @@ async fn run(
             notified.await;
         }
     };
-    tokio::select! {
-        _ = drain => {}
+    let mut escalated = shared.stop_rx.clone();
+    let quick = tokio::select! {
+        _ = drain => None,
         _ = tokio::time::sleep(shared.config.graceful_timeout) => {
             ferricorn_core::warning!("graceful timeout reached with {} connection(s) open", shared.open_connections());
+            None
         }
-        _ = int.recv() => return Ok(ServeOutcome::Quick),
-        _ = quit.recv() => return Ok(ServeOutcome::Quick),
+        _ = int.recv() => Some(ServeOutcome::Quick),
+        _ = quit.recv() => Some(ServeOutcome::Quick),
+        // A quick stop or an abort during the drain (the signal thread's QUIT/INT/ABRT).
+        r = escalated.wait_for(|v| matches!(v, Some(ServeOutcome::Quick | ServeOutcome::Abort))) => {
+            Some(r.ok().and_then(|v| *v).unwrap_or(ServeOutcome::Quick))
+        }
+    };
+    if let Some(how) = quick {
+        // As for a quick stop from the start: calls in flight get their 500.
+        shared.aborted.fire();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return Ok(how);
     }
     Ok(outcome)
 }
