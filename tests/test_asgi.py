@@ -978,3 +978,18 @@ def test_pathsend_is_advertised_for_http_only(start_server):
         "http.response.trailers": {},
         "http.response.early_hint": {},
     }, scope
+
+
+@pytest.mark.parametrize("args", [["-k", "asgi"], ["--threads", "4"]], ids=["asgi", "wsgi-threads"])
+def test_idle_keepalive_connection_closes_after_the_timeout(start_server, args):
+    # The response comes from another thread after hyper's last read of the request: the
+    # idle timer must still start when it is written (it never did for ASGI).
+    app = RAW if args[0] == "-k" else "testapp:app"
+    srv = start_server(*args, "--keep-alive", "1", app)
+    with srv.connect(timeout=6) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 ")
+        t0 = time.monotonic()
+        s.settimeout(6)
+        assert s.recv(65536) == b""
+        assert time.monotonic() - t0 < 3

@@ -287,6 +287,9 @@ pub struct IdleIo<T> {
     interim_written: usize,
     /// The client's address, for the warning about a head refused here.
     peer: Option<std::net::IpAddr>,
+    /// A read returned Pending while a request was in progress, so no idle timer was
+    /// armed; see `poll_flush`.
+    parked_busy: bool,
 }
 
 impl<T> IdleIo<T> {
@@ -315,6 +318,7 @@ impl<T> IdleIo<T> {
             interim: Vec::new(),
             interim_written: 0,
             peer: None,
+            parked_busy: false,
         }
     }
 
@@ -405,8 +409,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
                 // A request in progress (its body has its own timeout) or a switched
                 // protocol: no deadline here.
                 if this.state.busy.load(Ordering::Acquire) || this.state.upgraded.load(Ordering::Acquire) {
+                    this.parked_busy = true;
                     return Poll::Pending;
                 }
+                this.parked_busy = false;
                 let gen = this.state.idle_gen.load(Ordering::Acquire);
                 let start = if gen == 0 {
                     this.opened
@@ -496,6 +502,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         // hyper flushes its socket only once its own buffer is written out.
         if matches!(p, Poll::Ready(Ok(()))) && self.state.write_pending.swap(false, Ordering::AcqRel) {
             self.state.flush_waker.wake();
+        }
+        // A response that arrived after hyper's last read (an app answering from another
+        // thread, as ASGI's loop does) ends the request here; hyper may not read again
+        // until the client sends, so the idle timer would never be armed: poll once more.
+        if self.parked_busy && !self.state.busy.load(Ordering::Acquire) {
+            self.parked_busy = false;
+            cx.waker().wake_by_ref();
         }
         self.track(p)
     }
