@@ -993,3 +993,20 @@ def test_idle_keepalive_connection_closes_after_the_timeout(start_server, args):
         s.settimeout(6)
         assert s.recv(65536) == b""
         assert time.monotonic() - t0 < 3
+
+
+def test_bytes_like_bodies_are_accepted(start_server, tmp_path):
+    # uvicorn and Gunicorn's asgi worker take bytearray and memoryview bodies.
+    (tmp_path / "bytes_like.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': bytearray(b'ab'), 'more_body': True})\n"
+        "    await send({'type': 'http.response.body', 'body': memoryview(b'cd')})\n"
+    )
+    srv = start_server("-k", "asgi", "--asgi-lifespan", "off", "bytes_like:app")
+    raw = srv.raw(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200"), raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert body in (b"abcd", b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"), raw

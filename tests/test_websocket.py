@@ -4,8 +4,8 @@ clients: the `websockets` library for most, a raw socket for the handshake bytes
 Covers the RFC 6455 opening handshake (101, Upgrade/Connection, Sec-WebSocket-Accept,
 subprotocol), the ASGI `websocket` scope and message rules (connect, accept with a
 subprotocol, text/binary send and receive, close codes and reasons, disconnect with the
-client's code, 403 when the app closes or fails before accepting, 1011 when it fails
-after, 1000 when it returns), `--websocket-max-message-size` (1009), keep-alive and
+client's code, 403 when the app closes before accepting, 500 when it fails before
+accepting (uvicorn's answer), 1011 when it fails after, 1000 when it returns), `--websocket-max-message-size` (1009), keep-alive and
 ping/pong, FastAPI and Starlette endpoints under the uvicorn worker class, concurrency,
 HTTP alongside websockets, and a graceful stop with an open websocket."""
 
@@ -381,9 +381,11 @@ def test_denial_response_extension(raw_srv):
     assert record(raw_srv)["deny_ext"] is True
 
 
-def test_raise_before_accept_is_403_with_traceback(raw_srv):
+def test_raise_before_accept_is_500_with_traceback(raw_srv):
+    # uvicorn (send_500_response) and Gunicorn's asgi worker answer 500: the app failed,
+    # it did not refuse.
     status, _ = handshake_status(raw_srv, "/raise-before")
-    assert status == 403
+    assert status == 500
     assert wait_until(lambda: "ws-boom-before-accept" in raw_srv.log()), raw_srv.log()
     log = raw_srv.log()
     assert "Traceback" in log and "RuntimeError: ws-boom-before-accept" in log

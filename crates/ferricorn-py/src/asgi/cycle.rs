@@ -512,10 +512,18 @@ impl HttpCycle {
     /// Queues body bytes; `Some(future)` when the app must wait for the client.
     fn body(&mut self, py: Python<'_>, message: &Bound<'_, PyDict>) -> PyResult<Option<Py<PyAny>>> {
         let body = match message.get_item(intern!(py, "body"))? {
-            Some(b) if !b.is_none() => crate::pyhelpers::body_bytes(
-                b.cast::<PyBytes>()
-                    .map_err(|_| PyTypeError::new_err("body must be bytes"))?,
-            ),
+            Some(b) if !b.is_none() => match b.cast::<PyBytes>() {
+                Ok(bytes) => crate::pyhelpers::body_bytes(bytes),
+                // uvicorn and Gunicorn take any bytes-like body: copied once into bytes.
+                Err(_)
+                    if b.is_instance_of::<pyo3::types::PyByteArray>()
+                        || b.is_instance_of::<pyo3::types::PyMemoryView>() =>
+                {
+                    let copied = py.get_type::<PyBytes>().call1((&b,))?;
+                    crate::pyhelpers::body_bytes(copied.cast::<PyBytes>()?)
+                }
+                Err(_) => return Err(PyTypeError::new_err("body must be bytes")),
+            },
             _ => Bytes::new(),
         };
         let more = match message.get_item(intern!(py, "more_body"))? {

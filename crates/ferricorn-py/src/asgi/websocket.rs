@@ -296,6 +296,15 @@ impl WsCycle {
 
     fn app_failed(&mut self, traceback: &str) {
         ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
+        // Before the handshake was answered, the failure is the server's 500 (uvicorn's
+        // and Gunicorn's answer), not a refusal.
+        if matches!(self.state, State::New | State::Connecting) && self.denial.is_none() {
+            if let Some(reply) = self.reply.take() {
+                let _ = reply.send(error_page::response(500, "Internal Server Error", true));
+            }
+            self.state = State::Closed;
+            return;
+        }
         self.finish(1011);
     }
 
