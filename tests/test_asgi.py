@@ -1010,3 +1010,18 @@ def test_bytes_like_bodies_are_accepted(start_server, tmp_path):
     assert raw.startswith(b"HTTP/1.1 200"), raw
     head, _, body = raw.partition(b"\r\n\r\n")
     assert body in (b"abcd", b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n"), raw
+
+
+def test_unread_expect_continue_body_closes_the_connection(start_server):
+    # The app answers without asking for the body: the response says close, and the
+    # connection must then close (it stayed open, hyper waiting for the body).
+    srv = start_server("-k", "asgi", RAW)
+    with srv.connect(timeout=6) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        s.settimeout(6)
+        data = b""
+        t0 = time.monotonic()
+        while chunk := s.recv(65536):
+            data += chunk
+        assert time.monotonic() - t0 < 3, data
+    assert data.startswith(b"HTTP/1.1 ") and b"connection: close" in data.lower(), data

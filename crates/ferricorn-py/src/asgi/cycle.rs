@@ -189,7 +189,20 @@ fn cancel_after_grace(py: Python<'_>, ctx: &LoopCtx, io: &mut CycleIo) {
 
 async fn pump_body(mut body: RequestBody, shared: Arc<CycleShared>, mailbox: Arc<Mailbox>) {
     loop {
-        shared.want_body.notified().await;
+        // A response done before the app read the body (it refused an upload): the body
+        // is dropped, so hyper stops waiting for it and closes the connection, instead
+        // of holding it open for a `100 Continue` body nobody will read.
+        let done = shared.done.notified();
+        let want = shared.want_body.notified();
+        tokio::pin!(done, want);
+        done.as_mut().enable();
+        if shared.lock().response_done {
+            return;
+        }
+        tokio::select! {
+            _ = &mut want => {}
+            _ = &mut done => return,
+        }
         let next = body.read_chunk().await;
         let done = !matches!(next, Ok(Some(_)));
         let wake = {
