@@ -590,28 +590,6 @@ def test_http_works_while_websockets_open(raw_srv):
             assert ws.recv(timeout=TIMEOUT) == f"still {n}"
 
 
-def test_upgrade_without_key_is_plain_http(raw_srv):
-    req = (
-        "GET /plain HTTP/1.1\r\n"
-        "Host: 127.0.0.1\r\n"
-        "Upgrade: websocket\r\n"
-        "Connection: Upgrade\r\n"
-        "Sec-WebSocket-Version: 13\r\n"
-        "\r\n"
-    ).encode()
-    with raw_srv.connect(TIMEOUT) as s:
-        s.sendall(req)
-        status, headers, rest = read_head(s)
-        assert status.startswith("HTTP/1.1 200"), (status, headers)
-        n = int(headers["content-length"][0])
-        body, _ = recv_exact(s, n, rest)
-    info = json.loads(body)
-    assert info["type"] == "http"
-    assert info["method"] == "GET"
-    assert info["path"] == "/plain"
-    assert info["headers"]["upgrade"].lower() == "websocket"
-
-
 def test_post_with_upgrade_is_plain_http(raw_srv):
     # Only GET can open a websocket (RFC 6455 §4.1).
     r = requests.post(
@@ -675,3 +653,24 @@ def test_graceful_stop_closes_websocket_properly(start_server, tmp_path):
     assert lines, "the app never received websocket.disconnect"
     msg = json.loads(lines[0])
     assert msg["type"] == "websocket.disconnect" and isinstance(msg["code"], int), msg
+
+
+@pytest.mark.parametrize(
+    "extra, status",
+    [
+        (b"Sec-WebSocket-Version: 13\r\n", 400),  # no key
+        (b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abc\r\n", 400),  # not 16 bytes
+        (b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 426),
+        (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 426),  # no version
+    ],
+    ids=["no-key", "bad-key", "version-8", "no-version"],
+)
+def test_invalid_handshake_is_refused(raw_srv, extra, status):
+    # RFC 6455 4.2.2, as Gunicorn's and uvicorn's ASGI workers answer: the app does not
+    # get these as plain HTTP requests.
+    with socket.create_connection(("127.0.0.1", raw_srv.port), timeout=TIMEOUT) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + extra + b"\r\n")
+        status_line, headers, _ = read_head(s)
+    assert status_line.split()[1] == str(status), status_line
+    if status == 426:
+        assert headers.get("sec-websocket-version") == ["13"], headers

@@ -41,6 +41,32 @@ pub struct Handshake {
     guard: Option<crate::serve::SessionGuardFactory>,
 }
 
+/// A WebSocket upgrade that RFC 6455 §4.2.2 says to refuse: a version other than 13
+/// gets 426 naming the version supported, a missing or malformed key 400 (as Gunicorn's
+/// and uvicorn's ASGI workers answer; the app would otherwise get it as plain HTTP).
+pub fn refusal(head: &http::request::Parts) -> Option<Response<ResponseBody>> {
+    use base64::Engine;
+    let h = &head.headers;
+    if head.method != http::Method::GET
+        || !crate::has_token(h, header::UPGRADE, "websocket")
+        || !crate::has_token(h, header::CONNECTION, "upgrade")
+    {
+        return None;
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut resp = crate::error_page::response(426, "Unsupported WebSocket version", true);
+        resp.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Some(resp);
+    }
+    let key_ok = h.get(header::SEC_WEBSOCKET_KEY).is_some_and(|k| {
+        base64::engine::general_purpose::STANDARD
+            .decode(k.as_bytes())
+            .is_ok_and(|raw| raw.len() == 16)
+    });
+    (!key_ok).then(|| crate::error_page::response(400, "Missing or invalid Sec-WebSocket-Key", true))
+}
+
 impl Handshake {
     /// Takes the handshake out of a request head, if it is one.
     pub fn take(head: &mut http::request::Parts) -> Option<Self> {

@@ -451,6 +451,11 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
 
 impl App for AsgiBridge {
     fn call(&self, mut req: Request) -> ferricorn_server::Reply {
+        if req.head.headers.contains_key(http::header::UPGRADE) {
+            if let Some(resp) = ferricorn_server::websocket::refusal(&req.head) {
+                return ferricorn_server::Reply::Ready(resp);
+            }
+        }
         let (reply, rx) = tokio::sync::oneshot::channel();
         if let Some(handshake) = ferricorn_server::websocket::Handshake::take(&mut req.head) {
             let shared = websocket::WsShared::new();
