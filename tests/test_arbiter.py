@@ -601,6 +601,23 @@ def test_app_import_longer_than_timeout_is_not_killed(start_server):
     assert "WORKER TIMEOUT" not in srv.log(), srv.log()
 
 
+def slow_request_in_background(srv, seconds):
+    """Starts GET /sleep?seconds on a thread; returns it and the list that gets its status
+    (or the error that ended it). Returns once the call is under way."""
+    got = []
+
+    def slow():
+        try:
+            got.append(get(srv.port, f"/sleep?{seconds}", timeout=seconds + 10)[0])
+        except OSError as e:
+            got.append(e)
+
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    return t, got
+
+
 @pytest.mark.parametrize("threads", ["1", "4"])
 @pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGINT])
 def test_quick_stop_answers_calls_in_flight_with_500(start_server, threads, sig):
@@ -610,17 +627,7 @@ def test_quick_stop_answers_calls_in_flight_with_500(start_server, threads, sig)
     # executor finish them while it exits).
     srv = start_server("-w", "1", "--threads", threads, APP)
     wait_workers(srv, 1)
-    got = []
-
-    def slow():
-        try:
-            got.append(get(srv.port, "/sleep?10", timeout=15)[0])
-        except OSError as e:
-            got.append(e)
-
-    t = threading.Thread(target=slow, daemon=True)
-    t.start()
-    time.sleep(0.5)
+    t, got = slow_request_in_background(srv, 10)
     srv.send_signal(sig)
     t.join(10)
     assert got == [500], (got, srv.log())
@@ -631,17 +638,7 @@ def test_quick_stop_answers_calls_in_flight_with_500(start_server, threads, sig)
 def test_int_during_graceful_stop_makes_it_quick(start_server, threads):
     srv = start_server("-w", "1", "--threads", threads, "--graceful-timeout", "30", APP)
     wait_workers(srv, 1)
-    got = []
-
-    def slow():
-        try:
-            got.append(get(srv.port, "/sleep?20", timeout=30)[0])
-        except OSError as e:
-            got.append(e)
-
-    t = threading.Thread(target=slow, daemon=True)
-    t.start()
-    time.sleep(0.5)
+    t, got = slow_request_in_background(srv, 20)
     t0 = time.monotonic()
     srv.send_signal(signal.SIGTERM)
     time.sleep(0.5)
