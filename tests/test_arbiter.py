@@ -919,19 +919,22 @@ def test_process_titles(start_server):
 # 16. workers notice that their master died
 
 
-def test_workers_exit_when_master_killed(start_server):
-    srv = start_server("-w", "2", APP)
-    kids = wait_workers(srv, 2)
+def kill_master_then_expect_no_orphans(srv, kids, timeout):
     try:
         os.kill(srv.pid, signal.SIGKILL)
         srv.proc.wait(5)
-        assert wait_until(lambda: not any(alive(k) for k in kids), 3.5), (
+        assert wait_until(lambda: not any(alive(k) for k in kids), timeout), (
             f"orphaned workers still running: {[(k, proc_stat(k)) for k in kids]}\n{srv.log()}"
         )
     finally:
         for k in kids:
             if alive(k):
                 kill_quietly(k)
+
+
+def test_workers_exit_when_master_killed(start_server):
+    srv = start_server("-w", "2", APP)
+    kill_master_then_expect_no_orphans(srv, wait_workers(srv, 2), 3.5)
 
 
 def test_workers_exit_when_master_killed_during_their_boot(start_server):
@@ -939,14 +942,5 @@ def test_workers_exit_when_master_killed_during_their_boot(start_server):
     # that their parent is gone (by then it is init).
     srv = start_server("-w", "2", "slow_import:app", env={"SLOW_IMPORT": "2"}, wait=False)
     kids = wait_workers(srv, 2)
-    try:
-        assert wait_until(lambda: srv.log().count("Booting worker") == 2, 5), srv.log()
-        os.kill(srv.pid, signal.SIGKILL)
-        srv.proc.wait(5)
-        assert wait_until(lambda: not any(alive(k) for k in kids), 8), (
-            f"orphaned workers still running: {[(k, proc_stat(k)) for k in kids]}\n{srv.log()}"
-        )
-    finally:
-        for k in kids:
-            if alive(k):
-                kill_quietly(k)
+    assert wait_until(lambda: srv.log().count("Booting worker") == 2, 5), srv.log()
+    kill_master_then_expect_no_orphans(srv, kids, 8)

@@ -107,22 +107,19 @@ impl ControlServer {
                 seen: Instant::now(),
             });
         }
-        let mut i = 0;
-        while i < self.clients.len() {
-            if serve_client(&mut self.clients[i], handle) {
-                i += 1;
-            } else {
-                let c = self.clients.swap_remove(i);
-                lock_fds().retain(|fd| *fd != c.stream.as_raw_fd());
-            }
-        }
+        self.keep_clients(|c| serve_client(c, handle));
     }
 
     /// Closes clients silent for longer than Gunicorn's idle limit (called every loop).
     pub fn prune_idle(&mut self) {
+        self.keep_clients(|c| c.seen.elapsed() < IDLE);
+    }
+
+    /// Keeps the clients `keep` says to keep; the others are closed and forgotten.
+    fn keep_clients(&mut self, mut keep: impl FnMut(&mut Client) -> bool) {
         let mut i = 0;
         while i < self.clients.len() {
-            if self.clients[i].seen.elapsed() < IDLE {
+            if keep(&mut self.clients[i]) {
                 i += 1;
             } else {
                 let c = self.clients.swap_remove(i);

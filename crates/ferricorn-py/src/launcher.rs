@@ -60,6 +60,28 @@ fn control_socket(s: &ferricorn_core::settings::Settings) -> Option<(std::path::
     Some((path, mode))
 }
 
+/// Workers run as `user`/`group`: they (and the proxy in front) must be able to use the
+/// socket files.
+fn chown_unix_sockets(listeners: &[BoundListener], identity: &Identity) {
+    for l in listeners {
+        if let BindAddr::Unix(path) = &l.addr {
+            let _ = nix::unistd::chown(path, identity.uid, identity.gid);
+        }
+    }
+}
+
+/// One "Listening at:" line for all listeners, comma-separated, as Gunicorn logs them
+/// (at start and when HUP changes `bind`), and what hooks print of `server.LISTENERS`
+/// (Gunicorn's socket objects print the same).
+fn announce_listeners(py: Python<'_>, hooks: &Hooks, listeners: &[BoundListener], tls: bool) {
+    let scheme = if tls { "https" } else { "http" };
+    let listening: Vec<String> = listeners.iter().map(|l| l.display_with_scheme(scheme)).collect();
+    ferricorn_core::info!("Listening at: {} ({})", listening.join(","), std::process::id());
+    if let Ok(l) = pyo3::types::PyList::new(py, &listening) {
+        let _ = hooks.server(py).setattr("LISTENERS", l);
+    }
+}
+
 fn fatal(message: impl Into<String>) -> Fatal {
     Fatal {
         code: 1,
@@ -163,23 +185,10 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
                 return Err(fatal(""));
             }
         };
-        for l in &listeners {
-            if let BindAddr::Unix(path) = &l.addr {
-                // Workers run as `user`/`group`: they (and the proxy in front) must be able
-                // to use the socket file.
-                let _ = nix::unistd::chown(path, identity.uid, identity.gid);
-            }
-        }
+        chown_unix_sockets(&listeners, &identity);
     }
     ferricorn_core::debug!("Arbiter booted");
-    // One line for all listeners, comma-separated, as Gunicorn logs them.
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let listening: Vec<String> = listeners.iter().map(|l| l.display_with_scheme(scheme)).collect();
-    ferricorn_core::info!("Listening at: {} ({})", listening.join(","), std::process::id());
-    // What hooks print of `server.LISTENERS` (Gunicorn's socket objects print the same).
-    if let Ok(l) = pyo3::types::PyList::new(py, &listening) {
-        let _ = boot.hooks.server(py).setattr("LISTENERS", l);
-    }
+    announce_listeners(py, &boot.hooks, &listeners, tls.is_some());
     let threads = s.int("threads");
     let asgi_forced = s.str("interface") == Some("asgi")
         || worker_interface(s.str("worker_class").unwrap_or("sync")) == Some(Some("asgi"));
@@ -679,17 +688,8 @@ impl PyLauncher {
                 listeners.push(from.swap_remove(i));
             }
         }
-        for l in &listeners {
-            if let BindAddr::Unix(path) = &l.addr {
-                let _ = nix::unistd::chown(path, self.identity.uid, self.identity.gid);
-            }
-        }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let listening: Vec<String> = listeners.iter().map(|l| l.display_with_scheme(scheme)).collect();
-        ferricorn_core::info!("Listening at: {} ({})", listening.join(","), std::process::id());
-        if let Ok(l) = pyo3::types::PyList::new(py, &listening) {
-            let _ = self.boot.hooks.server(py).setattr("LISTENERS", l);
-        }
+        chown_unix_sockets(&listeners, &self.identity);
+        announce_listeners(py, &self.boot.hooks, &listeners, self.tls.is_some());
         // The dropped sockets close with the last old worker holding them; a socket file
         // nobody will listen on any more goes now.
         for l in &old {
