@@ -15,6 +15,7 @@ mod launcher;
 mod pyhelpers;
 mod pylog;
 mod reloader;
+mod replies;
 mod wsgi;
 
 /// Runs ferricorn with the given command line; returns the process exit code.

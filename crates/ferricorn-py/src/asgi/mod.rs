@@ -10,20 +10,19 @@
 //! waiting for the disconnect.
 
 mod cycle;
-mod replies;
 mod scope;
 mod websocket;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
-use ferricorn_server::{App, Request, ResponseBody};
+use ferricorn_server::{App, Request};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use cycle::{CycleShared, HttpCycle};
 
-type Reply = tokio::sync::oneshot::Sender<http::Response<ResponseBody>>;
+use crate::replies::ReplyTx as Reply;
 
 pub(crate) enum Event {
     Request(Box<(Request, Reply, Arc<CycleShared>)>),
@@ -162,7 +161,7 @@ pub(crate) struct LoopCtx {
     pub websocket_max_message: Option<usize>,
     pub mailbox: Arc<Mailbox>,
     /// Where HTTP responses go back to the I/O thread.
-    pub replies: Arc<replies::Replies>,
+    pub replies: Arc<crate::replies::Replies>,
 }
 
 /// The loop's reader callback for the eventfd.
@@ -349,7 +348,7 @@ impl AsgiRuntime {
 
 pub struct AsgiBridge {
     mailbox: Arc<Mailbox>,
-    replies: Arc<replies::Replies>,
+    replies: Arc<crate::replies::Replies>,
     pulse: Py<LoopPulse>,
 }
 
@@ -366,7 +365,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
     let helpers = py.import("ferricorn._asgi").map_err(err)?;
     let app = helpers.getattr("as_asgi3").and_then(|f| f.call1((app,))).map_err(err)?;
     let mailbox = Arc::new(Mailbox::new().map_err(|e| e.to_string())?);
-    let replies = replies::Replies::new();
+    let replies = crate::replies::Replies::new();
     let drain = Bound::new(
         py,
         Drain {

@@ -23,8 +23,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::replies::{Replies, ReplyTx};
 use ferricorn_core::settings::Settings;
-use ferricorn_server::{error_page, App, Reply, Request, ResponseBody};
+use ferricorn_server::{error_page, App, Reply, Request};
 use pyo3::prelude::*;
 use response::Handover;
 
@@ -75,7 +76,7 @@ impl WsgiConfig {
 
 pub(crate) struct Job {
     req: Request,
-    reply: tokio::sync::oneshot::Sender<http::Response<ResponseBody>>,
+    reply: ReplyTx,
 }
 
 /// What the app threads take from their queue.
@@ -87,6 +88,7 @@ pub(crate) enum Work {
 pub struct WsgiBridge {
     jobs: crossbeam_channel::Sender<Work>,
     clock: Arc<CallClock>,
+    replies: Arc<Replies>,
     /// Runs complete requests on the I/O thread (`threads == 1`).
     inline: Option<Arc<InlineRunner>>,
 }
@@ -185,6 +187,8 @@ pub(crate) struct Shared {
     pub environ_template: Py<pyo3::types::PyDict>,
     /// The template with `SERVER_NAME`/`SERVER_PORT` set, per local address served.
     pub local_templates: environ::LocalTemplates,
+    /// How app threads hand their responses to the I/O thread.
+    pub replies: Arc<Replies>,
 }
 
 impl WsgiBridge {
@@ -209,6 +213,7 @@ impl WsgiBridge {
             cfg,
             environ_template,
             local_templates: Default::default(),
+            replies: Replies::new(),
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
@@ -224,12 +229,21 @@ impl WsgiBridge {
                     // waiting for work: re-attaching per request would create and destroy
                     // a Python thread state (and its frame stack) every time.
                     Python::attach(|py| {
-                        while let Ok(work) = py.detach(|| rx.recv()) {
+                        // Work already queued is taken without letting the GIL go: handing
+                        // it to a waiting thread and taking it back costs two thread
+                        // switches per request. A call that blocks (I/O, `sleep`) still
+                        // lets it go, and another thread takes the next request then.
+                        let next = || match rx.try_recv() {
+                            Ok(work) => Ok(work),
+                            Err(_) => py.detach(|| rx.recv()),
+                        };
+                        while let Ok(work) = next() {
                             clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
                             match work {
                                 Work::Request(job) => {
                                     let Job { mut req, reply } = *job;
-                                    call::run(py, &shared, &mut req, Handover::Channel(reply), false);
+                                    let handover = Handover::Channel(reply, shared.replies.clone());
+                                    call::run(py, &shared, &mut req, handover, false);
                                 }
                                 Work::Continue(cont) => call::resume(py, &shared, cont),
                             }
@@ -252,6 +266,7 @@ impl WsgiBridge {
         Ok(Self {
             jobs: tx,
             clock,
+            replies: shared.replies.clone(),
             inline,
         })
     }
@@ -276,6 +291,8 @@ impl InlineRunner {
             };
             self.spawned.store(true, Ordering::Relaxed);
             rt.spawn(self.clone().run_batches());
+            // For the responses that app threads finish (see `run_one`).
+            self.shared.replies.ensure_pump();
         }
         let first = {
             let mut queue = self.queue();
@@ -353,7 +370,7 @@ impl InlineRunner {
                     // The client may be gone: nobody to answer then.
                     let _ = reply.send(resp);
                 }
-                None if cont.is_some() => responder.hand_over_later(reply),
+                None if cont.is_some() => responder.hand_over_later(reply, self.shared.replies.clone()),
                 None => {}
             }
         }
@@ -379,6 +396,7 @@ impl App for WsgiBridge {
             },
             _ => job,
         };
+        self.replies.ensure_pump();
         match self.jobs.send(Work::Request(Box::new(job))) {
             Ok(()) => Reply::Channel(rx),
             Err(_) => Reply::Ready(error_page::response(500, "application threads are gone", true)),

@@ -7,15 +7,18 @@ use ferricorn_server::ResponseHead;
 use std::borrow::Cow;
 
 use crate::header_cache;
+use crate::replies::{Replies, ReplyTx};
 use http::Response;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use std::sync::Arc;
 
 /// Where the final response goes when it is handed over.
 pub(crate) enum Handover {
-    /// To the I/O thread waiting on the other end (a call on an app thread).
-    Channel(tokio::sync::oneshot::Sender<Response<ResponseBody>>),
+    /// To the I/O thread waiting on the other end (a call on an app thread), through
+    /// the batches of `replies`.
+    Channel(ReplyTx, Arc<Replies>),
     /// Into `kept`, for the I/O thread that runs the call inline to take when it returns.
     Keep,
 }
@@ -77,7 +80,7 @@ impl StartResponse {
         }
         match self.reply.take() {
             // The connection may be gone already; nothing else to do then.
-            Some(Handover::Channel(reply)) => drop(reply.send(resp)),
+            Some(Handover::Channel(reply, replies)) => replies.send(reply, resp),
             Some(Handover::Keep) => self.kept = Some(resp),
             None => {}
         }
@@ -90,9 +93,9 @@ impl StartResponse {
 
     /// An inline call returned before handing its response over: an app thread will,
     /// through `reply`.
-    pub fn hand_over_later(&mut self, reply: tokio::sync::oneshot::Sender<Response<ResponseBody>>) {
+    pub(crate) fn hand_over_later(&mut self, reply: ReplyTx, replies: Arc<Replies>) {
         if self.reply.is_some() {
-            self.reply = Some(Handover::Channel(reply));
+            self.reply = Some(Handover::Channel(reply, replies));
         }
     }
 

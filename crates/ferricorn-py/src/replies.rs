@@ -1,19 +1,21 @@
-//! Responses handed from the loop thread to the I/O thread in batches.
+//! Responses handed from Python's threads to the I/O thread in batches.
 //!
 //! Completing a tokio oneshot from another thread wakes the I/O thread's runtime with
 //! one `eventfd` write per response, and on a busy core each such wake-up may also
-//! switch threads. The loop thread answers requests in bursts (one per loop
-//! iteration), so it queues the responses here and wakes one pump task per burst; the
-//! pump completes the oneshots on the I/O thread, where waking a connection is free.
+//! switch threads. The ASGI loop thread answers requests in bursts (one per loop
+//! iteration), and WSGI app threads one after another while the I/O thread waits for
+//! its turn on the core, so they queue the responses here and wake one pump task per
+//! burst; the pump completes the oneshots on the I/O thread, where waking a connection
+//! is free.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ferricorn_server::ResponseBody;
 
-use super::Reply;
+pub(crate) type ReplyTx = tokio::sync::oneshot::Sender<http::Response<ResponseBody>>;
 
-type Item = (Reply, http::Response<ResponseBody>);
+type Item = (ReplyTx, http::Response<ResponseBody>);
 
 pub(crate) struct Replies {
     tx: crossbeam_channel::Sender<Item>,
@@ -43,8 +45,8 @@ impl Replies {
         });
     }
 
-    /// From the loop thread. A connection that went away meanwhile just drops it.
-    pub(crate) fn send(&self, reply: Reply, resp: http::Response<ResponseBody>) {
+    /// From a Python thread. A connection that went away meanwhile just drops it.
+    pub(crate) fn send(&self, reply: ReplyTx, resp: http::Response<ResponseBody>) {
         if self.tx.send((reply, resp)).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
             self.notify.notify_one();
         }
