@@ -56,3 +56,46 @@ def test_smuggled_request_behind_an_unread_expect_body_is_not_served(start_serve
         b"GET /environ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     assert b"REQUEST_METHOD" not in out, out
+
+
+def test_zero_padded_content_length_cannot_hide_a_smuggled_head(start_server):
+    """A Content-Length padded past what the framing scanner keeps of a line: the first
+    request is served with its real length; what follows is not trusted, so the
+    duplicate-Content-Length request behind it is refused, as Gunicorn refuses it."""
+    srv = start_server("testapp:app")
+    out = exchange(
+        srv,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"0" * 1100 + b"18\r\n\r\n"
+        b"GET / HTTP/1.1\r\n\r\n"
+        b"POST /environ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    assert out.startswith(b"HTTP/1.1 200"), out
+    assert b"GET / HTTP/1.1\r\n\r\n" in out, out  # the echoed body
+    assert b"REQUEST_METHOD" not in out, out
+    assert out.count(b"HTTP/1.1 400") == 1, out
+
+
+def test_non_ascii_far_into_the_request_line_is_refused(start_server):
+    srv = start_server("testapp:app")
+    out = exchange(srv, b"GET /" + b"a" * 1100 + "é".encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400"), out
+
+
+def test_a_fragment_counts_toward_limit_request_line(start_server):
+    """Gunicorn measures the raw request line; the URI hyper hands over has no fragment."""
+    srv = start_server("--limit-request-line", "100", "testapp:app")
+    out = exchange(srv, b"GET /#" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 414"), out
+    assert b"Request Line is too large (215 &gt; 100)" in out or b"Request Line is too large (215 > 100)" in out, out
+    ok = exchange(srv, b"GET /#" + b"a" * 80 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok
+
+
+def test_a_bare_lf_before_the_request_line_is_refused(start_server):
+    """RFC 9112 2.2 lets a server skip a CRLF before a request line; Gunicorn skips
+    nothing else."""
+    srv = start_server("testapp:app")
+    out = exchange(srv, b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400"), out
+    ok = exchange(srv, b"\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok

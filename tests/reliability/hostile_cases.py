@@ -140,6 +140,8 @@ def _cases() -> list:
         ("cl-tab", b"Content-Length:\t5\r\n", b"hello", "HTAB is legal OWS"),
         ("cl-inner-space", b"Content-Length: 5 5\r\n", b"hello", "not a number"),
         ("cl-leading-zeros", b"Content-Length: 0005\r\n", b"hello", "1*DIGIT: leading zeros are legal"),
+        ("cl-leading-zeros-1k", b"Content-Length: " + b"0" * 1100 + b"5\r\n", b"hello",
+         "1,100 leading zeros: legal; ferricorn serves it, then trusts nothing after it on the connection"),
         ("cl-decimal", b"Content-Length: 5.0\r\n", b"hello", "not 1*DIGIT"),
         ("cl-empty", b"Content-Length: \r\n", b"hello", "empty value"),
         ("cl-huge", b"Content-Length: 99999999999999999999\r\n", b"hello", "overflows 64 bits"),
@@ -214,6 +216,11 @@ def _cases() -> list:
     add(g, "crlf-only", b"\r\n\r\n", "empty lines and nothing else")
     add(g, "unfinished-long-line", b"GET /" + b"a" * 5000, "a request line past the limit with no end yet: gunicorn 414 at once",
         display="GET /aaaa... (5005 bytes, no CRLF)")
+    add(g, "leading-bare-lf", b"\n" + get_environ(), "a bare LF before the request line: gunicorn skips only a CRLF")
+    add(g, "long-fragment", get_environ(line=b"GET /environ#" + b"a" * 5000 + b" HTTP/1.1"),
+        "a fragment pushing the request line past the limit: gunicorn 414", display="GET /environ#aaaa... (5000-byte fragment)")
+    add(g, "non-ascii-past-1k", get_environ(line=b"GET /environ?" + b"a" * 1100 + "é".encode() + b" HTTP/1.1"),
+        "valid UTF-8 in the target after its first 1,024 bytes: gunicorn 400", display="GET /environ?aaaa...é (1,100 a)")
     add(g, "leading-space", b" " + get_environ(), "a space before the method")
 
     g = "headers"

@@ -21,11 +21,22 @@ pub struct HeadFacts {
     /// The request line has a byte outside ASCII (Gunicorn refuses it; httparse takes
     /// it, and the environ's raw strings would not be latin-1 text).
     pub non_ascii_line: bool,
+    /// The request line's length (without its CRLF) when it is over
+    /// `--limit-request-line`: measured on the raw line, since the URI hyper hands over
+    /// has lost its fragment.
+    pub long_line: Option<(u32, u32)>,
 }
 
 impl HeadFacts {
-    /// The framing error Gunicorn reports for this head, if any.
-    pub fn framing_error(&self) -> Option<&'static str> {
+    /// The error Gunicorn answers this head with, if any: its status and reason.
+    pub fn framing_error(&self) -> Option<(u16, std::borrow::Cow<'static, str>)> {
+        if let Some((len, limit)) = self.long_line {
+            return Some((414, format!("Request Line is too large ({len} > {limit})").into()));
+        }
+        self.bad_framing().map(|e| (400, e.into()))
+    }
+
+    fn bad_framing(&self) -> Option<&'static str> {
         if self.non_ascii_line {
             Some("Invalid HTTP request line: non-ASCII byte")
         } else if self.bare_lf {
@@ -133,6 +144,9 @@ pub struct HeadScanner {
     connect: bool,
     /// The byte before the current one in a line, to tell CRLF from a bare LF.
     prev: u8,
+    /// The request line being read has a byte outside ASCII (anywhere in it: `line`
+    /// keeps only its first `LINE_CAP` bytes).
+    line_non_ascii: bool,
     /// Set when a chunked body breaks a rule hyper lets through (whitespace after the
     /// size, control bytes in an extension, bare LF). The connection's reader records it:
     /// the request is refused with 400 if the front end still holds its body, and no later
@@ -161,6 +175,7 @@ impl Default for HeadScanner {
             chunked: false,
             connect: false,
             prev: 0,
+            line_non_ascii: false,
             body_violation: None,
             reject: None,
             line_limit: 0,
@@ -238,7 +253,11 @@ impl HeadScanner {
     fn byte(&mut self, b: u8) {
         match self.state {
             State::Idle => {
-                if b == b'\n' {
+                if b == b'\n' && self.prev != b'\r' {
+                    // Gunicorn skips one CRLF before a request line, never a bare LF.
+                    self.reject = Some((400, "Invalid HTTP request line: 'bare LF as line terminator'"));
+                    self.state = State::Stop;
+                } else if b == b'\n' {
                     self.empty_lines = self.empty_lines.saturating_add(1);
                     if self.empty_lines > 1 {
                         self.reject = Some((400, "Invalid HTTP request line: empty lines before the request"));
@@ -249,6 +268,7 @@ impl HeadScanner {
                     self.state = State::RequestLine;
                     self.line.clear();
                     self.line_len = 0;
+                    self.line_non_ascii = false;
                     self.push(&[b]);
                 }
             }
@@ -340,9 +360,14 @@ impl HeadScanner {
             self.connect = self.line.starts_with(b"CONNECT ");
             self.request_line.clear();
             self.request_line.extend_from_slice(trim_cr(&self.line));
+            let raw_len = self.line_len - usize::from(self.prev == b'\r');
             self.facts = HeadFacts {
                 bare_lf: self.prev != b'\r',
-                non_ascii_line: !self.line.is_ascii(),
+                non_ascii_line: self.line_non_ascii,
+                long_line: (self.line_limit > 0 && raw_len > self.line_limit).then(|| {
+                    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                    (clamp(raw_len), clamp(self.line_limit))
+                }),
                 ..HeadFacts::default()
             };
             self.content_length = None;
@@ -370,6 +395,9 @@ impl HeadScanner {
     }
 
     fn push(&mut self, bytes: &[u8]) {
+        if self.state == State::RequestLine && !self.line_non_ascii {
+            self.line_non_ascii = !bytes.is_ascii();
+        }
         self.line_len += bytes.len();
         let room = LINE_CAP.saturating_sub(self.line.len());
         self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
@@ -388,7 +416,11 @@ impl HeadScanner {
         if name.eq_ignore_ascii_case(b"content-length") {
             let value = value();
             self.facts.content_lengths += 1;
-            self.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            // A line cut at `LINE_CAP` (a value padded with zeros or blanks) would be
+            // read as another length than hyper reads: stop following instead.
+            self.content_length = (self.line_len <= LINE_CAP)
+                .then(|| std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()))
+                .flatten();
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             let value = value();
             self.facts.transfer_encodings += 1;
@@ -548,7 +580,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\n\n",
         ] {
-            assert_eq!(scan(&[head])[0].framing_error(), Some("line ending is LF without CR"));
+            assert_eq!(scan(&[head])[0].bad_framing(), Some("line ending is LF without CR"));
         }
         assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"])[0].framing_error(), None);
     }
@@ -556,13 +588,53 @@ mod tests {
     #[test]
     fn non_ascii_request_lines_are_flagged() {
         let bad = scan(&[b"GET /p\xe2\x82\xac HTTP/1.1\r\nHost: x\r\n\r\n"]);
-        assert_eq!(
-            bad[0].framing_error(),
-            Some("Invalid HTTP request line: non-ASCII byte")
-        );
+        assert_eq!(bad[0].bad_framing(), Some("Invalid HTTP request line: non-ASCII byte"));
+        // Anywhere in the line, not only in the part kept for inspection.
+        let far = [
+            b"GET /".as_slice(),
+            &[b'a'; 1100],
+            b"\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        .concat();
+        for pieces in [vec![&far[..]], far.chunks(7).collect()] {
+            assert!(scan(&pieces)[0].non_ascii_line);
+        }
         // Header values may carry obs-text (latin-1).
         let ok = scan(&[b"GET /p%E2%82%AC HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n"]);
         assert_eq!(ok[0].framing_error(), None);
+    }
+
+    #[test]
+    fn the_raw_request_line_counts_toward_the_limit() {
+        let facts = |line: &[u8], limit: usize| {
+            let mut s = HeadScanner::with_line_limit(limit);
+            let mut out = Vec::new();
+            s.feed(&[line, b"\r\nHost: x\r\n\r\n"].concat(), &mut |f| out.push(f));
+            out[0]
+        };
+        // The fragment is cut from the URI hyper hands over; Gunicorn measures the line.
+        let line = [b"GET /#".as_slice(), &[b'a'; 5000], b" HTTP/1.1"].concat();
+        let f = facts(&line, 4094);
+        assert_eq!(f.long_line, Some((5015, 4094)));
+        assert_eq!(f.framing_error().map(|e| e.0), Some(414));
+        assert_eq!(facts(&line, 0).long_line, None);
+        assert_eq!(facts(&line[..4094], 4094).long_line, None);
+        assert_eq!(facts(&line[..4095], 4094).long_line, Some((4095, 4094)));
+    }
+
+    #[test]
+    fn a_content_length_line_past_the_cap_stops_scanning() {
+        // Zero-padded to 1,100 digits: a length hyper reads as 18. Read from a cut copy it
+        // would be 0, and the body would be taken for the next head.
+        let head = [
+            b"POST / HTTP/1.1\r\nContent-Length: ".as_slice(),
+            &[b'0'; 1100],
+            b"18\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        ]
+        .concat();
+        let f = scan(&[&head]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].framing_error(), None);
     }
 
     #[test]
@@ -619,6 +691,13 @@ mod tests {
         assert_eq!(reject(&[b"\r\n", b"\r\n"], 0), Some(400));
         assert_eq!(reject(&[b"GET / HTTP/1.1\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n"], 0), None);
         assert_eq!(reject(&[b"GET / HTTP/1.1\r\n\r\n\r\n\r\n"], 0), Some(400));
+        // Only a CRLF is skipped, never a bare LF (Gunicorn: 400).
+        assert_eq!(reject(&[b"\nGET / HTTP/1.1\r\n\r\n"], 0), Some(400));
+        assert_eq!(
+            reject(&[b"GET / HTTP/1.1\r\n\r\n", b"\nGET / HTTP/1.1\r\n\r\n"], 0),
+            Some(400)
+        );
+        assert_eq!(reject(&[b"\r", b"\nGET / HTTP/1.1\r\n\r\n"], 0), None);
         // A request line without its end: refused once past the limit (and two bytes).
         let long = [b"GET /".as_slice(), &[b'a'; 100]].concat();
         assert_eq!(reject(&[&long[..50], &long[50..]], 100), Some(414));

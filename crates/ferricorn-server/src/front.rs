@@ -52,9 +52,9 @@ pub(crate) fn handle(
     // means the scanner stopped on this connection (a body it could not follow or that
     // broke a framing rule): the bytes after it cannot be trusted to be framed as a proxy
     // in front framed them, so nothing more is served on it.
-    let framing_error: Option<std::borrow::Cow<'static, str>> = match state.next_head() {
-        Some(facts) => facts.framing_error().map(Into::into),
-        None if req.version() < http::Version::HTTP_2 => Some("the request could not be framed reliably".into()),
+    let framing_error: Option<(u16, std::borrow::Cow<'static, str>)> = match state.next_head() {
+        Some(facts) => facts.framing_error(),
+        None if req.version() < http::Version::HTTP_2 => Some((400, "the request could not be framed reliably".into())),
         None => None,
     }
     .or_else(|| {
@@ -62,7 +62,7 @@ pub(crate) fn handle(
         // own (read with its head), or one before it on the connection.
         state
             .body_violation()
-            .map(|v| format!("invalid chunked body: {v}").into())
+            .map(|v| (400, format!("invalid chunked body: {v}").into()))
     });
     let h2c = framing_error.is_none()
         && cfg.h2c_upgrade
@@ -75,7 +75,7 @@ pub(crate) fn handle(
         None
     };
     let started = match (framing_error, switched) {
-        (Some(detail), _) => Started::Done(reject(&info, 400, &detail)),
+        (Some((status, detail)), _) => Started::Done(reject(&info, status, &detail)),
         (None, Some(resp)) => Started::Done(resp),
         (None, None) => start(req, &shared, info, &state),
     };

@@ -54,7 +54,7 @@ pub fn framing(data: &[u8]) {
     assert_eq!(whole, single);
 }
 
-fn scan(pieces: &[&[u8]]) -> Vec<Option<&'static str>> {
+fn scan(pieces: &[&[u8]]) -> Vec<Option<(u16, std::borrow::Cow<'static, str>)>> {
     let mut scanner = crate::framing::HeadScanner::default();
     let mut out = Vec::new();
     for p in pieces {
