@@ -217,6 +217,7 @@ impl HeadScanner {
                 // Head lines are taken a line at a time: only their ends are state changes.
                 State::RequestLine | State::Headers => match find_lf(data) {
                     Some(end) => {
+                        self.check_ascii(&data[..end]);
                         self.push(&data[..end]);
                         if end > 0 {
                             self.prev = data[end - 1];
@@ -226,6 +227,7 @@ impl HeadScanner {
                         self.prev = b'\n';
                     }
                     None => {
+                        self.check_ascii(data);
                         self.push(data);
                         self.prev = data[data.len() - 1];
                         data = &[];
@@ -268,7 +270,7 @@ impl HeadScanner {
                     self.state = State::RequestLine;
                     self.line.clear();
                     self.line_len = 0;
-                    self.line_non_ascii = false;
+                    self.line_non_ascii = !b.is_ascii();
                     self.push(&[b]);
                 }
             }
@@ -389,15 +391,19 @@ impl HeadScanner {
         self.line_len = 0;
     }
 
+    /// Notes a byte outside ASCII in the request line (header values may have them).
+    fn check_ascii(&mut self, bytes: &[u8]) {
+        if self.state == State::RequestLine && !self.line_non_ascii {
+            self.line_non_ascii = !bytes.is_ascii();
+        }
+    }
+
     fn violation(&mut self, what: &'static str) -> State {
         self.body_violation = Some(what);
         State::Stop
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        if self.state == State::RequestLine && !self.line_non_ascii {
-            self.line_non_ascii = !bytes.is_ascii();
-        }
         self.line_len += bytes.len();
         let room = LINE_CAP.saturating_sub(self.line.len());
         self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
