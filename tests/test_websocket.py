@@ -274,6 +274,15 @@ def test_text_and_binary_echo(raw_srv):
         assert ws.recv(timeout=TIMEOUT) == b""
 
 
+def test_connect_is_the_first_message_even_after_an_early_accept(raw_srv):
+    """ASGI: websocket.connect is what the first receive() returns, also for an app
+    that accepts before it receives (uvicorn delivers it the same way)."""
+    with connect(raw_srv, "/accept-first") as ws:
+        assert ws.recv(timeout=TIMEOUT) == "websocket.connect"
+        ws.send("after")
+        assert ws.recv(timeout=TIMEOUT) == "after"
+
+
 def test_many_round_trips(raw_srv):
     with connect(raw_srv, "/echo?key=many") as ws:
         for i in range(1000):

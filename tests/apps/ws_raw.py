@@ -101,6 +101,13 @@ async def ws_app(scope, receive, send):
         await receive()
         raise RuntimeError("ws-boom-before-accept")
 
+    if path == "/accept-first":
+        # Accepts before receiving: the first receive() is still websocket.connect.
+        await send({"type": "websocket.accept"})
+        m = await receive()
+        await send({"type": "websocket.send", "text": m["type"]})
+        return await echo_loop(receive, send, "accept_first")
+
     first = await receive()
 
     if path == "/scope":

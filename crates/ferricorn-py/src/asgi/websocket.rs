@@ -41,7 +41,7 @@ impl WsShared {
 }
 
 enum State {
-    /// `websocket.connect` not delivered yet.
+    /// Nothing received or sent yet.
     New,
     Connecting,
     Open,
@@ -57,6 +57,9 @@ pub struct WsCycle {
     out: Option<mpsc::UnboundedSender<WsOut>>,
     runtime: tokio::runtime::Handle,
     state: State,
+    /// `websocket.connect` was the answer to a `receive()`: it is the first message,
+    /// even for an app that accepts before it receives (as uvicorn delivers it).
+    connect_delivered: bool,
     /// The websocket.http.response extension: the HTTP response the app answers the
     /// handshake with instead of accepting it, and its body so far.
     denial: Option<(ResponseHead, Vec<u8>)>,
@@ -78,6 +81,7 @@ impl WsCycle {
             out: None,
             runtime,
             state: State::New,
+            connect_delivered: false,
             denial: None,
         }
     }
@@ -226,8 +230,11 @@ pub(crate) fn wake(py: Python<'_>, shared: &Arc<WsShared>) {
 #[pymethods]
 impl WsCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let State::New = self.state {
-            self.state = State::Connecting;
+        if !self.connect_delivered {
+            self.connect_delivered = true;
+            if let State::New = self.state {
+                self.state = State::Connecting;
+            }
             let d = PyDict::new(py);
             d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
             return ready(py, d.into_any().unbind());
