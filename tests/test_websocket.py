@@ -341,6 +341,7 @@ def test_client_close_reaches_app_as_disconnect(raw_srv):
         assert ws.close_code == 4321
     msg = wait_until(lambda: record(raw_srv).get("client_close"))
     assert msg["type"] == "websocket.disconnect" and msg["code"] == 4321, msg
+    assert msg["reason"] == "client says bye", msg
 
 
 def test_client_close_without_code_is_1005(raw_srv):
@@ -365,6 +366,7 @@ def test_client_close_without_code_is_1005(raw_srv):
         assert opcode == 0x8
     msg = wait_until(lambda: record(raw_srv).get("close_nocode"))
     assert msg["type"] == "websocket.disconnect" and msg["code"] == 1005, msg
+    assert msg["reason"] == "", msg
 
 
 def test_client_drops_connection_is_1006(raw_srv):

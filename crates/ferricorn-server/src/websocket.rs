@@ -20,9 +20,9 @@ use crate::ResponseBody;
 pub enum WsIn {
     Text(String),
     Binary(Bytes),
-    /// The session is over: the client's close code, 1006 when the connection dropped,
-    /// 1009 when a message was too big.
-    Closed(u16),
+    /// The session is over: the client's close code and reason, 1006 when the connection
+    /// dropped, 1009 when a message was too big.
+    Closed(u16, String),
 }
 
 /// What the application sends.
@@ -143,14 +143,14 @@ async fn session(
     };
     tokio::pin!(stopping);
     let Ok(upgraded) = upgrade.await else {
-        on_in(WsIn::Closed(1006));
+        on_in(WsIn::Closed(1006, String::new()));
         return;
     };
     let mut config = WebSocketConfig::default();
     config.max_message_size = max_message_size;
     config.max_frame_size = max_message_size;
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let code = loop {
+    let (code, reason) = loop {
         tokio::select! {
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Text(t))) => on_in(WsIn::Text(t.as_str().to_string())),
@@ -161,19 +161,19 @@ async fn session(
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let _ = ws.flush().await;
-                    break frame.map_or(1005, |f| u16::from(f.code));
+                    break frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_owned()));
                 }
                 Some(Err(WsError::Capacity(_))) => {
                     let _ = ws.close(Some(close_frame(1009, "message too big"))).await;
-                    break 1009;
+                    break (1009, String::new());
                 }
-                Some(Err(_)) | None => break 1006,
+                Some(Err(_)) | None => break (1006, String::new()),
             },
             // The worker is stopping: "going away" (RFC 6455 §7.4.1), and the app hears
             // about it; the drain waits for this session (up to the graceful timeout).
             _ = &mut stopping => {
                 let _ = ws.close(Some(close_frame(1001, "server shutting down"))).await;
-                on_in(WsIn::Closed(1001));
+                on_in(WsIn::Closed(1001, String::new()));
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
                     while let Some(Ok(m)) = ws.next().await {
                         if matches!(m, Message::Close(_)) {
@@ -187,12 +187,12 @@ async fn session(
             msg = out.recv() => match msg {
                 Some(WsOut::Text(t)) => {
                     if ws.send(Message::text(t)).await.is_err() {
-                        break 1006;
+                        break (1006, String::new());
                     }
                 }
                 Some(WsOut::Binary(b)) => {
                     if ws.send(Message::binary(b)).await.is_err() {
-                        break 1006;
+                        break (1006, String::new());
                     }
                 }
                 Some(WsOut::Close(code, reason)) => {
@@ -206,17 +206,17 @@ async fn session(
                         }
                     })
                     .await;
-                    break code;
+                    break (code, String::new());
                 }
                 // The application is done with the socket: a normal closure.
                 None => {
                     let _ = ws.close(Some(close_frame(1000, ""))).await;
-                    break 1000;
+                    break (1000, String::new());
                 }
             },
         }
     };
-    on_in(WsIn::Closed(code));
+    on_in(WsIn::Closed(code, reason));
 }
 
 fn close_frame(code: u16, reason: &str) -> CloseFrame {

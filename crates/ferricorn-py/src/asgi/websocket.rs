@@ -20,7 +20,7 @@ use super::{Event, LoopCtx, Mailbox, Reply};
 #[derive(Default)]
 pub(crate) struct WsIo {
     incoming: VecDeque<WsIn>,
-    closed: Option<u16>,
+    closed: Option<(u16, String)>,
     waiter: Option<Py<PyAny>>,
 }
 
@@ -183,7 +183,7 @@ fn push_incoming(shared: &Arc<WsShared>, mailbox: &Mailbox, msg: WsIn) {
     let wake = {
         let mut io = shared.lock();
         match msg {
-            WsIn::Closed(code) => io.closed = Some(code),
+            WsIn::Closed(code, reason) => io.closed = Some((code, reason)),
             other => io.incoming.push_back(other),
         }
         io.waiter.is_some()
@@ -201,13 +201,14 @@ fn next_message(py: Python<'_>, io: &mut WsIo) -> PyResult<Option<Py<PyAny>>> {
         match msg {
             WsIn::Text(t) => d.set_item(intern!(py, "text"), t)?,
             WsIn::Binary(b) => d.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?,
-            WsIn::Closed(_) => {}
+            WsIn::Closed(..) => {}
         }
         return Ok(Some(d.into_any().unbind()));
     }
-    if let Some(code) = io.closed {
+    if let Some((code, reason)) = &io.closed {
         d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
         d.set_item(intern!(py, "code"), code)?;
+        d.set_item(intern!(py, "reason"), reason)?;
         return Ok(Some(d.into_any().unbind()));
     }
     Ok(None)
@@ -248,6 +249,7 @@ impl WsCycle {
             let d = PyDict::new(py);
             d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
             d.set_item(intern!(py, "code"), 1006)?;
+            d.set_item(intern!(py, "reason"), "")?;
             return ready(py, d.into_any().unbind());
         }
         let fut = self.ctx.create_future.bind(py).call0()?.unbind();
