@@ -115,7 +115,13 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
         let path = format!("{}{}", ctx.root_path, String::from_utf8_lossy(&decoded));
         scope.set_item(intern!(py, "path"), path)?;
     }
-    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
+    if ctx.root_path.is_empty() {
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path.as_bytes()))?;
+    } else {
+        // As uvicorn: `raw_path` is `path` before decoding, so it has the prefix too.
+        let full = [ctx.root_path.as_bytes(), raw_path.as_bytes()].concat();
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &full))?;
+    }
     if let Some(q) = head.uri.query() {
         scope.set_item(intern!(py, "query_string"), PyBytes::new(py, q.as_bytes()))?;
     }
