@@ -513,6 +513,17 @@ def test_custom_status(start_server, code):
     assert parse_response(r.rest).body == b"exactly-twenty-bytes"
 
 
+def test_app_server_header_replaces_the_servers(start_server):
+    """As Gunicorn's ASGI worker: the app's own `server` header is sent, not ours."""
+    srv = start_server(RAW)
+    data = srv.raw(request_bytes("GET", "/own-server"), timeout=TIMEOUT)
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"\r\nserver:") == 1 and b"\r\nserver: my-app" in head, data
+    assert head.count(b"\r\ndate:") == 1, data
+    plain = srv.raw(request_bytes("GET", "/cl"), timeout=TIMEOUT).split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nserver: ferricorn" in plain, plain
+
+
 def test_invalid_response_header_is_500(start_server):
     srv = start_server(RAW)
     r = raw_request(srv, "GET", "/bad-header")

@@ -783,10 +783,10 @@ def test_hop_by_hop_headers_from_app_are_dropped(start_server):
         raw = raw_get(srv, "/hop-by-hop")
     status, headers, body = split_response(raw)
     assert status.startswith("HTTP/1.1 200"), raw
-    servers = header_values(headers, "server")
-    assert len(servers) == 1 and servers[0].startswith("ferricorn"), servers
-    dates = header_values(headers, "date")
-    assert len(dates) == 1 and "1970" not in dates[0], dates
+    # The app's own Server and Date replace the server's (Gunicorn's ASGI worker does the
+    # same; its WSGI worker sends both, twice).
+    assert header_values(headers, "server") == ["EvilServer/1.0"]
+    assert header_values(headers, "date") == ["Thu, 01 Jan 1970 00:00:00 GMT"]
     assert header_values(headers, "transfer-encoding") == []
     assert header_values(headers, "keep-alive") == []
     assert header_values(headers, "upgrade") == []

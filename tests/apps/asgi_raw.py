@@ -254,6 +254,13 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
+    if path == "/own-server":
+        await read_messages(receive)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"server", b"my-app"), (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+
     if path == "/bad-header":
         await read_messages(receive)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"x")]})

@@ -146,7 +146,9 @@ fn finish(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp.headers_mut().insert(header::SERVER, shared.server_header.clone());
+    resp.headers_mut()
+        .entry(header::SERVER)
+        .or_insert_with(|| shared.server_header.clone());
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         state.mark_upgraded();
     }

@@ -7,7 +7,9 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::ResponseBody;
 
-/// Headers the server owns; an application's values are dropped.
+/// Headers the server owns; an application's values are dropped. (`Server` and `Date`
+/// are the server's only when the application sets none, as Gunicorn's ASGI worker
+/// does: an application may hide the server's name.)
 fn server_owned(name: &str) -> bool {
     matches!(
         name,
@@ -19,8 +21,6 @@ fn server_owned(name: &str) -> bool {
             | "trailers"
             | "transfer-encoding"
             | "upgrade"
-            | "server"
-            | "date"
     )
 }
 
@@ -187,7 +187,7 @@ mod tests {
         assert!(h.push(b"X", b"a\r\nb").is_err());
         assert!(h.push(b"Content-Length", b"abc").is_err());
         let resp = h.into_response(ResponseBody::full(bytes::Bytes::from_static(b"hello")));
-        assert!(resp.headers().get("server").is_none());
+        assert_eq!(resp.headers()["server"], "evil");
         assert_eq!(resp.headers()["connection"], "close");
         assert!(ResponseHead::new(1000, None).is_err());
         let v = ResponseHead::parse_value(&header::CONTENT_TYPE, b" \ttext/plain  ").unwrap();
