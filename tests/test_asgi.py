@@ -265,6 +265,17 @@ def test_scope_empty_query_and_plain_path(start_server):
     assert sc["query_string"] == ""
 
 
+@pytest.mark.parametrize("header_map, kept", [("drop", False), ("dangerous", True)])
+def test_scope_headers_with_underscore_follow_header_map(start_server, header_map, kept):
+    """As Gunicorn's ASGI worker and the WSGI environ: `X_Forwarded_For` could pass for
+    `X-Forwarded-For` downstream, so it is dropped unless `--header-map dangerous`."""
+    srv = start_server(RAW, "--header-map", header_map)
+    sc = get_json(srv, "/scope", headers={"X_Forwarded_For": "6.6.6.6", "X-Ok": "1"})
+    names = [h[0] for h in sc["headers"]]
+    assert "x-ok" in names
+    assert ("x_forwarded_for" in names) == kept, names
+
+
 def test_scope_root_path(start_server):
     srv = start_server(RAW, "--root-path", "/api")
     sc = get_json(srv, "/scope/x%2Fy?k=v")

@@ -1235,6 +1235,10 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         Ok(app) if is_asgi(py, s, &app) => {
             let cfg = crate::asgi::AsgiConfig {
                 root_path: s.str("root_path").unwrap_or("").trim_end_matches('/').to_string(),
+                keep_underscore_headers: s.str("header_map") == Some("dangerous"),
+                forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(
+                    s.str("forwarder_headers").unwrap_or(""),
+                ),
                 loop_kind: s.str("asgi_loop").unwrap_or("auto").to_string(),
                 lifespan: s.str("asgi_lifespan").unwrap_or("auto").to_string(),
                 high_water: 1 << 20,

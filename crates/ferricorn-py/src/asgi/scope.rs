@@ -127,6 +127,14 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     }
     let headers = PyList::empty(py);
     for (name, value) in &head.headers {
+        // `--header-map drop` (Gunicorn's default, for its ASGI worker too): a name with
+        // `_` could stand in for one with `-` downstream.
+        if name.as_str().contains('_')
+            && !ctx.keep_underscore_headers
+            && !(req.trusted_proxy && ctx.forwarder_headers.allows(name.as_str()))
+        {
+            continue;
+        }
         let pair = PyTuple::new(
             py,
             [
