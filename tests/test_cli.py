@@ -502,6 +502,20 @@ def test_invalid_bind_fails_fast(run_cli):
     assert "Traceback" not in out, out
 
 
+def test_unix_bind_over_a_regular_file_fails_at_once(run_cli, tmp_path):
+    """Gunicorn: "'PATH' is not a socket", no retry; the file is left alone."""
+    path = tmp_path / "not-a-socket"
+    path.write_text("data")
+    t0 = time.monotonic()
+    res = run_cli("-b", f"unix:{path}", "testapp:app", timeout=20)
+    out = output(res)
+    assert res.returncode != 0, out
+    assert time.monotonic() - t0 < 4, out
+    assert f"'{path}' is not a socket" in out, out
+    assert "Retrying" not in out, out
+    assert path.read_text() == "data"
+
+
 def test_port_in_use_retries_then_exits_1(run_cli):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

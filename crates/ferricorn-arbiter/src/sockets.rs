@@ -144,6 +144,12 @@ fn bind_unix(path: &Path, opts: &BindOptions) -> std::io::Result<OwnedFd> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
             std::fs::remove_file(path)?;
+        } else {
+            // Gunicorn's words; a file that is not a socket is never replaced or retried.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{}' is not a socket", path.display()),
+            ));
         }
     }
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
