@@ -768,6 +768,19 @@ def test_limit_request_field_size_counts_the_line_with_its_crlf(start_server, li
         assert_error(r, closed, status)
 
 
+@pytest.mark.parametrize("header, status", [
+    (b"X:" + b"v" * 46, 200),  # 48 bytes, no space after the colon
+    (b"X:" + b" " * 20 + b"v" * 27, 431),  # 49 bytes, mostly whitespace
+])
+def test_limit_request_field_size_measures_the_line_as_sent(start_server, header, status):
+    srv = start_server("testapp:app", "--limit-request-field_size", "50")
+    r, closed = http(srv, get("/", extra=header + b"\r\n", close=False))
+    if status == 200:
+        assert_hello(r)
+    else:
+        assert_error(r, closed, status)
+
+
 def test_limit_request_body_content_length(start_server):
     srv = start_server("testapp:app", "--limit-request-body", "10")
     pid = worker_pid(srv)

@@ -302,6 +302,7 @@ impl<T> IdleIo<T> {
         idle: Option<Duration>,
         head_timeout: Duration,
         line_limit: usize,
+        field_limit: usize,
     ) -> Self {
         let opened = Instant::now();
         Self {
@@ -314,7 +315,7 @@ impl<T> IdleIo<T> {
             since: opened,
             data_since: 0,
             timer: None,
-            scanner: HeadScanner::with_line_limit(line_limit),
+            scanner: HeadScanner::with_limits(line_limit, field_limit),
             interim: Vec::new(),
             interim_written: 0,
             peer: None,

@@ -192,12 +192,23 @@ struct Checked {
 fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo>, state: &Arc<ConnState>) -> Started {
     let cfg = &shared.config;
     let (head, incoming) = req.into_parts();
+    // An HTTP/1 head's header lines were measured as sent by the framing scanner.
+    let h1_limits;
+    let limits = if head.version < http::Version::HTTP_2 {
+        h1_limits = ferricorn_core::request::Limits {
+            field_size: usize::MAX,
+            ..cfg.limits
+        };
+        &h1_limits
+    } else {
+        &cfg.limits
+    };
     let accepted = match check_head(
         &head.method,
         &head.uri,
         head.version,
         &head.headers,
-        &cfg.limits,
+        limits,
         cfg.permit_unconventional_method,
     ) {
         Ok(a) => a,

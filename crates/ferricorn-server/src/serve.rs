@@ -689,6 +689,7 @@ where
         cfg.keepalive,
         cfg.header_timeout,
         cfg.limits.request_line,
+        cfg.limits.field_size,
     )
     .with_peer(info.peer.map(|p| p.ip()));
     let conn_state = state.clone();
