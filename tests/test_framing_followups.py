@@ -99,3 +99,18 @@ def test_a_bare_lf_before_the_request_line_is_refused(start_server):
     assert out.startswith(b"HTTP/1.1 400"), out
     ok = exchange(srv, b"\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200"), ok
+
+
+def test_a_bare_lf_in_an_unfinished_head_is_refused_at_once(start_server):
+    """Gunicorn answers a bare LF as soon as it reads it; a head that never ends must not
+    wait for the head timeout."""
+    import time
+
+    srv = start_server("testapp:app")
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\n")
+        out = recv_all(s, 3)
+    assert out.startswith(b"HTTP/1.1 400"), out
+    assert time.monotonic() - t0 < 2.5, out
+    assert srv.wait_for("bare LF as line terminator", timeout=5)

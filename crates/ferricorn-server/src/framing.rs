@@ -15,9 +15,6 @@
 pub struct HeadFacts {
     pub content_lengths: u32,
     pub transfer_encodings: u32,
-    /// A line of the head ended with LF alone (Gunicorn requires CRLF; httparse
-    /// tolerates LF).
-    pub bare_lf: bool,
     /// The request line has a byte outside ASCII (Gunicorn refuses it; httparse takes
     /// it, and the environ's raw strings would not be latin-1 text).
     pub non_ascii_line: bool,
@@ -45,8 +42,6 @@ impl HeadFacts {
     fn bad_framing(&self) -> Option<&'static str> {
         if self.non_ascii_line {
             Some("Invalid HTTP request line: non-ASCII byte")
-        } else if self.bare_lf {
-            Some("line ending is LF without CR")
         } else if self.content_lengths > 0 && self.transfer_encodings > 0 {
             Some("Content-Length and Transfer-Encoding together")
         } else if self.content_lengths > 1 {
@@ -369,13 +364,23 @@ impl HeadScanner {
     /// The LF ending a line of the head (the line's bytes are in `line`, the byte before
     /// the LF in `prev`).
     fn head_line_end(&mut self, on_head: &mut impl FnMut(HeadFacts)) {
+        if self.prev != b'\r' {
+            // Gunicorn requires CRLF and refuses a bare LF as soon as it reads one;
+            // httparse takes it, and a head that never ends would wait for the timeout.
+            self.reject = Some(if self.state == State::RequestLine {
+                (400, "Invalid HTTP request line: 'bare LF as line terminator'")
+            } else {
+                (400, "Invalid HTTP Header: 'bare LF as line terminator'")
+            });
+            self.state = State::Stop;
+            return;
+        }
         if self.state == State::RequestLine {
             self.connect = self.line.starts_with(b"CONNECT ");
             self.request_line.clear();
             self.request_line.extend_from_slice(trim_cr(&self.line));
-            let raw_len = self.line_len - usize::from(self.prev == b'\r');
+            let raw_len = self.line_len - 1;
             self.facts = HeadFacts {
-                bare_lf: self.prev != b'\r',
                 non_ascii_line: self.line_non_ascii,
                 long_line: (self.line_limit > 0 && raw_len > self.line_limit).then(|| {
                     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -387,15 +392,12 @@ impl HeadScanner {
             self.chunked = false;
             self.state = State::Headers;
         } else {
-            if self.prev != b'\r' {
-                self.facts.bare_lf = true;
-            }
             let line = trim_cr(&self.line);
             if line.is_empty() && self.line_len <= 1 {
                 on_head(self.facts);
                 self.state = self.body_state();
             } else {
-                let with_crlf = self.line_len - usize::from(self.prev == b'\r') + 2;
+                let with_crlf = self.line_len + 1;
                 if self.field_limit > 0 && with_crlf > self.field_limit {
                     self.facts.long_field = true;
                 }
@@ -546,7 +548,7 @@ mod tests {
     fn any_split_of_the_stream_gives_the_same_facts() {
         let stream: &[u8] = b"\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nX: y\r\n\r\nhello\
             GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
-            GET / HTTP/1.1\r\nContent-Length: 1\nContent-Length: 1\r\n\r\nx";
+            GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
         let whole = scan(&[stream]);
         assert_eq!(whole.len(), 3);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
@@ -595,13 +597,21 @@ mod tests {
     }
 
     #[test]
-    fn bare_lf_heads_are_flagged() {
-        for head in [
-            &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
-            b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+    fn bare_lf_heads_are_refused_at_once() {
+        for (head, what) in [
+            (&b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..], "request line"),
+            (b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", "Header"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\n", "Header"),
+            // A head that would never end: refused without waiting.
+            (b"GET / HTTP/1.1\r\nHost: x\n", "Header"),
         ] {
-            assert_eq!(scan(&[head])[0].bad_framing(), Some("line ending is LF without CR"));
+            let mut s = HeadScanner::default();
+            let mut heads = 0;
+            s.feed(head, &mut |_| heads += 1);
+            assert_eq!(heads, 0);
+            let (status, detail) = s.reject.expect("refused");
+            assert_eq!(status, 400);
+            assert!(detail.contains(what) && detail.contains("bare LF"), "{detail}");
         }
         assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"])[0].framing_error(), None);
     }
