@@ -141,7 +141,8 @@ fn bind_tcp(addr: SocketAddr, opts: &BindOptions) -> std::io::Result<OwnedFd> {
 }
 
 fn bind_unix(path: &Path, opts: &BindOptions) -> std::io::Result<OwnedFd> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
+    // Followed through a symlink, as Gunicorn's `os.stat`; the link itself is removed.
+    if let Ok(meta) = std::fs::metadata(path) {
         if meta.file_type().is_socket() {
             std::fs::remove_file(path)?;
         } else {

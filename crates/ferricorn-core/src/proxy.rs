@@ -327,6 +327,12 @@ impl ForwarderHeaders {
     pub fn allows(&self, name: &str) -> bool {
         self.all || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
+
+    /// Whether `--header-map` applies to header `name`: it has a `_` (which could pass
+    /// for a `-` downstream) and is not a forwarder header from a trusted proxy.
+    pub fn is_unsafe_underscore(&self, name: &str, trusted_proxy: bool) -> bool {
+        name.contains('_') && !(trusted_proxy && self.allows(name))
+    }
 }
 
 /// A parsed PROXY protocol header (HAProxy's v1 text or v2 binary form).

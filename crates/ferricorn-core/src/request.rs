@@ -32,7 +32,8 @@ impl Rejection {
 /// Request-size limits (`--limit-request-*`), already normalised the way Gunicorn does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Max bytes in the request line; 0 = unlimited.
+    /// Max bytes in the request line; 0 = unlimited. (HTTP/1 lines are measured raw by
+    /// the server's framing scanner.)
     pub request_line: usize,
     /// Max header lines.
     pub fields: usize,
@@ -150,8 +151,9 @@ pub fn check_head(
     let (mut hosts, mut types, mut lengths) = (0usize, 0usize, 0usize);
     let (mut content_length, mut chunked, mut expect, mut upgrade) = (None, false, false, false);
     for (name, value) in headers {
-        // Gunicorn counts the line as sent, its CRLF included: `name: value\r\n` (one
-        // space after the colon, as good as every client writes it).
+        // Gunicorn counts the line as sent, its CRLF included. HTTP/1 heads are measured
+        // raw by the server's framing scanner (which passes `usize::MAX` here); for
+        // HTTP/2 this is the line HTTP/1 would have had: `name: value\r\n`.
         if name.as_str().len() + value.len() + 4 > limits.field_size {
             return Err(Rejection::new(
                 431,

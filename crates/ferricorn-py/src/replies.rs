@@ -23,7 +23,7 @@ pub(crate) struct Replies {
     /// The pump was notified and has not drained yet: later sends skip the wake-up.
     pending: AtomicBool,
     notify: tokio::sync::Notify,
-    started: std::sync::Once,
+    started: AtomicBool,
 }
 
 impl Replies {
@@ -34,15 +34,20 @@ impl Replies {
             rx,
             pending: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
-            started: std::sync::Once::new(),
+            started: AtomicBool::new(false),
         })
     }
 
     /// On the I/O thread (inside the runtime): starts the pump the first time.
     pub(crate) fn ensure_pump(self: &Arc<Self>) {
-        self.started.call_once(|| {
-            tokio::spawn(self.clone().pump());
-        });
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if !self.started.swap(true, Ordering::AcqRel) {
+                rt.spawn(self.clone().pump());
+            }
+        }
     }
 
     /// From a Python thread. A connection that went away meanwhile just drops it.
@@ -56,8 +61,9 @@ impl Replies {
         loop {
             self.notify.notified().await;
             // Cleared before draining: a send after this point either is drained below
-            // or notifies again (an empty round at worst), never lost.
-            self.pending.store(false, Ordering::Release);
+            // or notifies again (an empty round at worst), never lost. A swap, so that
+            // the drain cannot be ordered before the clear.
+            self.pending.swap(false, Ordering::AcqRel);
             while let Ok((reply, resp)) = self.rx.try_recv() {
                 let _ = reply.send(resp);
             }

@@ -5,10 +5,12 @@
 //! repeated identical `Content-Length` headers into one. Gunicorn answers both with 400,
 //! and so do we; to see them, [`HeadScanner`] follows the raw stream as it is read —
 //! heads line by line, bodies by their framing — and records, per request head, how many
-//! `Content-Length` and `Transfer-Encoding` lines it had. It only counts: every other
-//! rule is left to hyper and `ferricorn_core::request`. When it meets something it
-//! cannot follow (CONNECT, a framing hyper will refuse) it stops; those connections
-//! are closed after the current response anyway.
+//! `Content-Length` and `Transfer-Encoding` lines it had, and what hyper's parsed view
+//! loses: the raw lengths of the request line and header lines (Gunicorn's limits count
+//! them as sent), non-ASCII bytes in the request line, bare LFs. Every other rule is left
+//! to hyper and `ferricorn_core::request`. When it meets something it cannot follow
+//! (CONNECT, a framing hyper will refuse) it stops; those connections are closed after
+//! the current response anyway.
 
 /// What one request head contained, byte for byte.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -154,9 +156,10 @@ pub struct HeadScanner {
     /// request on the connection is served (the scanner has stopped following it).
     pub body_violation: Option<&'static str>,
     /// A request the reader must answer itself, because hyper would wait for more bytes
-    /// where Gunicorn answers at once: a request line past `limit_request_line` with no
-    /// end yet (414), or more than the one empty line RFC 9112 2.2 lets a server skip
-    /// before a request line (400). Scanning stops.
+    /// (or take them) where Gunicorn answers at once: a request line past
+    /// `limit_request_line` with no end yet (414), a bare LF in a head or before it, or
+    /// more than the one empty line RFC 9112 2.2 lets a server skip before a request
+    /// line (400). Scanning stops.
     pub reject: Option<(u16, &'static str)>,
     /// `--limit-request-line` (0: none).
     line_limit: usize,
@@ -651,6 +654,42 @@ mod tests {
         assert_eq!(facts(&line, 0).long_line, None);
         assert_eq!(facts(&line[..4094], 4094).long_line, None);
         assert_eq!(facts(&line[..4095], 4094).long_line, Some((4095, 4094)));
+    }
+
+    /// The raw measures and refusals do not depend on how the reads split the stream.
+    #[test]
+    fn limits_and_refusals_do_not_depend_on_the_split() {
+        let run = |pieces: &[&[u8]]| {
+            let mut s = HeadScanner::with_limits(40, 30);
+            let mut out = Vec::new();
+            for p in pieces {
+                s.feed(p, &mut |f| out.push(f));
+            }
+            (out, s.reject)
+        };
+        let streams: [&[u8]; 4] = [
+            b"GET /#aaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nX: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: 1\r\n\r\nGET / HTTP/1.1\r\nX:                            y\r\n\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\n\r\n",
+        ];
+        for stream in streams {
+            let whole = run(&[stream]);
+            for cut in 0..stream.len() {
+                assert_eq!(run(&[&stream[..cut], &stream[cut..]]), whole, "split at {cut}");
+            }
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(run(&bytes), whole);
+        }
+        let (facts, _) = run(&[streams[0]]);
+        // 41 bytes: one past the limit, too short for the unfinished-line refusal, which
+        // would depend on where the reads end (as Gunicorn's does).
+        assert_eq!(facts[0].long_line, Some((41, 40)));
+        let (facts, _) = run(&[streams[1]]);
+        assert!(!facts[0].long_field && facts[1].long_field);
+        assert!(run(&[streams[2]]).0[0].non_ascii_line);
+        let (facts, reject) = run(&[streams[3]]);
+        assert_eq!((facts.len(), reject.map(|r| r.0)), (1, Some(400)));
     }
 
     #[test]

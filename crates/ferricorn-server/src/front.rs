@@ -192,10 +192,12 @@ struct Checked {
 fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo>, state: &Arc<ConnState>) -> Started {
     let cfg = &shared.config;
     let (head, incoming) = req.into_parts();
-    // An HTTP/1 head's header lines were measured as sent by the framing scanner.
+    // An HTTP/1 head's request line and header lines were measured as sent by the
+    // framing scanner.
     let h1_limits;
     let limits = if head.version < http::Version::HTTP_2 {
         h1_limits = ferricorn_core::request::Limits {
+            request_line: 0,
             field_size: usize::MAX,
             ..cfg.limits
         };
@@ -224,7 +226,7 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
         if let Some(name) = head
             .headers
             .keys()
-            .find(|k| k.as_str().contains('_') && !(trusted_proxy && cfg.forwarder_headers.allows(k.as_str())))
+            .find(|k| cfg.forwarder_headers.is_unsafe_underscore(k.as_str(), trusted_proxy))
         {
             return Started::Done(reject(&info, 400, &format!("invalid header name {name}")));
         }

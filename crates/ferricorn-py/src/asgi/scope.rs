@@ -129,9 +129,10 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     for (name, value) in &head.headers {
         // `--header-map drop` (Gunicorn's default, for its ASGI worker too): a name with
         // `_` could stand in for one with `-` downstream.
-        if name.as_str().contains('_')
-            && !ctx.keep_underscore_headers
-            && !(req.trusted_proxy && ctx.forwarder_headers.allows(name.as_str()))
+        if !ctx.keep_underscore_headers
+            && ctx
+                .forwarder_headers
+                .is_unsafe_underscore(name.as_str(), req.trusted_proxy)
         {
             continue;
         }

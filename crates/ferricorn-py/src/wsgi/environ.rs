@@ -298,7 +298,7 @@ pub fn build<'py>(
         }
         // A header spelled with `_` would be indistinguishable from one spelled with `-`
         // once mapped; Gunicorn drops it so a client cannot spoof a proxy's header.
-        if n.contains('_') && !cfg.map_underscore_headers && !(req.trusted_proxy && cfg.forwarder_headers.allows(n)) {
+        if !cfg.map_underscore_headers && cfg.forwarder_headers.is_unsafe_underscore(n, req.trusted_proxy) {
             continue;
         }
         if let Some(k) = common_key(py, name) {

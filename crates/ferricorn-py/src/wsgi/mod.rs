@@ -20,7 +20,7 @@ pub use hooks::RequestHooks;
 pub use input::{EmptyInput, InputStream};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::replies::{Replies, ReplyTx};
@@ -217,8 +217,11 @@ impl WsgiBridge {
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
+        // App threads that hold a request and wait for the GIL.
+        let contenders = Arc::new(AtomicUsize::new(0));
         for i in 0..threads {
             let rx = rx.clone();
+            let contenders = contenders.clone();
             let shared = shared.clone();
             let clock = clock.clone();
             std::thread::Builder::new()
@@ -231,11 +234,27 @@ impl WsgiBridge {
                     Python::attach(|py| {
                         // Work already queued is taken without letting the GIL go: handing
                         // it to a waiting thread and taking it back costs two thread
-                        // switches per request. A call that blocks (I/O, `sleep`) still
-                        // lets it go, and another thread takes the next request then.
-                        let next = || match rx.try_recv() {
-                            Ok(work) => Ok(work),
-                            Err(_) => py.detach(|| rx.recv()),
+                        // switches per request. Not while another thread holds a request
+                        // and waits for the GIL: that one would wait until CPython's
+                        // switch interval forced the GIL away. A call that blocks (I/O,
+                        // `sleep`) lets it go anyway.
+                        let next = || {
+                            if contenders.load(Ordering::Acquire) == 0 {
+                                if let Ok(work) = rx.try_recv() {
+                                    return Ok(work);
+                                }
+                            }
+                            let work = py.detach(|| {
+                                let work = rx.recv();
+                                if work.is_ok() {
+                                    contenders.fetch_add(1, Ordering::AcqRel);
+                                }
+                                work
+                            });
+                            if work.is_ok() {
+                                contenders.fetch_sub(1, Ordering::AcqRel);
+                            }
+                            work
                         };
                         while let Ok(work) = next() {
                             clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
