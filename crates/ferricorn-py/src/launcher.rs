@@ -996,6 +996,7 @@ fn server_config(
         body_read_timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
         permit_unconventional_method: s.bool("permit_unconventional_http_method"),
         refuse_underscore_headers: s.str("header_map") == Some("refuse"),
+        drop_underscore_headers: s.str("header_map") == Some("drop"),
         max_requests: max_requests(s),
         forwarded_allow: AllowList::parse(s.str("forwarded_allow_ips").unwrap_or("")).unwrap_or_default(),
         secure_scheme_headers: secure_scheme_headers(py, hooks),
@@ -1235,10 +1236,6 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         Ok(app) if is_asgi(py, s, &app) => {
             let cfg = crate::asgi::AsgiConfig {
                 root_path: s.str("root_path").unwrap_or("").trim_end_matches('/').to_string(),
-                keep_underscore_headers: s.str("header_map") == Some("dangerous"),
-                forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(
-                    s.str("forwarder_headers").unwrap_or(""),
-                ),
                 loop_kind: s.str("asgi_loop").unwrap_or("auto").to_string(),
                 lifespan: s.str("asgi_lifespan").unwrap_or("auto").to_string(),
                 high_water: 1 << 20,

@@ -191,7 +191,7 @@ struct Checked {
 /// must be read first or the app answers later.
 fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo>, state: &Arc<ConnState>) -> Started {
     let cfg = &shared.config;
-    let (head, incoming) = req.into_parts();
+    let (mut head, incoming) = req.into_parts();
     // An HTTP/1 head's request line and header lines were measured as sent by the
     // framing scanner.
     let h1_limits;
@@ -222,13 +222,18 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
         return Started::Done(reject(&info, 501, "CONNECT is not supported"));
     }
     let trusted_proxy = cfg.forwarded_allow.allows(info.peer.map(|p| p.ip()));
-    if cfg.refuse_underscore_headers {
-        if let Some(name) = head
-            .headers
-            .keys()
-            .find(|k| cfg.forwarder_headers.is_unsafe_underscore(k.as_str(), trusted_proxy))
-        {
-            return Started::Done(reject(&info, 400, &format!("invalid header name {name}")));
+    if cfg.refuse_underscore_headers || cfg.drop_underscore_headers {
+        // A name spelled with `_` could pass for one spelled with `-` once mapped (a
+        // client spoofing a proxy's header).
+        let unsafe_name = |k: &http::HeaderName| cfg.forwarder_headers.is_unsafe_underscore(k.as_str(), trusted_proxy);
+        if let Some(name) = head.headers.keys().find(|k| unsafe_name(k)) {
+            if cfg.refuse_underscore_headers {
+                return Started::Done(reject(&info, 400, &format!("invalid header name {name}")));
+            }
+            let names: Vec<http::HeaderName> = head.headers.keys().filter(|k| unsafe_name(k)).cloned().collect();
+            for name in names {
+                head.headers.remove(name);
+            }
         }
     }
     if let Some(files) = &cfg.static_files {

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub permit_unconventional_method: bool,
     /// `header_map = refuse`: headers with `_` in their name get 400.
     pub refuse_underscore_headers: bool,
+    /// `header_map = drop` (Gunicorn's default): headers with `_` in their name are
+    /// removed before the app sees the request, for every interface.
+    pub drop_underscore_headers: bool,
     /// Stop gracefully after this many requests (0 = never).
     pub max_requests: u64,
     /// Peers trusted to set the scheme (`forwarded_allow_ips`).
@@ -260,6 +263,7 @@ impl Default for ServerConfig {
             body_read_timeout: None,
             permit_unconventional_method: false,
             refuse_underscore_headers: false,
+            drop_underscore_headers: false,
             max_requests: 0,
             forwarded_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
             secure_scheme_headers: ferricorn_core::proxy::default_secure_scheme_headers(),

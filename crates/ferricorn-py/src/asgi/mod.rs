@@ -126,10 +126,6 @@ impl Mailbox {
 /// Per-worker constants of the bridge.
 pub struct AsgiConfig {
     pub root_path: String,
-    /// `--header-map dangerous`: header names with `_` reach the app.
-    pub keep_underscore_headers: bool,
-    /// `--forwarder-headers`: the `_` names a trusted proxy may send anyway.
-    pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
     pub loop_kind: String,
     pub lifespan: String,
     pub high_water: usize,
@@ -155,8 +151,6 @@ pub(crate) struct LoopCtx {
     pub create_future: Py<PyAny>,
     pub state: Py<PyDict>,
     pub root_path: String,
-    pub keep_underscore_headers: bool,
-    pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
     /// `cancel_later(task)` cancels an app task `--asgi-disconnect-grace-period`
     /// seconds after its client left, if it still runs (see `_asgi.cancel_later`).
     pub cancel_later: Py<PyAny>,
@@ -423,8 +417,6 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         create_future: event_loop.getattr("create_future").map_err(err)?.unbind(),
         state: state.clone().unbind(),
         root_path: cfg.root_path.clone(),
-        keep_underscore_headers: cfg.keep_underscore_headers,
-        forwarder_headers: cfg.forwarder_headers.clone(),
         high_water: cfg.high_water,
         websocket_max_message: cfg.websocket_max_message,
         mailbox: mailbox.clone(),

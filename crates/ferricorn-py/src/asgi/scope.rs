@@ -127,15 +127,6 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     }
     let headers = PyList::empty(py);
     for (name, value) in &head.headers {
-        // `--header-map drop` (Gunicorn's default, for its ASGI worker too): a name with
-        // `_` could stand in for one with `-` downstream.
-        if !ctx.keep_underscore_headers
-            && ctx
-                .forwarder_headers
-                .is_unsafe_underscore(name.as_str(), req.trusted_proxy)
-        {
-            continue;
-        }
         let pair = PyTuple::new(
             py,
             [

@@ -296,11 +296,6 @@ pub fn build<'py>(
             env.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
             continue;
         }
-        // A header spelled with `_` would be indistinguishable from one spelled with `-`
-        // once mapped; Gunicorn drops it so a client cannot spoof a proxy's header.
-        if !cfg.map_underscore_headers && cfg.forwarder_headers.is_unsafe_underscore(n, req.trusted_proxy) {
-            continue;
-        }
         if let Some(k) = common_key(py, name) {
             env.set_item(k, value)?;
             continue;

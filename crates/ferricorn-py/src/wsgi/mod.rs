@@ -34,8 +34,6 @@ pub struct WsgiConfig {
     pub script_name: String,
     pub multithread: bool,
     pub multiprocess: bool,
-    /// `header_map = dangerous`: map headers with `_` instead of dropping them.
-    pub map_underscore_headers: bool,
     /// `--forwarder-headers`: underscore headers a trusted proxy may set.
     pub forwarder_headers: ferricorn_core::proxy::ForwarderHeaders,
     pub sendfile: bool,
@@ -64,7 +62,6 @@ impl WsgiConfig {
             script_name: script_name(py, s),
             multithread: s.int("threads") > 1,
             multiprocess: s.int("workers") > 1,
-            map_underscore_headers: s.str("header_map") == Some("dangerous"),
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
             sendfile: s.bool("sendfile"),
             high_water: 1 << 20,
