@@ -995,8 +995,11 @@ fn server_config(
         prebuffer: 64 * 1024,
         body_read_timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
         permit_unconventional_method: s.bool("permit_unconventional_http_method"),
-        refuse_underscore_headers: s.str("header_map") == Some("refuse"),
-        drop_underscore_headers: s.str("header_map") == Some("drop"),
+        underscore_headers: match s.str("header_map") {
+            Some("refuse") => ferricorn_server::UnderscoreHeaders::Refuse,
+            Some("dangerous") => ferricorn_server::UnderscoreHeaders::Keep,
+            _ => ferricorn_server::UnderscoreHeaders::Drop,
+        },
         max_requests: max_requests(s),
         forwarded_allow: AllowList::parse(s.str("forwarded_allow_ips").unwrap_or("")).unwrap_or_default(),
         secure_scheme_headers: secure_scheme_headers(py, hooks),

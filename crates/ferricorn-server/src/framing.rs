@@ -130,6 +130,9 @@ impl Ext {
     }
 }
 
+/// Gunicorn's words for a bare LF in or before a request line.
+const BARE_LF_LINE: &str = "Invalid HTTP request line: 'bare LF as line terminator'";
+
 /// Longest header-line prefix kept: enough for the names and values we inspect.
 const LINE_CAP: usize = 1024;
 
@@ -266,7 +269,7 @@ impl HeadScanner {
             State::Idle => {
                 if b == b'\n' && self.prev != b'\r' {
                     // Gunicorn skips one CRLF before a request line, never a bare LF.
-                    self.reject = Some((400, "Invalid HTTP request line: 'bare LF as line terminator'"));
+                    self.reject = Some((400, BARE_LF_LINE));
                     self.state = State::Stop;
                 } else if b == b'\n' {
                     self.empty_lines = self.empty_lines.saturating_add(1);
@@ -371,7 +374,7 @@ impl HeadScanner {
             // Gunicorn requires CRLF and refuses a bare LF as soon as it reads one;
             // httparse takes it, and a head that never ends would wait for the timeout.
             self.reject = Some(if self.state == State::RequestLine {
-                (400, "Invalid HTTP request line: 'bare LF as line terminator'")
+                (400, BARE_LF_LINE)
             } else {
                 (400, "Invalid HTTP Header: 'bare LF as line terminator'")
             });

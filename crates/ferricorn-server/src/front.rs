@@ -222,12 +222,10 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
         return Started::Done(reject(&info, 501, "CONNECT is not supported"));
     }
     let trusted_proxy = cfg.forwarded_allow.allows(info.peer.map(|p| p.ip()));
-    if cfg.refuse_underscore_headers || cfg.drop_underscore_headers {
-        // A name spelled with `_` could pass for one spelled with `-` once mapped (a
-        // client spoofing a proxy's header).
+    if cfg.underscore_headers != crate::UnderscoreHeaders::Keep {
         let unsafe_name = |k: &http::HeaderName| cfg.forwarder_headers.is_unsafe_underscore(k.as_str(), trusted_proxy);
         if let Some(name) = head.headers.keys().find(|k| unsafe_name(k)) {
-            if cfg.refuse_underscore_headers {
+            if cfg.underscore_headers == crate::UnderscoreHeaders::Refuse {
                 return Started::Done(reject(&info, 400, &format!("invalid header name {name}")));
             }
             let names: Vec<http::HeaderName> = head.headers.keys().filter(|k| unsafe_name(k)).cloned().collect();

@@ -69,7 +69,7 @@ pub use body::{BodyError, RequestBody, ResponseBody};
 pub use conn::{in_call, ClientGone, EarlyHints};
 pub use listener::Listener;
 pub use response_head::{HeadError, ResponseHead};
-pub use serve::{serve, Http2Options, ServeOutcome, ServerConfig, StopSignal};
+pub use serve::{serve, Http2Options, ServeOutcome, ServerConfig, StopSignal, UnderscoreHeaders};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -30,11 +30,8 @@ pub struct ServerConfig {
     pub prebuffer: usize,
     pub body_read_timeout: Option<Duration>,
     pub permit_unconventional_method: bool,
-    /// `header_map = refuse`: headers with `_` in their name get 400.
-    pub refuse_underscore_headers: bool,
-    /// `header_map = drop` (Gunicorn's default): headers with `_` in their name are
-    /// removed before the app sees the request, for every interface.
-    pub drop_underscore_headers: bool,
+    /// `--header-map`: what becomes of headers with `_` in their name.
+    pub underscore_headers: UnderscoreHeaders,
     /// Stop gracefully after this many requests (0 = never).
     pub max_requests: u64,
     /// Peers trusted to set the scheme (`forwarded_allow_ips`).
@@ -262,8 +259,7 @@ impl Default for ServerConfig {
             prebuffer: 64 * 1024,
             body_read_timeout: None,
             permit_unconventional_method: false,
-            refuse_underscore_headers: false,
-            drop_underscore_headers: false,
+            underscore_headers: UnderscoreHeaders::Keep,
             max_requests: 0,
             forwarded_allow: AllowList::parse("127.0.0.1,::1").unwrap_or_default(),
             secure_scheme_headers: ferricorn_core::proxy::default_secure_scheme_headers(),
@@ -300,6 +296,20 @@ pub enum ServeOutcome {
     /// The master timed out an app call (SIGABRT, handled by the embedding): answer
     /// 500 to calls in flight and stop now.
     Abort,
+}
+
+/// `--header-map`: a name spelled with `_` could pass for one spelled with `-` once
+/// mapped (a client spoofing a proxy's header), so it is removed or refused before the
+/// app sees the request, for every interface (forwarder headers from a trusted proxy
+/// excepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// `dangerous`: passed to the app.
+    Keep,
+    /// `drop` (Gunicorn's default).
+    Drop,
+    /// `refuse`: 400.
+    Refuse,
 }
 
 /// Ways to stop `serve` from outside (besides signals).

@@ -41,8 +41,7 @@ impl WsShared {
 }
 
 enum State {
-    /// Nothing received or sent yet.
-    New,
+    /// The handshake is not answered yet.
     Connecting,
     Open,
     Closed,
@@ -80,7 +79,7 @@ impl WsCycle {
             handshake: Some(handshake),
             out: None,
             runtime,
-            state: State::New,
+            state: State::Connecting,
             connect_delivered: false,
             denial: None,
         }
@@ -233,9 +232,6 @@ impl WsCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if !self.connect_delivered {
             self.connect_delivered = true;
-            if let State::New = self.state {
-                self.state = State::Connecting;
-            }
             let d = PyDict::new(py);
             d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
             return ready(py, d.into_any().unbind());
@@ -261,10 +257,10 @@ impl WsCycle {
         let (message, kind) = message_type(message)?;
         let (message, kind) = (&message, kind.to_str()?);
         match (kind, &self.state) {
-            ("websocket.accept", State::New | State::Connecting) if self.denial.is_none() => self.accept(message)?,
-            ("websocket.http.response.start", State::New | State::Connecting) => self.denial_start(message)?,
-            ("websocket.http.response.body", State::New | State::Connecting) => self.denial_body(message)?,
-            ("websocket.close", State::New | State::Connecting) => self.deny(),
+            ("websocket.accept", State::Connecting) if self.denial.is_none() => self.accept(message)?,
+            ("websocket.http.response.start", State::Connecting) => self.denial_start(message)?,
+            ("websocket.http.response.body", State::Connecting) => self.denial_body(message)?,
+            ("websocket.close", State::Connecting) => self.deny(),
             ("websocket.send", State::Open) => {
                 let out = if let Some(text) = message.get_item(intern!(py, "text"))?.filter(|t| !t.is_none()) {
                     WsOut::Text(text.extract()?)
@@ -307,7 +303,7 @@ impl WsCycle {
         ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
         // Before the handshake was answered, the failure is the server's 500 (uvicorn's
         // and Gunicorn's answer), not a refusal.
-        if matches!(self.state, State::New | State::Connecting) && self.denial.is_none() {
+        if matches!(self.state, State::Connecting) && self.denial.is_none() {
             if let Some(reply) = self.reply.take() {
                 let _ = reply.send(error_page::response(500, "Internal Server Error", true));
             }
@@ -326,7 +322,7 @@ impl WsCycle {
     /// The app is done: deny a handshake it never answered, close an open socket.
     fn finish(&mut self, code: u16) {
         match self.state {
-            State::New | State::Connecting => self.deny(),
+            State::Connecting => self.deny(),
             State::Open => {
                 if let Some(tx) = self.out.take() {
                     let _ = tx.send(WsOut::Close(code, String::new()));

@@ -20,7 +20,7 @@ pub use hooks::RequestHooks;
 pub use input::{EmptyInput, InputStream};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::replies::{Replies, ReplyTx};
@@ -214,11 +214,8 @@ impl WsgiBridge {
         });
         // One entry per app thread, plus one for the I/O thread's inline calls.
         let clock = Arc::new(CallClock((0..=threads).map(|_| AtomicU64::new(0)).collect()));
-        // App threads that hold a request and wait for the GIL.
-        let contenders = Arc::new(AtomicUsize::new(0));
         for i in 0..threads {
             let rx = rx.clone();
-            let contenders = contenders.clone();
             let shared = shared.clone();
             let clock = clock.clone();
             std::thread::Builder::new()
@@ -229,31 +226,7 @@ impl WsgiBridge {
                     // waiting for work: re-attaching per request would create and destroy
                     // a Python thread state (and its frame stack) every time.
                     Python::attach(|py| {
-                        // Work already queued is taken without letting the GIL go: handing
-                        // it to a waiting thread and taking it back costs two thread
-                        // switches per request. Not while another thread holds a request
-                        // and waits for the GIL: that one would wait until CPython's
-                        // switch interval forced the GIL away. A call that blocks (I/O,
-                        // `sleep`) lets it go anyway.
-                        let next = || {
-                            if contenders.load(Ordering::Acquire) == 0 {
-                                if let Ok(work) = rx.try_recv() {
-                                    return Ok(work);
-                                }
-                            }
-                            let work = py.detach(|| {
-                                let work = rx.recv();
-                                if work.is_ok() {
-                                    contenders.fetch_add(1, Ordering::AcqRel);
-                                }
-                                work
-                            });
-                            if work.is_ok() {
-                                contenders.fetch_sub(1, Ordering::AcqRel);
-                            }
-                            work
-                        };
-                        while let Ok(work) = next() {
+                        while let Ok(work) = py.detach(|| rx.recv()) {
                             clock.0[i].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
                             match work {
                                 Work::Request(job) => {
