@@ -450,6 +450,35 @@ def test_unix_socket_with_umask(tmp_path):
         os.rmdir(d)
 
 
+def test_unix_bind_through_a_symlink_to_a_stale_socket(tmp_path):
+    """Gunicorn's os.stat follows the link: a stale socket behind it is replaced, and
+    the server listens at the link's path."""
+    d = tempfile.mkdtemp(prefix="ferricorn-cli-", dir="/tmp")
+    real, link = os.path.join(d, "real.sock"), os.path.join(d, "link.sock")
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(real)
+    os.symlink(real, link)
+    srv = TcpServer(["-b", f"unix:{link}", "testapp:app"], tmp_path, base_env(), tmp_path / "link.log", 0)
+    try:
+        def ready():
+            if srv.proc.poll() is not None:
+                raise AssertionError(f"exited {srv.proc.returncode}:\n{srv.log()}")
+            return "Booting worker" in srv.log()
+
+        assert wait_until(ready, 15), srv.log()
+        assert stat.S_ISSOCK(os.lstat(link).st_mode), "the link is replaced by the socket"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(link)
+            status, body = split_response(http_over(s, "/"))
+        assert status == 200, body
+    finally:
+        srv.stop()
+        for p in (link, real):
+            if os.path.lexists(p):
+                os.unlink(p)
+        os.rmdir(d)
+
+
 def _ipv6_loopback():
     if not socket.has_ipv6:
         return False
