@@ -91,6 +91,18 @@ def test_a_fragment_counts_toward_limit_request_line(start_server):
     assert ok.startswith(b"HTTP/1.1 200"), ok
 
 
+def test_an_unfinished_request_line_past_the_limit_names_both_lengths(start_server):
+    """Gunicorn's read_line refuses a line without its end as soon as it is past the
+    limit, with the bytes read so far and the limit in the reason."""
+    srv = start_server("--limit-request-line", "100", "testapp:app")
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        s.sendall(b"GET /" + b"a" * 300)
+        out = recv_all(s, 3)
+    assert out.startswith(b"HTTP/1.1 414"), out
+    assert b"Request Line is too large (305 &gt; 100)" in out or b"Request Line is too large (305 > 100)" in out, out
+    assert srv.wait_for("Request Line is too large (305 > 100)", timeout=5)
+
+
 def test_a_bare_lf_before_the_request_line_is_refused(start_server):
     """RFC 9112 2.2 lets a server skip a CRLF before a request line; Gunicorn skips
     nothing else."""

@@ -375,7 +375,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
                             && state.heads.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
                     });
                     if let Some((status, detail)) = refused {
-                        let page = crate::error_page::raw(status, detail);
+                        let page = crate::error_page::raw(status, &detail);
                         let _ = Pin::new(&mut this.inner).poll_write(cx, &page);
                         let _ = Pin::new(&mut this.inner).poll_flush(cx);
                         // Gunicorn's wording (fail2ban-style filters match on it).

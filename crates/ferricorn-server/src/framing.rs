@@ -163,7 +163,7 @@ pub struct HeadScanner {
     /// `limit_request_line` with no end yet (414), a bare LF in a head or before it, or
     /// more than the one empty line RFC 9112 2.2 lets a server skip before a request
     /// line (400). Scanning stops.
-    pub reject: Option<(u16, &'static str)>,
+    pub reject: Option<(u16, std::borrow::Cow<'static, str>)>,
     /// `--limit-request-line` (0: none).
     line_limit: usize,
     /// `--limit-request-field-size` (0: none).
@@ -249,7 +249,8 @@ impl HeadScanner {
                             && self.line_limit > 0
                             && self.line_len.saturating_sub(2) > self.line_limit
                         {
-                            self.reject = Some((414, "Request Line is too large"));
+                            let (len, limit) = (self.line_len, self.line_limit);
+                            self.reject = Some((414, format!("Request Line is too large ({len} > {limit})").into()));
                             self.state = State::Stop;
                         }
                     }
@@ -269,12 +270,12 @@ impl HeadScanner {
             State::Idle => {
                 if b == b'\n' && self.prev != b'\r' {
                     // Gunicorn skips one CRLF before a request line, never a bare LF.
-                    self.reject = Some((400, BARE_LF_LINE));
+                    self.reject = Some((400, BARE_LF_LINE.into()));
                     self.state = State::Stop;
                 } else if b == b'\n' {
                     self.empty_lines = self.empty_lines.saturating_add(1);
                     if self.empty_lines > 1 {
-                        self.reject = Some((400, "Invalid HTTP request line: empty lines before the request"));
+                        self.reject = Some((400, "Invalid HTTP request line: empty lines before the request".into()));
                         self.state = State::Stop;
                     }
                 } else if b != b'\r' {
@@ -374,9 +375,9 @@ impl HeadScanner {
             // Gunicorn requires CRLF and refuses a bare LF as soon as it reads one;
             // httparse takes it, and a head that never ends would wait for the timeout.
             self.reject = Some(if self.state == State::RequestLine {
-                (400, BARE_LF_LINE)
+                (400, BARE_LF_LINE.into())
             } else {
-                (400, "Invalid HTTP Header: 'bare LF as line terminator'")
+                (400, "Invalid HTTP Header: 'bare LF as line terminator'".into())
             });
             self.state = State::Stop;
             return;
@@ -791,6 +792,12 @@ mod tests {
         // A request line without its end: refused once past the limit (and two bytes).
         let long = [b"GET /".as_slice(), &[b'a'; 100]].concat();
         assert_eq!(reject(&[&long[..50], &long[50..]], 100), Some(414));
+        let mut s = HeadScanner::with_limits(100, 0);
+        s.feed(&long, &mut |_| {});
+        assert_eq!(
+            s.reject.map(|r| r.1).as_deref(),
+            Some("Request Line is too large (105 > 100)")
+        );
         assert_eq!(reject(&[&long[..50]], 100), None);
         assert_eq!(reject(&[&long], 0), None);
         // A complete long line is the front end's (its own 414, after hyper parses it).
