@@ -232,24 +232,32 @@ class Load:
 # 1. SIGTERM drains in-flight requests
 
 
-def test_graceful_timeout_expiry_is_logged_like_gunicorn(start_server):
-    # A call longer than --graceful-timeout: the master SIGKILLs the worker and reports
-    # it, as Gunicorn's reaping does ("was sent SIGKILL! Perhaps out of memory?").
+def test_graceful_timeout_expiry_kills_without_an_out_of_memory_line(start_server):
+    # A call longer than --graceful-timeout: the master SIGKILLs the worker. Gunicorn's
+    # last reap runs right after its own SIGKILL, before the worker is gone, so a stop
+    # that outlasts the timeout is not reported as "Perhaps out of memory?" (an
+    # ERROR line on every slow deploy would page someone).
     srv = start_server("-w", "1", "--graceful-timeout", "1", APP)
     kids = wait_workers(srv, 1)
+    got = []
 
     def slow():
         try:
-            get(srv.port, "/sleep?6", timeout=15)
-        except Exception:  # noqa: BLE001 - the worker is killed under it
-            pass
+            got.append(get(srv.port, "/sleep?6", timeout=15)[0])
+        except Exception as e:  # noqa: BLE001 - the worker is killed under it
+            got.append(repr(e))
 
     t = threading.Thread(target=slow)
     t.start()
     time.sleep(0.6)
+    t0 = time.monotonic()
     assert srv.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 4, srv.log()
     t.join(20)
-    assert f"[ERROR] Worker (pid:{kids[0]}) was sent SIGKILL! Perhaps out of memory?" in srv.log(), srv.log()
+    assert got and got[0] != 200, got
+    assert not alive(kids[0])
+    assert "Perhaps out of memory" not in srv.log(), srv.log()
+    assert "Shutting down: Master" in srv.log(), srv.log()
 
 
 def test_sigterm_finishes_slow_request_and_late_connections_are_answered_or_refused(start_server):
@@ -545,13 +553,15 @@ def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
     srv = start_server("-w", "1", "-t", "2", "--threads", str(threads), "-c", str(conf), APP)
     kids = wait_workers(srv, 1)
     t0 = time.monotonic()
-    status = None
+    status = body = None
     try:
-        status, _ = get(srv.port, "/forever", timeout=10)
+        status, body = get(srv.port, "/forever", timeout=10)
     except Exception as e:  # noqa: BLE001 - reported below
         status = repr(e)
     elapsed = time.monotonic() - t0
     assert status == 500, f"got {status} after {elapsed:.1f}s\n{srv.log()}"
+    # Gunicorn's error page, with no message (its handle_error for an app failure).
+    assert body.startswith(b"<html>") and b"<h1><p>Internal Server Error</p></h1>\n    \n" in body, body
     assert elapsed < 6.5, f"the 500 came after {elapsed:.1f}s"
     srv.wait_for("WORKER TIMEOUT", 5)
     # The stuck thread's Python stack is in the log: the module file and the function.
@@ -565,6 +575,10 @@ def test_timeout_aborts_stuck_call(start_server, tmp_path, threads):
     assert f"Worker exiting (pid: {kids[0]})" in srv.log(), srv.log()
     new = wait_new_workers(srv.pid, 1, kids, timeout=10)
     assert new, f"worker not replaced: {children(srv.pid)}\n{srv.log()}"
+    # Gunicorn's sync worker leaves its loop after the abort (exit 0); gthread's
+    # SystemExit ends the process with 1, which the master logs.
+    exited = f"Worker (pid:{kids[0]}) exited with code 1."
+    assert (exited in srv.log()) == (threads > 1), srv.log()
     assert get(srv.port) == (200, b"Hello, World!\n")
     assert int(get(srv.port, "/pid")[1]) in new
     assert srv.proc.poll() is None

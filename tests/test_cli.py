@@ -559,6 +559,12 @@ def test_port_in_use_retries_then_exits_1(run_cli):
     assert elapsed >= 3, f"gave up after {elapsed:.1f}s: Gunicorn retries 5 times, 1 s apart"
     assert "in use" in out.lower(), out
     assert "Booting worker" not in out
+    # Gunicorn 27's lines: each failure with Python's words, then one final line.
+    addr = f"('127.0.0.1', {port})"
+    assert out.count(f"[ERROR] Connection in use: {addr}") == 5, out
+    assert out.count(f"[ERROR] connection to {addr} failed: [Errno 98] Address already in use") == 5, out
+    assert f"[ERROR] Can't connect to {addr}\n" in out, out
+    assert "Retrying" not in out, out  # at debug level in Gunicorn 27
 
 
 # --------------------------------------------------------------------------------------
@@ -569,7 +575,7 @@ def test_port_in_use_retries_then_exits_1(run_cli):
     "args, names, value",
     [
         (["-w", "abc"], ("workers", "-w"), "abc"),
-        (["--threads", "0"], ("threads",), "0"),
+        (["--threads", "many"], ("threads",), "many"),
         (["--keep-alive", "x"], ("keepalive", "keep-alive"), "x"),
     ],
     ids=["workers", "threads", "keepalive"],
@@ -1041,3 +1047,57 @@ def test_slow_body_does_not_block(start_server):
         slow.close()
     status, body = split_response(done.get("raw", b""))
     assert status == 200 and body == b"0123456789", done
+
+
+# --------------------------------------------------------------------------------------
+# zero values and the config module, as Gunicorn takes them
+
+
+def test_zero_threads_and_worker_connections_start_as_in_gunicorn(start_server):
+    """Gunicorn accepts 0 for both: no threads is its sync worker, and its sync worker
+    ignores worker_connections. Here 0 connections means no limit."""
+    srv = start_server("--threads", "0", "--worker-connections", "0", "testapp:app")
+    held = [socket.create_connection((srv.host, srv.port), timeout=5) for _ in range(3)]
+    try:
+        for s in held:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s in held:
+            assert s.recv(65536).startswith(b"HTTP/1.1 200"), srv.log()
+    finally:
+        for s in held:
+            s.close()
+    assert "Using worker: sync" in srv.log(), srv.log()
+
+
+def test_zero_workers_start_the_master_alone_and_ttin_adds_one(start_server):
+    srv = start_server("-w", "0", "testapp:app", wait=False)
+    assert wait_until(lambda: "Listening at:" in srv.log(), 10), srv.log()
+    time.sleep(1.0)
+    assert "Booting worker" not in srv.log(), srv.log()
+    assert children(srv.pid) == [], srv.log()
+    srv.send_signal(signal.SIGTTIN)
+    srv.wait_ready()
+    with urllib.request.urlopen(f"http://{srv.host}:{srv.port}/", timeout=5) as r:
+        assert r.status == 200
+
+
+def test_config_module_is_loaded_as_gunicorn_loads_it(start_server, tmp_path):
+    """`__file__` is absolute (hooks find files beside the config after a chdir) and the
+    module is sys.modules["__config__"]."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "site.py").write_text(
+        textwrap.dedent(
+            """\
+            import os, sys
+            chdir = "/"
+            def when_ready(server):
+                here = os.path.dirname(__file__)
+                with open(os.path.join(here, "seen.txt"), "w") as f:
+                    f.write(f"{os.path.isabs(__file__)} {sys.modules['__config__'].__file__ == __file__}")
+            """
+        )
+    )
+    srv = start_server("-c", "conf/site.py", "testapp:app", cwd=tmp_path)
+    seen = tmp_path / "conf" / "seen.txt"
+    assert wait_until(seen.exists, 5), srv.log()
+    assert seen.read_text() == "True True", srv.log()

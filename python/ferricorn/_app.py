@@ -7,6 +7,8 @@ app could not be found: exit code 4) or propagate from the import itself (exit c
 
 import ast
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import traceback
@@ -87,11 +89,22 @@ def exec_config(path):
         return dict(vars(importlib.import_module(path[len("python:"):])))
     if path.startswith("file:"):
         path = path[len("file:"):]
-    namespace = {"__file__": path, "__name__": "__config__"}
-    with open(path, "rb") as f:
-        code = compile(f.read(), path, "exec")
-    exec(code, namespace)
-    return namespace
+    # As Gunicorn loads it: a module named __config__ in sys.modules, with an absolute
+    # __file__ (hooks use it to find files next to the config after a chdir).
+    name = "__config__"
+    if os.path.splitext(path)[1] in (".py", ".pyc"):
+        spec = importlib.util.spec_from_file_location(name, path)
+    else:
+        sys.stderr.write(
+            "!!!\n!!! WARNING: configuration file should have a valid Python extension.\n!!!\n\n"
+        )
+        sys.stderr.flush()
+        loader = importlib.machinery.SourceFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return vars(mod)
 
 
 def format_exception(exc, tb=None):

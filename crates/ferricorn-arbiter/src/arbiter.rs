@@ -808,18 +808,22 @@ impl<L: Launcher> Arbiter<L> {
                 self.signal_all(Signal::SIGQUIT);
                 deadline = deadline.min(Instant::now() + QUICK_STOP_GRACE);
             }
-            self.reap_quietly();
+            self.reap_quietly(true);
         }
         if !self.workers.is_empty() {
             self.signal_all(Signal::SIGKILL);
+            // Gunicorn's last reap comes right after its SIGKILL, before the workers
+            // are gone: the kill it sent itself is not reported as "Perhaps out of
+            // memory?" (a deploy that outlasts graceful_timeout would page someone).
             while !self.workers.is_empty() {
                 let _ = self.pipe.wait(100);
-                self.reap_quietly();
+                self.reap_quietly(false);
             }
         }
     }
 
-    fn reap_quietly(&mut self) {
+    /// Reaps workers while stopping; `report` logs those that did not exit with 0.
+    fn reap_quietly(&mut self, report: bool) {
         while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             let (pid, code, signal) = match status {
                 WaitStatus::Exited(pid, c) => (pid, Some(c), None),
@@ -827,9 +831,9 @@ impl<L: Launcher> Arbiter<L> {
                 _ => break,
             };
             if let Some(w) = self.workers.remove(&pid.as_raw()) {
-                // Gunicorn reaps the same way while it stops: a worker SIGKILLed at the
-                // end of the graceful timeout is reported.
-                log_exit(pid.as_raw(), code, signal);
+                if report {
+                    log_exit(pid.as_raw(), code, signal);
+                }
                 self.heartbeats.retire(w.slot);
                 self.account_exit(&w, code);
                 self.launcher.worker_exited(&WorkerExit {

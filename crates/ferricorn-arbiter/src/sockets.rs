@@ -1,7 +1,7 @@
 //! Binding the listeners, as Gunicorn does: `SO_REUSEADDR`, optional `SO_REUSEPORT`,
 //! stale UNIX socket files removed, `umask` applied to the socket file, `fd://N` and
 //! systemd's `LISTEN_FDS` adopted as they are, and five attempts one second apart when
-//! an address is in use.
+//! the system refuses an address (in use, not available, a missing directory).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -63,23 +63,30 @@ pub fn bind_all(addrs: &[BindAddr], opts: &BindOptions) -> Result<Vec<BoundListe
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match bind_one(addr, opts) {
+            let e = match bind_one(addr, opts) {
                 Ok(fds) => {
                     out.extend(fds.into_iter().map(|fd| BoundListener { addr: addr.clone(), fd }));
                     break;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < opts.attempts => {
-                    ferricorn_core::error!("Connection in use: {}", describe(addr));
-                    ferricorn_core::error!("Retrying in 1 second.");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => {
-                    if e.kind() == std::io::ErrorKind::AddrInUse {
-                        ferricorn_core::error!("Connection in use: {}", describe(addr));
-                    }
-                    return Err(ArbiterError::Bind(format!("Can't connect to {}: {e}", describe(addr))));
-                }
+                Err(e) => e,
+            };
+            // Gunicorn retries every OSError and logs each failure with Python's words;
+            // anything else (a file in the way of a unix socket) stops at once.
+            let Some(code) = e.raw_os_error() else {
+                return Err(ArbiterError::Bind(format!("Can't connect to {}: {e}", describe(addr))));
+            };
+            match e.kind() {
+                std::io::ErrorKind::AddrInUse => ferricorn_core::error!("Connection in use: {}", describe(addr)),
+                std::io::ErrorKind::AddrNotAvailable => ferricorn_core::error!("Invalid address: {}", describe(addr)),
+                _ => {}
             }
+            let reason = nix::errno::Errno::from_raw(code).desc();
+            ferricorn_core::error!("connection to {} failed: [Errno {code}] {reason}", describe(addr));
+            if attempt >= opts.attempts {
+                return Err(ArbiterError::Bind(format!("Can't connect to {}", describe(addr))));
+            }
+            ferricorn_core::debug!("Retrying in 1 second.");
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     Ok(out)
@@ -89,6 +96,7 @@ fn describe(addr: &BindAddr) -> String {
     match addr {
         BindAddr::Tcp { host, port } => format!("('{host}', {port})"),
         BindAddr::TcpName { host, port } => format!("('{host}', {port})"),
+        BindAddr::Unix(path) => path.display().to_string(),
         other => other.to_string(),
     }
 }
@@ -132,9 +140,9 @@ fn bind_tcp(addr: SocketAddr, opts: &BindOptions) -> std::io::Result<OwnedFd> {
     if opts.reuse_port {
         sock.set_reuse_port(true)?;
     }
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
+    // IPV6_V6ONLY is left at the system's default, as Python's socket (and so Gunicorn)
+    // leaves it: on Linux `[::]` then also takes IPv4 clients, which containers that
+    // bind `[::]:8000` rely on.
     sock.bind(&SockAddr::from(addr))?;
     sock.listen(opts.backlog)?;
     Ok(sock.into())

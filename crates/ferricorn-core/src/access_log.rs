@@ -383,26 +383,61 @@ fn basic_auth_user(h: &HeaderMap) -> Option<String> {
     Some(text.split_once(':').map_or(text.clone(), |(u, _)| u.to_string())).filter(|u| !u.is_empty())
 }
 
-/// Python `%`-formatting of one value; strings get Gunicorn's `"` escaping.
+/// Python `%`-formatting of one value (flags, width, precision, `s`/`r`/`d`
+/// conversions); strings get Gunicorn's `"` escaping.
 fn format_value(out: &mut String, value: &AtomValue, spec: &str) {
     let conv = spec.chars().last().unwrap_or('s');
-    let width_spec = &spec[..spec.len().saturating_sub(1)];
-    let left = width_spec.starts_with('-');
-    let width: usize = width_spec
-        .trim_start_matches(['-', '0', '+', ' ', '#'])
-        .split('.')
-        .next()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(0);
-    let text = match (value, conv) {
-        (AtomValue::Int(n), _) => n.to_string(),
-        (AtomValue::Str(s), 'd' | 'i') => s
-            .parse::<i64>()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|_| s.replace('"', "\\\"")),
-        (AtomValue::Str(s), _) => s.replace('"', "\\\""),
-        (AtomValue::Missing, _) => "-".to_string(),
+    let body = &spec[..spec.len().saturating_sub(1)];
+    let flags_end = body
+        .find(|c: char| !matches!(c, '-' | '0' | '+' | ' ' | '#'))
+        .unwrap_or(body.len());
+    let flags = &body[..flags_end];
+    let (width, precision): (usize, Option<usize>) = match body[flags_end..].split_once('.') {
+        Some((w, p)) => (w.parse().unwrap_or(0), Some(p.parse::<usize>().unwrap_or(0))),
+        None => (body[flags_end..].parse().unwrap_or(0), None),
     };
+    let left = flags.contains('-');
+    let number = match (value, conv) {
+        (AtomValue::Int(n), 'd' | 'i' | 'u') => Some(*n as i64),
+        (AtomValue::Str(s), 'd' | 'i' | 'u') => s.parse::<i64>().ok(),
+        _ => None,
+    };
+    let mut text = if let Some(n) = number {
+        let sign = if n < 0 {
+            "-"
+        } else if flags.contains('+') {
+            "+"
+        } else if flags.contains(' ') {
+            " "
+        } else {
+            ""
+        };
+        let digits = n.unsigned_abs().to_string();
+        let digits = match precision {
+            Some(p) if p > digits.len() => format!("{}{digits}", "0".repeat(p - digits.len())),
+            _ => digits,
+        };
+        let zeros = if flags.contains('0') && !left {
+            width.saturating_sub(sign.len() + digits.len())
+        } else {
+            0
+        };
+        format!("{sign}{}{digits}", "0".repeat(zeros))
+    } else {
+        match (value, conv) {
+            (AtomValue::Int(n), 'r' | 'a') => n.to_string(),
+            (AtomValue::Str(s), 'r' | 'a') => python_repr(s),
+            (AtomValue::Missing, 'r' | 'a') => "'-'".to_string(),
+            (AtomValue::Int(n), _) => n.to_string(),
+            (AtomValue::Str(s), _) => s.replace('"', "\\\""),
+            (AtomValue::Missing, _) => "-".to_string(),
+        }
+    };
+    if let (Some(p), 's' | 'r' | 'a') = (precision, conv) {
+        if let Some((cut, _)) = text.char_indices().nth(p) {
+            text.truncate(cut);
+        }
+    }
     let pad = width.saturating_sub(text.chars().count());
     if pad > 0 && !left {
         out.extend(std::iter::repeat_n(' ', pad));
@@ -411,6 +446,35 @@ fn format_value(out: &mut String, value: &AtomValue, spec: &str) {
     if pad > 0 && left {
         out.extend(std::iter::repeat_n(' ', pad));
     }
+}
+
+/// Python's `repr()` of a `str` (the quotes it picks and the escapes it writes).
+fn python_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 #[cfg(test)]
@@ -449,6 +513,19 @@ mod tests {
         assert_eq!(head, "127.0.0.1 - user ");
         let tail = &tail[tail.find(']').unwrap() + 1..];
         assert_eq!(tail, r#" "GET /a%20b?x=1 HTTP/1.1" 200 14 "-" "curl/8 \"x\"""#);
+    }
+
+    #[test]
+    fn conversion_specs_follow_python() {
+        let req = HeaderMap::new();
+        let resp = HeaderMap::new();
+        let rec = record(&req, &resp);
+        let line = |f: &str| AccessFormat::compile(f).render(&rec);
+        assert_eq!(line("%(m).1s|%(m)5s|%(m)-5s|"), "G|  GET|GET  |");
+        assert_eq!(line("%(T)03d|%(s)+d|%(s)06d|%(T).3d"), "001|+200|000200|001");
+        assert_eq!(line("%(h)r %(m)r"), "'127.0.0.1' 'GET'");
+        assert_eq!(python_repr("it's"), "\"it's\"");
+        assert_eq!(python_repr("a'\"b\n"), "'a\\'\"b\\n'");
     }
 
     #[test]

@@ -123,7 +123,7 @@ const PARENT_MASTER_ENV: &str = "GUNICORN_PID";
 pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let s = &boot.settings;
     // Gunicorn's arbiter sets `num_workers` in its constructor: the hook sees None first.
-    let workers = s.int("workers").max(1);
+    let workers = s.int("workers").max(0);
     let _ = boot.hooks.server(py).setattr("num_workers", workers);
     boot.hooks
         .call(py, "nworkers_changed", (boot.hooks.server(py), workers, py.None()));
@@ -238,7 +238,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         None
     };
     let cfg = ArbiterConfig {
-        workers: s.int("workers").max(1) as usize,
+        workers: s.int("workers").max(0) as usize,
         graceful_timeout: Duration::from_secs(s.int("graceful_timeout").max(0) as u64),
         timeout: (s.int("timeout") > 0).then(|| Duration::from_secs(s.int("timeout") as u64)),
         daemon: s.bool("daemon"),
@@ -481,7 +481,7 @@ impl Launcher for PyLauncher {
                 Err(f) => ferricorn_core::error!("reload failed, keeping the old configuration: {}", f.message),
             }
             let hooks = &self.boot.hooks;
-            let new = self.boot.settings.int("workers").max(1) as usize;
+            let new = self.boot.settings.int("workers").max(0) as usize;
             // As in Gunicorn's reload: `num_workers` is reassigned (even unchanged), then
             // `on_reload` runs.
             let _ = hooks.server(py).setattr("num_workers", new);
@@ -797,6 +797,7 @@ fn start_signal_thread(
     hooks: &Hooks,
     worker: &Bound<'_, PyAny>,
     target: std::sync::Arc<std::sync::OnceLock<ferricorn_server::StopSignal>>,
+    abort_code: i32,
 ) {
     use nix::sys::signal::Signal;
     let set = worker_signal_set();
@@ -817,7 +818,7 @@ fn start_signal_thread(
                 }
                 Signal::SIGABRT => {
                     crate::wsgi::answer_stuck_inline_call();
-                    (ServeOutcome::Abort, &abort_hook, 1)
+                    (ServeOutcome::Abort, &abort_hook, abort_code)
                 }
                 _ => {
                     crate::wsgi::answer_stuck_inline_call();
@@ -990,7 +991,11 @@ fn server_config(
             s.int("limit_request_field_size"),
             s.int("limit_request_body"),
         ),
-        worker_connections: s.int("worker_connections").max(1) as usize,
+        // 0: no limit (Gunicorn's sync worker ignores the setting).
+        worker_connections: match s.int("worker_connections") {
+            n if n > 0 => n as usize,
+            _ => tokio::sync::Semaphore::MAX_PERMITS,
+        },
         graceful_timeout: Duration::from_secs(s.int("graceful_timeout").max(0) as u64),
         prebuffer: 64 * 1024,
         body_read_timeout: (timeout > 0).then(|| Duration::from_secs(timeout as u64)),
@@ -1282,7 +1287,10 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     config.half_close = asgi_runtime.is_none();
     config.balance = Some(std::sync::Arc::new(PeerLoad { me: slot, peers }));
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
-    start_signal_thread(py, hooks, &worker, abort_target.clone());
+    // Gunicorn's sync worker catches the abort's SystemExit in its request handler and
+    // leaves its loop normally (exit 0); its threaded and async workers exit with 1.
+    let abort_code = if asgi_runtime.is_none() && threads == 1 { 0 } else { 1 };
+    start_signal_thread(py, hooks, &worker, abort_target.clone(), abort_code);
     // Gunicorn's reloader: a warning at each boot, and `worker_int` when a file changes.
     let on_reload: Option<Box<dyn FnOnce() + Send>> = reload.then(|| {
         ferricorn_core::warning!("Reloader is on. Use in development only!");

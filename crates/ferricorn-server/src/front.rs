@@ -446,7 +446,7 @@ impl WaitForApp {
         // The worker is being aborted (timeout): answer what has not started, as Gunicorn
         // does, instead of leaving the client with a reset.
         if self.shared.aborted.register(&mut self.abort, cx.waker()) {
-            return Poll::Ready(error_page::response(500, "Internal Server Error", true));
+            return Poll::Ready(error_page::response(500, "", true));
         }
         if let Some((sleep, log_as)) = &mut self.deadline {
             // The call goes on (its answer is dropped); `--timeout` still recycles a

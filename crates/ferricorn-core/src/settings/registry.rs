@@ -20,16 +20,16 @@ pub static REGISTRY: &[Def] = defs![
         "An address to listen on: `HOST`, `HOST:PORT`, `[IPv6]:PORT`, `unix:PATH` or `fd://FD`; repeatable. Defaults to `0.0.0.0:$PORT` when `PORT` is set.";
     "backlog", ["--backlog"], "INT", POS, "2048", "Server Socket",
         "The maximum number of pending connections (the `listen()` backlog).";
-    "workers", ["-w", "--workers"], "INT", ONE, "1", "Worker Processes",
-        "The number of worker processes. Defaults to `$WEB_CONCURRENCY` when set.";
+    "workers", ["-w", "--workers"], "INT", POS, "1", "Worker Processes",
+        "The number of worker processes. Defaults to `$WEB_CONCURRENCY` when set. 0 starts the master alone, as in Gunicorn (`TTIN` adds workers).";
     "worker_class", ["-k", "--worker-class"], "STRING", Kind::Str, "sync", "Worker Processes",
         "The worker type. `sync` and `gthread` run WSGI apps on a pool of `threads` threads behind the Rust HTTP front end; `asgi` (and uvicorn's worker paths) select the ASGI bridge.";
     "interface", ["--interface"], "STRING", Kind::Choice(&["auto", "wsgi", "asgi"]), "auto", "Worker Processes",
         "ferricorn: the application interface. `auto` detects ASGI 3 callables (coroutine functions, or objects whose `__call__` is one); `-k asgi` and uvicorn's worker classes select ASGI too.";
-    "threads", ["--threads"], "INT", ONE, "1", "Worker Processes",
-        "The number of application calls a worker runs at once (one OS thread each). Slow clients never hold one: all socket I/O is done in Rust.";
-    "worker_connections", ["--worker-connections"], "INT", ONE, "1000", "Worker Processes",
-        "The maximum number of simultaneous client connections per worker.";
+    "threads", ["--threads"], "INT", POS, "1", "Worker Processes",
+        "The number of application calls a worker runs at once (one OS thread each; 0 counts as 1, as in Gunicorn). Slow clients never hold one: all socket I/O is done in Rust.";
+    "worker_connections", ["--worker-connections"], "INT", POS, "1000", "Worker Processes",
+        "The maximum number of simultaneous client connections per worker (0 = no limit: Gunicorn's sync worker ignores the setting).";
     "max_requests", ["--max-requests"], "INT", POS, "0", "Worker Processes",
         "Restart a worker after this many requests (0 = never).";
     "max_requests_jitter", ["--max-requests-jitter"], "INT", POS, "0", "Worker Processes",

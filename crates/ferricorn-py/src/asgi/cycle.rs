@@ -776,7 +776,7 @@ impl HttpCycle {
             ferricorn_core::exception!("Exception in ASGI application\n{}", traceback.trim_end());
         }
         if self.reply.is_some() {
-            self.respond(error_page::response(500, "Internal Server Error", true));
+            self.respond(error_page::response(500, "", true));
         } else if let Some(tx) = self.pipe.take() {
             tx.abort();
         }
@@ -786,7 +786,7 @@ impl HttpCycle {
     fn app_returned(&mut self) {
         if self.reply.is_some() {
             ferricorn_core::error!("ASGI callable returned without starting response.");
-            self.respond(error_page::response(500, "Internal Server Error", true));
+            self.respond(error_page::response(500, "", true));
         } else if let Some(tx) = self.pipe.take() {
             ferricorn_core::error!("ASGI callable returned without completing response.");
             tx.abort();

@@ -305,7 +305,7 @@ impl WsCycle {
         // and Gunicorn's answer), not a refusal.
         if matches!(self.state, State::Connecting) && self.denial.is_none() {
             if let Some(reply) = self.reply.take() {
-                let _ = reply.send(error_page::response(500, "Internal Server Error", true));
+                let _ = reply.send(error_page::response(500, "", true));
             }
             self.state = State::Closed;
             return;

@@ -58,7 +58,7 @@ pub(crate) fn run<'py>(
         Err(e) => {
             let target = Target(&req.head.method, &req.head.uri);
             ferricorn_core::exception!("Error handling request {target}\n{}", format_exception(py, &e));
-            responder.borrow_mut().send_error(500, "Internal Server Error");
+            responder.borrow_mut().send_error(500, "");
             None
         }
     };
@@ -79,7 +79,7 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
     let target = Target(&method, &uri);
     if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input, &target) {
         ferricorn_core::exception!("Error handling request {target}\n{}", format_exception(py, &e));
-        responder.bind(py).borrow_mut().send_error(500, "Internal Server Error");
+        responder.bind(py).borrow_mut().send_error(500, "");
     }
     if let (Some(hooks), Some((req, environ))) = (&shared.cfg.hooks, hook_args) {
         hooks.post_request(py, req.bind(py), environ.bind(py), responder.bind(py));
@@ -215,7 +215,7 @@ fn fail(
         }
         _ => {
             ferricorn_core::exception!("Error handling request {uri}\n{}", format_exception(py, err));
-            r.send_error(500, "Internal Server Error");
+            r.send_error(500, "");
         }
     }
 }

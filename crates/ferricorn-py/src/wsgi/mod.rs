@@ -132,11 +132,8 @@ pub fn answer_stuck_inline_call() {
     if fd < 0 {
         return;
     }
-    let body = "Internal Server Error";
-    let resp = format!(
-        "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    // Gunicorn's page for an app that failed (its handle_error: no message).
+    let resp = ferricorn_server::error_page::raw(500, "");
     // SAFETY: the descriptor belongs to a connection the stuck I/O thread keeps open; the
     // process exits right after this.
     unsafe {

@@ -64,7 +64,7 @@ impl StartResponse {
     fn build(&mut self, body: ResponseBody) -> Response<ResponseBody> {
         match self.head.take() {
             Some(head) => head.into_response(body),
-            None => ferricorn_server::error_page::response(500, "Internal Server Error", true),
+            None => ferricorn_server::error_page::response(500, "", true),
         }
     }
 
