@@ -126,3 +126,42 @@ def test_a_bare_lf_in_an_unfinished_head_is_refused_at_once(start_server):
     assert out.startswith(b"HTTP/1.1 400"), out
     assert time.monotonic() - t0 < 2.5, out
     assert srv.wait_for("bare LF as line terminator", timeout=5)
+
+
+def test_an_app_framing_its_response_two_ways_gets_a_500_and_the_connection_stays_in_step(start_server):
+    """Two different Content-Length headers from the app: sending one and the body cut to
+    the other would make the next response on the connection part of this one."""
+    srv = start_server("testapp:app")
+    out = exchange(
+        srv,
+        b"GET /lengths?5,3 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /lengths?5,5 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /lengths?+5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    first, rest = out.split(b"</html>\n", 1)
+    assert first.startswith(b"HTTP/1.1 500"), out
+    # The 500 closes the connection (as Gunicorn's error page does).
+    assert rest == b"", out
+    assert srv.wait_for("conflicting Content-Length headers (5 and 3)", timeout=5)
+    same = exchange(srv, b"GET /lengths?5,5 HTTP/1.1\r\nHost: x\r\n\r\nGET /lengths?+5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert same.lower().count(b"content-length: 5\r\n") == 2, same
+    assert same.count(b"HTTP/1.1 200") == 2 and same.count(b"hello") == 2, same
+
+
+def test_a_small_body_that_stops_arriving_is_answered_408_at_the_timeout(start_server):
+    """The front end reads bodies up to 64 KiB before calling the app; a client that
+    stops sending must not hold its connection (and its --worker-connections slot)."""
+    import time
+
+    srv = start_server("--timeout", "2", "testapp:app")
+    for head in (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ):
+        with socket.create_connection((srv.host, srv.port), timeout=10) as s:
+            t0 = time.monotonic()
+            s.sendall(head)
+            out = recv_all(s, 8)
+            elapsed = time.monotonic() - t0
+        assert out.startswith(b"HTTP/1.1 408"), out
+        assert 1.5 < elapsed < 5, elapsed

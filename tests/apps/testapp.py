@@ -45,6 +45,11 @@ def app(environ, start_response):
     if path == "/bad-header":
         start_response("200 OK", [("X-Bad", "a\r\nb")])
         return [b"never"]
+    if path == "/lengths":
+        # Content-Length values from the query, e.g. "5,3" or "+5" (body "hello").
+        lengths = environ.get("QUERY_STRING", "").split(",")
+        start_response("200 OK", [("Content-Length", n) for n in lengths])
+        return [b"hello"]
     if path == "/bad-status":
         start_response("OK", [])
         return [b"never"]

@@ -76,8 +76,7 @@ fn push_content_length(head: &mut ResponseHead, text: &[u8]) -> Result<(), HeadE
         (l.text[..l.len] == *text).then(|| (l.value.clone(), l.n))
     });
     if let Some((value, n)) = hit {
-        head.push_content_length(value, n);
-        return Ok(());
+        return head.push_content_length(value, n);
     }
     let value = ResponseHead::parse_value(&http::header::CONTENT_LENGTH, text)?;
     let n = ResponseHead::parse_content_length(&value)?;
@@ -93,8 +92,7 @@ fn push_content_length(head: &mut ResponseHead, text: &[u8]) -> Result<(), HeadE
             });
         }
     }
-    head.push_content_length(value, n);
-    Ok(())
+    head.push_content_length(value, n)
 }
 
 /// Whether `obj` outlives this response: something besides the header list holds it (a

@@ -94,10 +94,14 @@ impl RequestBody {
     }
 
     /// Reads from the socket (on the runtime) until `max` bytes are queued or the body ends.
-    pub(crate) async fn prebuffer(&mut self, max: usize) -> Result<(), BodyError> {
+    /// `idle` bounds the wait for each piece when the body has no read timeout of its
+    /// own (`--timeout 0`): a client that stops sending must not hold its connection,
+    /// and its slot in `--worker-connections`, for ever.
+    pub(crate) async fn prebuffer(&mut self, max: usize, idle: Duration) -> Result<(), BodyError> {
+        let wait = self.read_timeout.unwrap_or(idle);
         let mut queued: usize = self.ready.iter().map(Bytes::len).sum();
         while queued < max {
-            match self.next_frame().await? {
+            match self.next_frame_within(wait).await? {
                 Some(chunk) => {
                     queued += chunk.len();
                     self.ready.push_back(chunk);
@@ -106,6 +110,17 @@ impl RequestBody {
             }
         }
         Ok(())
+    }
+
+    /// The next piece, or `Timeout` (the body is then failed) if none comes within `t`.
+    async fn next_frame_within(&mut self, t: Duration) -> Result<Option<Bytes>, BodyError> {
+        match tokio::time::timeout(t, self.next_frame()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.incoming = None;
+                Err(self.fail(BodyError::Timeout))
+            }
+        }
     }
 
     async fn next_frame(&mut self) -> Result<Option<Bytes>, BodyError> {
@@ -209,13 +224,7 @@ impl RequestBody {
         let timeout = self.read_timeout;
         rt.block_on(async {
             match timeout {
-                Some(t) => match tokio::time::timeout(t, self.next_frame()).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.incoming = None;
-                        Err(self.fail(BodyError::Timeout))
-                    }
-                },
+                Some(t) => self.next_frame_within(t).await,
                 None => self.next_frame().await,
             }
         })

@@ -280,7 +280,8 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
     // never holds an application thread.
     let (shared, state) = (shared.clone(), state.clone());
     Started::Waiting(Box::pin(async move {
-        if let Err(e) = body.prebuffer(shared.config.prebuffer).await {
+        let cfg = &shared.config;
+        if let Err(e) = body.prebuffer(cfg.prebuffer, cfg.header_timeout).await {
             return reject(&checked.info, e.status(), &e.to_string());
         }
         if let Some(refused) = refuse_body(&mut body, &checked.info, &state) {

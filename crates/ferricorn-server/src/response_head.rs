@@ -34,6 +34,8 @@ pub enum HeadError {
     ContentLength(String),
     #[error("invalid status {0}")]
     Status(u16),
+    #[error("conflicting Content-Length headers ({0} and {1})")]
+    ConflictingLength(u64, u64),
 }
 
 #[derive(Debug)]
@@ -95,8 +97,7 @@ impl ResponseHead {
     pub fn push_parsed(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), HeadError> {
         if name == header::CONTENT_LENGTH {
             let n = Self::parse_content_length(&value)?;
-            self.push_content_length(value, n);
-            return Ok(());
+            return self.push_content_length(value, n);
         }
         if server_owned(name.as_str()) {
             if name == header::CONNECTION && value.as_bytes().eq_ignore_ascii_case(b"close") {
@@ -114,10 +115,24 @@ impl ResponseHead {
         v.parse().map_err(|_| HeadError::ContentLength(v.to_string()))
     }
 
-    /// Adds a `Content-Length` header whose value [`Self::parse_content_length`] read as `n`.
-    pub fn push_content_length(&mut self, value: HeaderValue, n: u64) {
+    /// Adds a `Content-Length` header whose value [`Self::parse_content_length`] read as
+    /// `n`. The header goes out once, in digits only (`+5` as `5`); a second one with
+    /// another length is refused: a response framed two ways would desynchronise the
+    /// connection for whatever request follows on it.
+    pub fn push_content_length(&mut self, value: HeaderValue, n: u64) -> Result<(), HeadError> {
+        match self.content_length {
+            Some(m) if m == n => return Ok(()),
+            Some(m) => return Err(HeadError::ConflictingLength(m, n)),
+            None => {}
+        }
+        let value = if value.as_bytes().iter().all(u8::is_ascii_digit) {
+            value
+        } else {
+            HeaderValue::from(n)
+        };
         self.content_length = Some(n);
         self.headers.append(header::CONTENT_LENGTH, value);
+        Ok(())
     }
 
     /// The head as an informational response (`HTTP/1.1 103 Early Hints` and its
@@ -175,6 +190,20 @@ impl ResponseHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_length_goes_out_once_and_in_digits() {
+        let mut h = ResponseHead::new(200, None).unwrap();
+        h.push(b"Content-Length", b"+5").unwrap();
+        h.push(b"content-length", b"5").unwrap();
+        assert!(matches!(
+            h.push(b"Content-Length", b"3"),
+            Err(HeadError::ConflictingLength(5, 3))
+        ));
+        let resp = h.into_response(ResponseBody::empty());
+        let values: Vec<_> = resp.headers().get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(values, ["5"]);
+    }
 
     #[test]
     fn policy() {
