@@ -1083,3 +1083,24 @@ def test_threads_1_writes_each_response_as_its_app_returns(start_server):
     # The first answer came after its own nap, not after the others'.
     assert times[0] < 3 * nap, times
     assert times[n // 2] < times[-1] - nap, times
+
+
+def test_writes_past_the_declared_length_or_on_head_are_dropped_quietly(start_server):
+    """Once hyper has the whole body (its Content-Length, or none for HEAD) it lets the
+    body go; later write() calls must not fail as if the client had left (they raised
+    OSError on app threads), and the bytes past the length are dropped as Gunicorn's
+    write() drops them."""
+    import http.client
+
+    srv = start_server("--threads", "4", "testapp:app")
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+    for i in range(40):
+        method = "HEAD" if i % 2 else "GET"
+        conn.request(method, "/capped-writes")
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200, (method, r.status, body)
+        assert body == (b"" if method == "HEAD" else b"AB"), (method, body)
+    conn.close()
+    log = srv.log()
+    assert "Error handling request" not in log and "client disconnected" not in log, log

@@ -35,6 +35,13 @@ def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written ")
         return [b"returned"]
+    if path == "/capped-writes":
+        # More written than the declared length, an empty write, then more: Gunicorn
+        # sends the first two bytes and drops the rest without an error.
+        write = start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        for piece in (b"A", b"BC", b"", b"D"):
+            write(piece)
+        return []
     if path == "/error":
         raise RuntimeError("boom from the app")
     if path == "/sleep":

@@ -135,6 +135,11 @@ impl ResponseHead {
         Ok(())
     }
 
+    /// The length the app declared with `Content-Length`, if it did.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
     /// The head as an informational response (`HTTP/1.1 103 Early Hints` and its
     /// headers), for [`crate::EarlyHints`]. 100 and 101 belong to the server.
     pub fn interim_bytes(&self) -> Result<Vec<u8>, HeadError> {

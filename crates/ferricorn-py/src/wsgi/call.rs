@@ -45,7 +45,15 @@ pub(crate) fn run<'py>(
     inline: bool,
 ) -> (Option<Bound<'py, StartResponse>>, Option<Continuation>) {
     let hints = req.early_hints.clone();
-    let responder = match Bound::new(py, StartResponse::new(handover, shared.cfg.high_water, hints)) {
+    let responder = match Bound::new(
+        py,
+        StartResponse::new(
+            handover,
+            shared.cfg.high_water,
+            hints,
+            req.head.method == http::Method::HEAD,
+        ),
+    ) {
         Ok(r) => r,
         Err(e) => {
             let target = Target(&req.head.method, &req.head.uri);

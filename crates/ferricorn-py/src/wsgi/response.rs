@@ -36,10 +36,22 @@ pub struct StartResponse {
     pub status: Option<Py<PyString>>,
     pub headers: Option<Py<PyAny>>,
     pub sent: u64,
+    /// The request is HEAD: no body goes out, whatever the app writes.
+    head_request: bool,
+    /// The most body bytes the response may carry (its `Content-Length`; 0 for HEAD,
+    /// 1xx, 204 and 304). `write()` drops what goes past it, as Gunicorn's does: once
+    /// hyper has what it will send it lets the body go, and a write after that must not
+    /// look like a client that left.
+    body_cap: Option<u64>,
 }
 
 impl StartResponse {
-    pub(crate) fn new(reply: Handover, high_water: usize, hints: Option<ferricorn_server::EarlyHints>) -> Self {
+    pub(crate) fn new(
+        reply: Handover,
+        high_water: usize,
+        hints: Option<ferricorn_server::EarlyHints>,
+        head_request: bool,
+    ) -> Self {
         Self {
             head: None,
             reply: Some(reply),
@@ -50,6 +62,8 @@ impl StartResponse {
             status: None,
             headers: None,
             sent: 0,
+            head_request,
+            body_cap: None,
         }
     }
 
@@ -112,18 +126,32 @@ impl StartResponse {
     }
 
     /// Queues a body chunk; the headers go out with the first non-empty one.
-    pub fn write_chunk(&mut self, py: Python<'_>, data: Bytes) -> PyResult<Result<(), Disconnected>> {
+    pub fn write_chunk(&mut self, py: Python<'_>, mut data: Bytes) -> PyResult<Result<(), Disconnected>> {
+        // The headers go out with the first non-empty write (PEP 3333), even when none
+        // of it can be sent.
+        let written = !data.is_empty();
+        if let Some(cap) = self.body_cap {
+            let left = cap.saturating_sub(self.sent);
+            if (data.len() as u64) > left {
+                data.truncate(left as usize);
+            }
+        }
         self.sent += data.len() as u64;
         if !self.headers_sent() {
             if !self.started() {
                 return Err(PyAssertionError::new_err("write() called before start_response()"));
             }
-            if data.is_empty() {
+            if !written {
                 return Ok(Ok(()));
             }
             let (tx, rx) = pipe::channel(self.high_water);
             self.send(ResponseBody::stream(rx));
             self.pipe = Some(tx);
+        }
+        if data.is_empty() {
+            // Nothing to send (an empty write, or past the body's end): hyper may have
+            // let the body go already.
+            return Ok(Ok(()));
         }
         let Some(tx) = self.pipe.as_ref() else {
             return Ok(Err(Disconnected));
@@ -183,6 +211,11 @@ impl StartResponse {
                 push_header(&mut head, &item?)?;
             }
         }
+        self.body_cap = if self.head_request || code < 200 || code == 204 || code == 304 {
+            Some(0)
+        } else {
+            head.content_length()
+        };
         self.head = Some(head);
         self.status = Some(status.clone().unbind());
         self.headers = Some(headers.clone().unbind());
