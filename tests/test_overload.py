@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from conftest import recv_all
+from conftest import recv_all, wait_until
 
 
 def get(srv, path, timeout=10):
@@ -89,3 +89,60 @@ def test_request_deadline_answers_504(start_server):
     time.sleep(2.2)
     assert get(srv, "/", timeout=10)[0] == 200
     assert get(srv, "/sleep?0.1")[0] == 200
+
+
+def _worker_rss_kib(master_pid):
+    from conftest import children
+
+    total = 0
+    for pid in children(master_pid):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def test_many_large_unfinished_heads_are_bounded_in_memory(start_server):
+    """Gunicorn's limits allow ~800 KiB heads (100 fields of 8190 bytes). 200 clients
+    sending such heads and never finishing them would make the parser hold ~155 MB; the
+    worker holds at most 64 MiB of large heads and refuses the rest with 431, keeps
+    serving, and takes large heads again once those clients are gone."""
+    srv = start_server("testapp:app")
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-F%d: " % i + b"v" * 8000 + b"\r\n" for i in range(98))
+    before = _worker_rss_kib(srv.pid)
+    conns = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection((srv.host, srv.port), timeout=5)
+            s.sendall(head)
+            conns.append(s)
+        time.sleep(1.0)
+        during = _worker_rss_kib(srv.pid)
+        import select
+
+        refused, waiting = 0, list(conns)
+        deadline = time.monotonic() + 3
+        while waiting and time.monotonic() < deadline:
+            readable, _, _ = select.select(waiting, [], [], 0.5)
+            for s in readable:
+                waiting.remove(s)
+                refused += s.recv(64).startswith(b"HTTP/1.1 431")
+        assert refused >= 50, refused  # 200 x 726 KiB against 64 MiB: ~107 once all are read
+        # 64 MiB of heads past 64 KiB each (~75 MB in all); ~155 MB without the bound.
+        assert during - before < 110 * 1024, (before, during)
+        with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert recv_all(s, 5).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in conns:
+            s.close()
+
+    def large_head_served():
+        with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+            s.sendall(head + b"Connection: close\r\n\r\n")
+            return recv_all(s, 5).startswith(b"HTTP/1.1 200")
+
+    # The budget comes back as the server notices each closed connection.
+    assert wait_until(large_head_served, 10), srv.log()
+    assert srv.wait_for("too many large request heads at once", timeout=5)

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -290,6 +290,27 @@ pub struct IdleIo<T> {
     /// A read returned Pending while a request was in progress, so no idle timer was
     /// armed; see `poll_flush`.
     parked_busy: bool,
+    /// This connection's share of `LARGE_HEADS` (its unfinished head past `FREE_HEAD`).
+    head_reserved: usize,
+}
+
+/// Bytes of an unfinished request head any connection may hold. Gunicorn's limits allow
+/// heads of ~800 KiB (100 fields of 8190 bytes); real ones are a few KiB.
+const FREE_HEAD: usize = 64 << 10;
+/// What all of a worker's connections together may hold beyond `FREE_HEAD` each, so
+/// that a thousand clients sending large heads and never finishing them cannot take
+/// ~1 GB (the parser's buffer grows with the head). A head that would go past it is
+/// refused with 431; one or a few large heads at a time are served as Gunicorn would.
+const LARGE_HEADS_BUDGET: usize = 64 << 20;
+static LARGE_HEADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes `n` bytes of `LARGE_HEADS`, unless that would go past the budget.
+fn reserve_large_head(n: usize) -> bool {
+    LARGE_HEADS
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            used.checked_add(n).filter(|total| *total <= LARGE_HEADS_BUDGET)
+        })
+        .is_ok()
 }
 
 impl<T> IdleIo<T> {
@@ -320,12 +341,47 @@ impl<T> IdleIo<T> {
             interim_written: 0,
             peer: None,
             parked_busy: false,
+            head_reserved: 0,
         }
     }
 
     pub fn with_peer(mut self, peer: Option<std::net::IpAddr>) -> Self {
         self.peer = peer;
         self
+    }
+}
+
+impl<T> Drop for IdleIo<T> {
+    fn drop(&mut self) {
+        release_large_head(&mut self.head_reserved);
+    }
+}
+
+/// Keeps a connection's share of `LARGE_HEADS` (`reserved`) equal to its unfinished head
+/// past `FREE_HEAD`. False when the worker has no room left for it: the head is refused.
+fn account_large_head(scanner: &mut HeadScanner, reserved: &mut usize) -> bool {
+    let big = scanner.unfinished_head_len().saturating_sub(FREE_HEAD);
+    if big > *reserved {
+        if !reserve_large_head(big - *reserved) {
+            scanner.refuse(
+                431,
+                "Request Header Fields Too Large: too many large request heads at once",
+            );
+            release_large_head(reserved);
+            return false;
+        }
+        *reserved = big;
+    } else if big < *reserved {
+        LARGE_HEADS.fetch_sub(*reserved - big, Ordering::AcqRel);
+        *reserved = big;
+    }
+    true
+}
+
+fn release_large_head(reserved: &mut usize) {
+    if *reserved > 0 {
+        LARGE_HEADS.fetch_sub(*reserved, Ordering::AcqRel);
+        *reserved = 0;
     }
 }
 
@@ -363,6 +419,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
                     let state = &this.state;
                     this.scanner
                         .feed(&buf.filled()[before..], &mut |facts| state.push_head(facts));
+                    let over_budget = (this.head_reserved > 0 || this.scanner.unfinished_head_len() > FREE_HEAD)
+                        && !account_large_head(&mut this.scanner, &mut this.head_reserved);
                     // hyper would wait for the rest of a head that must be refused now:
                     // answer here (a small write to an idle socket, best effort), hide
                     // the bytes from hyper and end the connection. Only on an idle
@@ -381,6 +439,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for IdleIo<T> {
                         // Gunicorn's wording (fail2ban-style filters match on it).
                         let ip = this.peer.map(|p| p.to_string()).unwrap_or_default();
                         ferricorn_core::warning!("Invalid request from ip={ip}: {detail}");
+                        buf.set_filled(before);
+                        this.state.mark_closed();
+                        return Poll::Ready(Ok(()));
+                    }
+                    if over_budget {
+                        // Behind a request still being answered: the parser must not
+                        // buffer this head either, so the connection ends here.
+                        let ip = this.peer.map(|p| p.to_string()).unwrap_or_default();
+                        ferricorn_core::warning!("Invalid request from ip={ip}: too many large request heads at once");
                         buf.set_filled(before);
                         this.state.mark_closed();
                         return Poll::Ready(Ok(()));

@@ -170,6 +170,8 @@ pub struct HeadScanner {
     field_limit: usize,
     /// Empty lines seen since the last message.
     empty_lines: u8,
+    /// Bytes of the head being read, its finished lines (with their LF) only.
+    head_len: usize,
 }
 
 impl Default for HeadScanner {
@@ -190,6 +192,7 @@ impl Default for HeadScanner {
             line_limit: 0,
             field_limit: 0,
             empty_lines: 0,
+            head_len: 0,
         }
     }
 }
@@ -281,6 +284,7 @@ impl HeadScanner {
                 } else if b != b'\r' {
                     self.empty_lines = 0;
                     self.state = State::RequestLine;
+                    self.head_len = 0;
                     self.line.clear();
                     self.line_len = 0;
                     self.line_non_ascii = !b.is_ascii();
@@ -402,7 +406,11 @@ impl HeadScanner {
             let line = trim_cr(&self.line);
             if line.is_empty() && self.line_len <= 1 {
                 on_head(self.facts);
+                self.head_len = 0;
                 self.state = self.body_state();
+                self.line.clear();
+                self.line_len = 0;
+                return;
             } else {
                 let with_crlf = self.line_len + 1;
                 if self.field_limit > 0 && with_crlf > self.field_limit {
@@ -411,8 +419,25 @@ impl HeadScanner {
                 self.header_line();
             }
         }
+        self.head_len += self.line_len + 1;
         self.line.clear();
         self.line_len = 0;
+    }
+
+    /// Bytes received of a head not finished yet (0 between heads and in bodies): what
+    /// the HTTP parser holds in its buffer for this connection.
+    pub fn unfinished_head_len(&self) -> usize {
+        match self.state {
+            State::RequestLine | State::Headers => self.head_len + self.line_len,
+            _ => 0,
+        }
+    }
+
+    /// Refuses the connection's input from here on with `status` (answered by the
+    /// connection's reader, see `reject`).
+    pub fn refuse(&mut self, status: u16, detail: &'static str) {
+        self.reject = Some((status, detail.into()));
+        self.state = State::Stop;
     }
 
     /// Notes a byte outside ASCII in the request line (header values may have them).
