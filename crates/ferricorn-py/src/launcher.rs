@@ -195,8 +195,11 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     // Gunicorn's worker_class_str: the class as configured, "gthread" for a sync class
     // given threads.
     let configured = s.str("worker_class").unwrap_or("sync");
-    let kind = if asgi_forced {
+    // `--interface asgi` with the default class is ferricorn's own: "asgi" then.
+    let kind = if asgi_forced && configured == "sync" {
         "asgi"
+    } else if asgi_forced {
+        configured
     } else if threads > 1 && (configured == "sync" || configured.ends_with("SyncWorker")) {
         "gthread"
     } else {
