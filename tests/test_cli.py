@@ -1101,3 +1101,24 @@ def test_config_module_is_loaded_as_gunicorn_loads_it(start_server, tmp_path):
     seen = tmp_path / "conf" / "seen.txt"
     assert wait_until(seen.exists, 5), srv.log()
     assert seen.read_text() == "True True", srv.log()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_log_files_are_given_to_the_worker_user(start_server, tmp_path):
+    """Gunicorn's logger chowns its files to --user/--group, so workers can reopen them
+    after a rotation (USR1)."""
+    import pwd
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no 'nobody' user")
+    elog, alog = tmp_path / "error.log", tmp_path / "access.log"
+    srv = start_server(
+        "-u", "nobody", "-g", str(nobody.pw_gid), "--error-logfile", str(elog), "--access-logfile", str(alog),
+        "testapp:app", wait=False,
+    )
+    assert wait_until(lambda: elog.exists() and "Listening at:" in elog.read_text(), 10), srv.log()
+    for f in (elog, alog):
+        st = f.stat()
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), f

@@ -156,6 +156,16 @@ pub fn reopen() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The log files written (error log, access log), for the master to give to the
+/// workers' user as Gunicorn does.
+pub fn file_paths() -> Vec<String> {
+    [&PATH, &ACCESS_PATH]
+        .iter()
+        .filter_map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .filter(|p| p != "-")
+        .collect()
+}
+
 /// The descriptor log lines go to (for `wsgi.errors` and stdio capture).
 pub fn fd() -> RawFd {
     FD.load(Ordering::Relaxed)

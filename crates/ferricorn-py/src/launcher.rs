@@ -70,6 +70,17 @@ fn chown_unix_sockets(listeners: &[BoundListener], identity: &Identity) {
     }
 }
 
+/// The log files go to the workers' user (`--user`/`--group`), as Gunicorn's logger
+/// chowns them, so a worker can reopen them after a rotation (USR1).
+fn chown_log_files(identity: &Identity) {
+    if identity.uid.is_none() && identity.gid.is_none() {
+        return;
+    }
+    for path in ferricorn_core::log::file_paths() {
+        let _ = nix::unistd::chown(path.as_str(), identity.uid, identity.gid);
+    }
+}
+
 /// One "Listening at:" line for all listeners, comma-separated, as Gunicorn logs them
 /// (at start and when HUP changes `bind`), and what hooks print of `server.LISTENERS`
 /// (Gunicorn's socket objects print the same).
@@ -187,6 +198,7 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         };
         chown_unix_sockets(&listeners, &identity);
     }
+    chown_log_files(&identity);
     ferricorn_core::debug!("Arbiter booted");
     announce_listeners(py, &boot.hooks, &listeners, tls.is_some());
     let threads = s.int("threads");
@@ -496,6 +508,8 @@ impl Launcher for PyLauncher {
 
     fn reopen_logs(&mut self) {
         let _ = ferricorn_core::log::reopen();
+        // A rotated file is new (the master's): the workers reopen it right after.
+        chown_log_files(&self.identity);
     }
 
     fn reloaded_config(&self, cfg: &mut ArbiterConfig) {
