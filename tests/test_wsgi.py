@@ -1042,7 +1042,7 @@ def test_file_wrapper_over_a_gzip_file_sends_what_read_gives(start_server, tmp_p
 def test_wsgi_errors_reach_the_log(start_server):
     srv = start_server(APP, "-w", "1")
     t = token()
-    assert get_json(srv, f"/errors?token={t}") == {"ok": True}
+    assert get_json(srv, f"/errors?token={t}") == {"ok": True, "surface": [False, True, False, False, False, True]}
     wait_log(srv, f"errors-write {t}")
     wait_log(srv, f"errors-line1 {t}")
     wait_log(srv, f"errors-line2 {t}")

@@ -364,7 +364,10 @@ def app(environ, start_response):
         environ["wsgi.errors"].write(f"errors-write {token}\n")
         environ["wsgi.errors"].writelines([f"errors-line1 {token}\n", f"errors-line2 {token}\n"])
         environ["wsgi.errors"].flush()
-        return _json(start_response, {"ok": True})
+        e = environ["wsgi.errors"]
+        # A writable text stream's surface, as on Gunicorn's io-based wsgi.errors.
+        surface = [e.isatty(), e.writable(), e.readable(), e.seekable(), e.closed, isinstance(e.fileno(), int)]
+        return _json(start_response, {"ok": True, "surface": surface})
 
     body = b"Hello from wsgi_app\n"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

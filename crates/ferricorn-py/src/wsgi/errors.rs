@@ -21,4 +21,36 @@ impl ErrorStream {
     }
 
     fn flush(&self) {}
+
+    // The rest of a writable text stream's surface, as Gunicorn's `wsgi.errors` (an
+    // `io` stream) has it: libraries probe these before writing (`isatty()` for colours).
+    fn isatty(&self) -> bool {
+        false
+    }
+
+    fn fileno(&self) -> i32 {
+        ferricorn_core::log::fd()
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn readable(&self) -> bool {
+        false
+    }
+
+    fn seekable(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn encoding(&self) -> &'static str {
+        "utf-8"
+    }
 }
