@@ -119,6 +119,7 @@ impl ResponseHead {
     /// `n`. The header goes out once, in digits only (`+5` as `5`); a second one with
     /// another length is refused: a response framed two ways would desynchronise the
     /// connection for whatever request follows on it.
+    #[inline]
     pub fn push_content_length(&mut self, value: HeaderValue, n: u64) -> Result<(), HeadError> {
         match self.content_length {
             Some(m) if m == n => return Ok(()),
