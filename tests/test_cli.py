@@ -1122,3 +1122,22 @@ def test_log_files_are_given_to_the_worker_user(start_server, tmp_path):
     for f in (elog, alog):
         st = f.stat()
         assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), f
+
+
+def test_missing_python_config_module_is_one_line(run_cli):
+    """Gunicorn imports a `python:` config outside its file loader: the error reaches its
+    one-line "Error: ..." handler (a file config's errors print a traceback instead)."""
+    res = run_cli("-c", "python:cli_no_such_config_module", "testapp:app")
+    out = output(res)
+    assert res.returncode == 1, out
+    assert "Error: No module named 'cli_no_such_config_module'" in out, out
+    assert "Traceback" not in out, out
+
+
+def test_config_file_without_a_python_extension_is_warned_about(run_cli, tmp_path):
+    conf = tmp_path / "gunicorn.conf"
+    conf.write_text("workers = 1\n")
+    res = run_cli("-c", str(conf), "--check-config", "testapp:app")
+    out = output(res)
+    assert res.returncode == 0, out
+    assert "!!! WARNING: configuration file should have a valid Python extension." in out, out

@@ -152,6 +152,11 @@ fn load_config_file(
     let ns = helpers(py)
         .and_then(|h| h.getattr("exec_config")?.call1((path,)))
         .map_err(|e| {
+            if path.starts_with("python:") {
+                // Gunicorn imports a module config outside its file loader's handler:
+                // the error reaches its generic one-line "Error: ...".
+                return Fatal::usage(format!("Error: {}", e.value(py)));
+            }
             Fatal::usage(format!(
                 "Failed to read config file: {path}\n{}",
                 format_exception(py, &e)
