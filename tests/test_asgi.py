@@ -394,6 +394,38 @@ def test_receive_reports_client_disconnect_before_response(start_server):
     assert rec["elapsed"] < 2.0, rec
 
 
+def test_a_cancelled_receive_loses_no_chunk(start_server):
+    """`wait_for(receive(), t)` timing out cancels the future receive() returned; the
+    chunk that arrives next must go to the next receive(), not to the cancelled one."""
+    srv = start_server(RAW, "-w", "1")
+    s = srv.connect()
+    half = b"x" * 100_000
+    s.sendall(b"POST /timed-receive HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n" + half)
+    time.sleep(1.0)
+    s.sendall(half)
+    out = b""
+    s.settimeout(10)
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    rec = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert rec["bytes"] == 200_000, rec
+    assert rec["timeouts"] >= 2 and rec["last"] == "http.request", rec
+
+
+def test_an_upload_cut_off_mid_body_is_a_disconnect(start_server):
+    srv = start_server(RAW, "-w", "1")
+    s = srv.connect()
+    s.sendall(b"POST /cut-upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"y" * 200_000)
+    time.sleep(0.5)
+    s.close()
+    msgs = wait_until(lambda: record(srv).get("cut_upload"), 5)
+    assert msgs, record(srv)
+    assert msgs[-1][0] == "http.disconnect", msgs
+    assert all(m[2] is True for m in msgs[:-1]), msgs
+    assert sum(m[1] for m in msgs) == 200_000, msgs
+
+
 # --------------------------------------------------------------------------- 4. responses
 
 

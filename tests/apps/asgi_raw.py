@@ -175,6 +175,35 @@ async def app(scope, receive, send):
         RECORD["receive_pending"] = {"blocked_before_response": blocked, "message": m, "elapsed": time.monotonic() - t0}
         return
 
+    if path == "/timed-receive":
+        # Reads the body with receive() under a timeout (the task's future is cancelled
+        # each time it fires): no chunk may be lost to a cancelled receive().
+        total, timeouts, types = 0, 0, []
+        while True:
+            try:
+                m = await asyncio.wait_for(receive(), 0.2)
+            except asyncio.TimeoutError:
+                timeouts += 1
+                continue
+            types.append(m["type"])
+            total += len(m.get("body", b""))
+            if m["type"] != "http.request" or not m.get("more_body"):
+                break
+        RECORD["timed_receive"] = {"bytes": total, "timeouts": timeouts, "last": types[-1]}
+        return await send_json(send, RECORD["timed_receive"])
+
+    if path == "/cut-upload":
+        # The client leaves half-way through its body: the app must see http.disconnect,
+        # not a body that looks complete.
+        msgs = []
+        while True:
+            m = await receive()
+            msgs.append((m["type"], len(m.get("body", b"")), m.get("more_body")))
+            if m["type"] != "http.request" or not m.get("more_body"):
+                break
+        RECORD["cut_upload"] = msgs
+        return await send_text(send, "read")
+
     if path == "/wait-disconnect":
         # A long poll: the client goes away before any response; receive() must report it.
         await read_messages(receive)

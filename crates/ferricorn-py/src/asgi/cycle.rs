@@ -73,12 +73,18 @@ pub(crate) fn done(py: Python<'_>) -> PyResult<Py<PyAny>> {
 pub(crate) struct CycleIo {
     chunks: VecDeque<Bytes>,
     body_done: bool,
+    /// The body ended before its end (the client left, or broke its framing): after the
+    /// chunks read so far the app gets `http.disconnect`, never a last `more_body: False`.
+    body_broken: bool,
     request_complete_sent: bool,
     disconnected: bool,
     response_done: bool,
     /// The pipe has room again after `send()` had to wait.
     drained: bool,
-    receive_waiter: Option<Py<PyAny>>,
+    /// `receive()` futures in the order they were made. A message goes to the first one
+    /// still pending: a future whose task was cancelled (`wait_for` timing out) gets
+    /// nothing, so no chunk is lost to it; a disconnect goes to all of them.
+    receive_waiters: VecDeque<Py<PyAny>>,
     send_waiter: Option<Py<PyAny>>,
     /// What a disconnect watcher needs, until one is started. Most apps never wait for
     /// `http.disconnect`, so the watcher task is spawned only when one does.
@@ -212,11 +218,11 @@ async fn pump_body(mut body: RequestBody, shared: Arc<CycleShared>, mailbox: Arc
                 Ok(None) => io.body_done = true,
                 // A broken or abandoned upload: the app sees the disconnect.
                 Err(_) => {
-                    io.body_done = true;
+                    io.body_broken = true;
                     io.disconnected = true;
                 }
             }
-            io.receive_waiter.is_some()
+            !io.receive_waiters.is_empty()
         };
         if wake {
             mailbox.post(Event::Wake(shared.clone()));
@@ -244,7 +250,7 @@ fn next_message(io: &mut CycleIo) -> Option<Incoming> {
             io.request_complete_sent = true;
             return Some(Incoming::Body(Bytes::new(), false));
         }
-        return None;
+        return io.body_broken.then_some(Incoming::Disconnect);
     }
     (io.disconnected || io.response_done).then_some(Incoming::Disconnect)
 }
@@ -262,16 +268,20 @@ fn message_dict(py: Python<'_>, msg: Incoming) -> PyResult<Py<PyAny>> {
     Ok(d.into_any().unbind())
 }
 
-pub(crate) fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>) {
-    let fut = fut.bind(py);
-    // A cancelled task leaves a cancelled future behind: nothing to resolve then.
-    if fut
+/// Whether an asyncio future is done already (a cancelled task leaves its future so).
+fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
+    fut.bind(py)
         .call_method0(intern!(py, "done"))
         .and_then(|d| d.is_truthy())
         .unwrap_or(true)
-    {
+}
+
+pub(crate) fn resolve(py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>) {
+    // A cancelled task leaves a cancelled future behind: nothing to resolve then.
+    if is_done(py, &fut) {
         return;
     }
+    let fut = fut.bind(py);
     if let Err(e) = fut.call_method1(intern!(py, "set_result"), (value,)) {
         ferricorn_core::debug!("could not resolve an ASGI future: {e}");
     }
@@ -284,19 +294,22 @@ pub(crate) fn wake(py: Python<'_>, ctx: &LoopCtx, shared: &Arc<CycleShared>) {
         if io.disconnected && !io.response_done {
             cancel_after_grace(py, ctx, &mut io);
         }
-        let recv = match io.receive_waiter.take() {
-            Some(fut) => match next_message(&mut io) {
-                Some(msg) => Some((fut, msg)),
+        let mut recv = Vec::new();
+        while let Some(fut) = io.receive_waiters.pop_front() {
+            if is_done(py, &fut) {
+                continue;
+            }
+            match next_message(&mut io) {
+                Some(msg) => recv.push((fut, msg)),
                 None => {
-                    io.receive_waiter = Some(fut);
+                    io.receive_waiters.push_front(fut);
                     if !io.request_complete_sent {
                         shared.want_body.notify_one();
                     }
-                    None
+                    break;
                 }
-            },
-            None => None,
-        };
+            }
+        }
         let send = if io.drained || io.disconnected {
             io.send_waiter.take()
         } else {
@@ -304,7 +317,7 @@ pub(crate) fn wake(py: Python<'_>, ctx: &LoopCtx, shared: &Arc<CycleShared>) {
         };
         (recv, send)
     };
-    if let Some((fut, msg)) = recv {
+    for (fut, msg) in recv {
         match message_dict(py, msg) {
             Ok(value) => resolve(py, fut, value),
             Err(e) => ferricorn_core::error!("ASGI receive failed: {e}"),
@@ -370,7 +383,7 @@ impl HttpCycle {
             let mut io = self.shared.lock();
             io.response_done = true;
             io.task = None;
-            io.receive_waiter.is_some()
+            !io.receive_waiters.is_empty()
         };
         self.shared.done.notify_waiters();
         if waiting {
@@ -735,7 +748,7 @@ impl HttpCycle {
             return ready(py, message_dict(py, msg)?);
         }
         let fut = self.ctx.create_future.bind(py).call0()?.unbind();
-        io.receive_waiter = Some(fut.clone_ref(py));
+        io.receive_waiters.push_back(fut.clone_ref(py));
         if !io.request_complete_sent {
             self.shared.want_body.notify_one();
         } else if let Some((gone, rt)) = io.watch.take() {
