@@ -283,6 +283,15 @@ def test_connect_is_the_first_message_even_after_an_early_accept(raw_srv):
         assert ws.recv(timeout=TIMEOUT) == "after"
 
 
+def test_a_cancelled_receive_loses_no_message(raw_srv):
+    with connect(raw_srv, "/timed-receive") as ws:
+        time.sleep(0.6)  # after the app's receive() timed out, before it asks again
+        ws.send("m1")
+        time.sleep(1.0)
+        ws.send("m2")
+        assert ws.recv(timeout=TIMEOUT) == "timeout m1"
+
+
 def test_many_round_trips(raw_srv):
     with connect(raw_srv, "/echo?key=many") as ws:
         for i in range(1000):

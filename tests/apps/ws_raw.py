@@ -3,6 +3,7 @@ route per scope key or message rule, plus plain HTTP routes. What the client can
 (the messages the app received after the client closed) is kept per worker in RECORD and
 read back over HTTP at `/record`; the tests that use it run one worker."""
 
+import asyncio
 import json
 import os
 
@@ -130,6 +131,20 @@ async def ws_app(scope, receive, send):
         RECORD.pop(q.get("key", "echo"), None)
         await send({"type": "websocket.accept"})
         return await echo_loop(receive, send, q.get("key", "echo"))
+
+    if path == "/timed-receive":
+        # receive() under a timeout that fires first (its future is cancelled): the next
+        # message must reach the next receive(), not the cancelled one.
+        await send({"type": "websocket.accept"})
+        try:
+            await asyncio.wait_for(receive(), 0.3)
+            first = "no timeout"
+        except asyncio.TimeoutError:
+            first = "timeout"
+        await asyncio.sleep(1.0)
+        m = await receive()
+        await send({"type": "websocket.send", "text": f"{first} {m.get('text')}"})
+        return await echo_loop(receive, send, "timed")
 
     if path == "/close":
         # Accept, wait for one message, then close with the code and reason asked for.

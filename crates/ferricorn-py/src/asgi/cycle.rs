@@ -269,7 +269,7 @@ fn message_dict(py: Python<'_>, msg: Incoming) -> PyResult<Py<PyAny>> {
 }
 
 /// Whether an asyncio future is done already (a cancelled task leaves its future so).
-fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
+pub(crate) fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
     fut.bind(py)
         .call_method0(intern!(py, "done"))
         .and_then(|d| d.is_truthy())

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use tokio::sync::mpsc;
 
-use super::cycle::{done, message_type, push_headers, ready, resolve};
+use super::cycle::{done, is_done, message_type, push_headers, ready, resolve};
 use super::{Event, LoopCtx, Mailbox, Reply};
 
 /// Messages from the client, shared with the session task.
@@ -21,7 +21,9 @@ use super::{Event, LoopCtx, Mailbox, Reply};
 pub(crate) struct WsIo {
     incoming: VecDeque<WsIn>,
     closed: Option<(u16, String)>,
-    waiter: Option<Py<PyAny>>,
+    /// `receive()` futures, oldest first; cancelled ones are skipped, never given a
+    /// message (see `cycle::CycleIo::receive_waiters`).
+    waiters: VecDeque<Py<PyAny>>,
 }
 
 pub(crate) struct WsShared {
@@ -185,7 +187,7 @@ fn push_incoming(shared: &Arc<WsShared>, mailbox: &Mailbox, msg: WsIn) {
             WsIn::Closed(code, reason) => io.closed = Some((code, reason)),
             other => io.incoming.push_back(other),
         }
-        io.waiter.is_some()
+        !io.waiters.is_empty()
     };
     if wake {
         mailbox.post(Event::WsWake(shared.clone()));
@@ -215,15 +217,28 @@ fn next_message(py: Python<'_>, io: &mut WsIo) -> PyResult<Option<Py<PyAny>>> {
 
 /// On the loop thread: deliver what arrived to a waiting `receive()`.
 pub(crate) fn wake(py: Python<'_>, shared: &Arc<WsShared>) {
-    let mut io = shared.lock();
-    let Some(fut) = io.waiter.take() else { return };
-    match next_message(py, &mut io) {
-        Ok(Some(msg)) => {
-            drop(io);
-            resolve(py, fut, msg);
+    let mut ready_now = Vec::new();
+    {
+        let mut io = shared.lock();
+        while let Some(fut) = io.waiters.pop_front() {
+            if is_done(py, &fut) {
+                continue;
+            }
+            match next_message(py, &mut io) {
+                Ok(Some(msg)) => ready_now.push((fut, msg)),
+                Ok(None) => {
+                    io.waiters.push_front(fut);
+                    break;
+                }
+                Err(e) => {
+                    ferricorn_core::error!("ASGI websocket receive failed: {e}");
+                    break;
+                }
+            }
         }
-        Ok(None) => io.waiter = Some(fut),
-        Err(e) => ferricorn_core::error!("ASGI websocket receive failed: {e}"),
+    }
+    for (fut, msg) in ready_now {
+        resolve(py, fut, msg);
     }
 }
 
@@ -249,7 +264,7 @@ impl WsCycle {
             return ready(py, d.into_any().unbind());
         }
         let fut = self.ctx.create_future.bind(py).call0()?.unbind();
-        io.waiter = Some(fut.clone_ref(py));
+        io.waiters.push_back(fut.clone_ref(py));
         Ok(fut)
     }
 
