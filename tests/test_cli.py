@@ -1141,3 +1141,29 @@ def test_config_file_without_a_python_extension_is_warned_about(run_cli, tmp_pat
     out = output(res)
     assert res.returncode == 0, out
     assert "!!! WARNING: configuration file should have a valid Python extension." in out, out
+
+
+def test_config_values_gunicorn_accepts_are_accepted(start_server, tmp_path):
+    """Values from real Gunicorn configs: helper names one letter from a setting,
+    strings with stray whitespace, the boolean form of proxy_protocol, a StatsD host
+    that does not resolve yet (Gunicorn then sends no metrics), and an empty
+    FORWARDED_ALLOW_IPS, which trusts no proxy."""
+    conf = tmp_path / "gunicorn_values.py"
+    conf.write_text(
+        textwrap.dedent(
+            """\
+            log_level = "info"
+            loglevel = log_level
+            worker_class = " sync "
+            proxy_protocol = False
+            statsd_host = "statsd.invalid:8125"
+            """
+        )
+    )
+    srv = start_server("-c", str(conf), "testapp:app", env={"FORWARDED_ALLOW_IPS": ""})
+    assert "Ignoring \"log_level\"" in srv.log(), srv.log()
+    with socket.create_connection((srv.host, srv.port), timeout=5) as s:
+        s.sendall(b"GET /environ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+        out = recv_all(s, 5)
+    assert out.startswith(b"HTTP/1.1 200"), out
+    assert b'"wsgi.url_scheme": "http"' in out, out

@@ -308,12 +308,17 @@ def test_environ_multiprocess_with_two_workers(start_server):
     assert values["wsgi.multithread"] is False
 
 
-@pytest.mark.parametrize("how", ["env", "root-path"])
-def test_script_name(start_server, how):
-    if how == "env":
-        srv = start_server(APP, "-w", "1", env={"SCRIPT_NAME": "/app"})
-    else:
-        srv = start_server(APP, "-w", "1", "--root-path", "/app")
+def test_root_path_is_asgi_only(start_server):
+    """Gunicorn 27 puts --root-path in ASGI scopes only; a WSGI app's mount point comes
+    from the SCRIPT_NAME environment variable."""
+    srv = start_server(APP, "-w", "1", "--root-path", "/app")
+    # Outside the prefix, and not stripped: the app sees the path as sent.
+    values = environ_of(srv, "/environ")["values"]
+    assert (values["SCRIPT_NAME"], values["PATH_INFO"]) == ("", "/environ")
+
+
+def test_script_name(start_server):
+    srv = start_server(APP, "-w", "1", env={"SCRIPT_NAME": "/app"})
     values = environ_of(srv, "/app/environ?x=1")["values"]
     assert values["SCRIPT_NAME"] == "/app"
     assert values["PATH_INFO"] == "/environ"

@@ -120,9 +120,21 @@ impl Def {
             Kind::Flag | Kind::NegFlag => parse_bool(text)
                 .map(Value::Bool)
                 .ok_or_else(|| invalid("not a boolean".into())),
-            Kind::Str | Kind::Python if text.is_empty() => Ok(Value::None),
-            Kind::Str | Kind::Python => Ok(Value::Str(text.to_string())),
+            // Gunicorn's validate_string strips the value.
+            Kind::Str | Kind::Python if text.trim().is_empty() => Ok(Value::None),
+            Kind::Str | Kind::Python => Ok(Value::Str(text.trim().to_string())),
             Kind::Choice(choices) => {
+                let text = text.trim();
+                // Gunicorn 27's boolean spellings of its on/off choices (the form older
+                // configs used): `proxy_protocol = True` is `auto`.
+                let named = choices.iter().any(|c| c.eq_ignore_ascii_case(text));
+                let text = match (parse_bool(text), choices) {
+                    _ if named => text,
+                    (Some(true), c) if c.contains(&"v1") => "auto",
+                    (Some(true), c) if c.contains(&"prior-knowledge") => "prior-knowledge",
+                    (Some(false), c) if c.contains(&"off") => "off",
+                    _ => text,
+                };
                 if let Some(c) = choices.iter().find(|c| c.eq_ignore_ascii_case(text)) {
                     Ok(Value::Str(c.to_string()))
                 } else {
@@ -243,7 +255,8 @@ impl Settings {
             let v = lookup_def("workers")?.parse(&n)?;
             self.values.insert("workers", (v, Source::Default));
         }
-        if let Some(ips) = env("FORWARDED_ALLOW_IPS").filter(|p| !p.is_empty()) {
+        // Set but empty trusts no proxy, as in Gunicorn (an empty list).
+        if let Some(ips) = env("FORWARDED_ALLOW_IPS") {
             self.values
                 .insert("forwarded_allow_ips", (Value::Str(ips), Source::Default));
         }
@@ -478,7 +491,7 @@ pub fn python_display(def: &Def, value: &Value) -> String {
                 .collect();
             format!("[{}]", items.join(", "))
         }
-        Value::Str(s) if def.name == "statsd_host" && !s.starts_with("unix://") => {
+        Value::Str(s) if def.name == "statsd_host" && !s.starts_with("unix:") => {
             // Gunicorn keeps a parsed (host, port) address.
             let (host, port) = match s.rsplit_once(':') {
                 Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (h, p),
@@ -603,6 +616,37 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<OsString> {
         a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn values_are_read_as_gunicorn_reads_them() {
+        let parse = |name: &str, text: &str| lookup(name).unwrap().parse(text).unwrap();
+        let s = |v: &str| Value::Str(v.to_string());
+        // validate_string strips.
+        assert_eq!(parse("worker_class", " sync \n"), s("sync"));
+        assert_eq!(parse("loglevel", " warning "), s("warning"));
+        assert_eq!(parse("header_map", "drop\n"), s("drop"));
+        // Boolean spellings of on/off choices (configs written for Gunicorn < 27).
+        for (text, want) in [
+            ("True", "auto"),
+            ("1", "auto"),
+            ("false", "off"),
+            ("0", "off"),
+            ("v1", "v1"),
+        ] {
+            assert_eq!(parse("proxy_protocol", text), s(want), "{text}");
+        }
+        assert_eq!(parse("http2_cleartext", "true"), s("prior-knowledge"));
+        assert_eq!(parse("asgi_lifespan", "on"), s("on"));
+        assert_eq!(parse("asgi_lifespan", "off"), s("off"));
+    }
+
+    #[test]
+    fn empty_forwarded_allow_ips_trusts_nobody() {
+        let mut st = Settings::default();
+        st.apply_env_defaults(&|k| (k == "FORWARDED_ALLOW_IPS").then(String::new))
+            .unwrap();
+        assert_eq!(st.str("forwarded_allow_ips").unwrap_or(""), "");
     }
 
     #[test]

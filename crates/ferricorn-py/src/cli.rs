@@ -173,8 +173,7 @@ fn load_config_file(
         let Some(def) = settings::lookup(&name) else {
             // Gunicorn ignores every other top-level name, and real configs are full of
             // helpers (`host`, `port`, `worker = "sync"`). A name one or two letters away
-            // from a setting, holding a value that setting would accept, is a typo
-            // (`workerz = 4`): an error. A near miss of the wrong type is a warning.
+            // from a setting may be a typo (`workerz = 4`): it gets a warning.
             let is_plain = !v.is_callable() && !v.is_instance_of::<pyo3::types::PyModule>();
             if !is_plain || name.len() < 4 {
                 continue;
@@ -185,11 +184,8 @@ fn load_config_file(
             if dist > 2 {
                 continue;
             }
-            if settings::lookup(near).is_some_and(|d| !d.section.ends_with("Hooks") && py_to_value(d, &v).is_ok()) {
-                return Err(Fatal::usage(format!(
-                    "Error: Unknown setting {name:?} in {path} (did you mean {near:?}?)"
-                )));
-            }
+            // Only a warning: Gunicorn ignores these names, and configs use them as
+            // helpers (`log_level = "info"; loglevel = log_level`).
             ferricorn_core::warning!("Ignoring {name:?} in {path}: not a setting (did you mean {near:?}?)");
             continue;
         };

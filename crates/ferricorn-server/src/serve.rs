@@ -440,7 +440,9 @@ async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut quit = signal(SignalKind::quit())?;
-    let permits = Arc::new(Semaphore::new(shared.config.worker_connections));
+    let permits = Arc::new(Semaphore::new(
+        shared.config.worker_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let mut accept_tasks = Vec::new();
     for l in listeners {
         accept_tasks.push(tokio::spawn(accept_loop(l, shared.clone(), permits.clone())?));
@@ -711,7 +713,16 @@ where
     let info_for_log = info.clone();
     let svc_shared = shared.clone();
     let service = service_fn(move |req| crate::front::handle(req, svc_shared.clone(), info.clone(), state.clone()));
-    let max_head = cfg.limits.request_line.max(8190) + cfg.limits.fields.saturating_mul(cfg.limits.field_size + 2) + 4;
+    let max_head = cfg
+        .limits
+        .request_line
+        .max(8190)
+        .saturating_add(
+            cfg.limits
+                .fields
+                .saturating_mul(cfg.limits.field_size.saturating_add(2)),
+        )
+        .saturating_add(4);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

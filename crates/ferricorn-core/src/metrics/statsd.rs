@@ -17,6 +17,9 @@ enum Sock {
     /// Sent with `send_to`, so a socket that appears after start-up (an agent started
     /// later) is picked up; Gunicorn drops metrics silently in that case.
     Unix(UnixDatagram, std::path::PathBuf),
+    /// The host did not resolve at start-up: Gunicorn's client then sends nothing
+    /// (its `connect` failed inside a `try`), and the server runs on.
+    Off,
 }
 
 pub struct Statsd {
@@ -28,13 +31,14 @@ pub struct Statsd {
 }
 
 impl Statsd {
-    /// `host:port`, `[v6]:port`, `host` (port 8125) or `unix://PATH`.
+    /// `host:port`, `[v6]:port`, `host` (port 8125) or `unix://PATH` (`unix:PATH`).
     pub fn connect(addr: &str, prefix: &str, tags: &str) -> Result<Self, StatsdError> {
         let err = |why: String| StatsdError {
             value: addr.to_string(),
             why,
         };
-        let sock = if let Some(path) = addr.strip_prefix("unix://") {
+        let unix = addr.strip_prefix("unix://").or_else(|| addr.strip_prefix("unix:"));
+        let sock = if let Some(path) = unix {
             if path.is_empty() {
                 return Err(err("no socket path".into()));
             }
@@ -51,16 +55,19 @@ impl Statsd {
             } else {
                 format!("{addr}:8125")
             };
-            let target = with_port
-                .to_socket_addrs()
-                .map_err(|e| err(e.to_string()))?
-                .next()
-                .ok_or_else(|| err("the host does not resolve".into()))?;
-            let local = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-            let s = UdpSocket::bind(local).map_err(|e| err(e.to_string()))?;
-            s.connect(target).map_err(|e| err(e.to_string()))?;
-            s.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
-            Sock::Udp(s)
+            match with_port.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+                Some(target) => {
+                    let local = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+                    let s = UdpSocket::bind(local).map_err(|e| err(e.to_string()))?;
+                    s.connect(target).map_err(|e| err(e.to_string()))?;
+                    s.set_nonblocking(true).map_err(|e| err(e.to_string()))?;
+                    Sock::Udp(s)
+                }
+                None => {
+                    crate::warning!("statsd_host {addr:?} does not resolve: no metrics will be sent");
+                    Sock::Off
+                }
+            }
         };
         // Gunicorn: `sub(r"^(.+[^.]+)\.*$", r"\1.", prefix)`.
         let prefix = prefix.trim_end_matches('.');
@@ -93,6 +100,7 @@ impl Statsd {
         let _ = match &self.sock {
             Sock::Udp(s) => s.send(line.as_bytes()),
             Sock::Unix(s, path) => s.send_to(line.as_bytes(), path),
+            Sock::Off => Ok(0),
         };
     }
 
@@ -145,8 +153,16 @@ mod tests {
 
     #[test]
     fn bad_addresses() {
-        assert!(Statsd::connect("no-such-host.invalid:8125", "", "").is_err());
+        // Gunicorn starts without metrics when the host does not resolve.
+        let off = Statsd::connect("no-such-host.invalid:8125", "", "").unwrap();
+        assert!(matches!(off.sock, Sock::Off));
+        off.incr("x", 1);
         assert!(Statsd::connect("unix://", "", "").is_err());
+        assert!(Statsd::connect("unix:", "", "").is_err());
+        assert!(matches!(
+            Statsd::connect("unix:/no/such/socket", "", "").map(|s| s.sock),
+            Ok(Sock::Unix(_, p)) if p == std::path::Path::new("/no/such/socket")
+        ));
         // Resolved lazily: the agent may start after us.
         assert!(Statsd::connect("unix:///no/such/socket", "", "").is_ok());
     }

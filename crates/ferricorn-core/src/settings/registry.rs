@@ -217,7 +217,7 @@ pub static REGISTRY: &[Def] = defs![
     "asgi_disconnect_grace_period", ["--asgi-disconnect-grace-period"], "INT", POS, "3", "ASGI", "Seconds after a disconnect before the app task is cancelled.";
     "websocket_max_message_size", ["--websocket-max-message-size"], "INT", POS, "16777216", "ASGI", "Max WebSocket message size (0 = no limit).";
     "http_parser", ["--http-parser"], "STRING", Kind::Choice(&["auto", "fast", "python"]), "auto", "Worker Processes", "Accepted for compatibility: the parser is always hyper's.";
-    "root_path", ["--root-path"], "STRING", Kind::Str, "", "Server Mechanics", "The mount prefix: `SCRIPT_NAME` for WSGI, `root_path` for ASGI.";
+    "root_path", ["--root-path"], "STRING", Kind::Str, "", "Server Mechanics", "The ASGI mount prefix (`root_path`). WSGI apps ignore it, as in Gunicorn 27: their mount point is the `SCRIPT_NAME` environment variable.";
     "dirty_apps", ["--dirty-app"], "STRING", Kind::List, "", "Dirty Arbiters", "Dirty apps; repeatable.";
     "dirty_workers", ["--dirty-workers"], "INT", POS, "0", "Dirty Arbiters", "Dirty worker processes.";
     "dirty_timeout", ["--dirty-timeout"], "INT", POS, "300", "Dirty Arbiters", "Dirty task timeout.";

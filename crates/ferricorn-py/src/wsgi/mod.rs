@@ -47,12 +47,10 @@ pub struct WsgiConfig {
     pub inline: bool,
 }
 
-/// The mount prefix: `--root-path`, else the `SCRIPT_NAME` environment variable.
-pub fn script_name(py: Python<'_>, s: &Settings) -> String {
-    let script_name = match s.str("root_path").filter(|r| !r.is_empty()) {
-        Some(r) => r.to_string(),
-        None => crate::pyhelpers::get_environ(py, "SCRIPT_NAME").unwrap_or_default(),
-    };
+/// The mount prefix: the `SCRIPT_NAME` environment variable, as in Gunicorn.
+/// `--root-path` is ASGI's (Gunicorn 27 ignores it for WSGI apps).
+pub fn script_name(py: Python<'_>, _s: &Settings) -> String {
+    let script_name = crate::pyhelpers::get_environ(py, "SCRIPT_NAME").unwrap_or_default();
     script_name.trim_end_matches('/').to_string()
 }
 
