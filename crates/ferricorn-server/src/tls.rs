@@ -23,9 +23,10 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("Invalid value for ca_certs: {0}")]
     Verifier(String),
-    #[error("Invalid value for ciphers: {0:?} is not a cipher suite rustls offers (TLS 1.2: ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-RSA-CHACHA20-POLY1305, or their IANA names)")]
-    Ciphers(String),
 }
+
+/// The TLS 1.2 suites `--ciphers` can name (OpenSSL spelling; IANA names work too).
+const SUITE_NAMES: &str = "ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-ECDSA-CHACHA20-POLY1305, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-RSA-CHACHA20-POLY1305";
 
 /// The TLS configuration a worker serves with.
 pub type TlsConfig = ServerConfig;
@@ -82,22 +83,44 @@ const OPENSSL_NAMES: [(&str, &str); 6] = [
 
 /// The provider's suites restricted by `--ciphers`. As with Python's
 /// `SSLContext.set_ciphers`, the list governs TLS 1.2; TLS 1.3 suites are always kept.
-/// A name rustls does not implement (or an OpenSSL keyword such as `HIGH`) is an error,
-/// so a configuration never silently means something else.
+/// Terms rustls cannot apply (OpenSSL keywords and expressions such as `HIGH` or
+/// `!aNULL`, suites it does not implement such as `AES256-SHA`) are skipped with a
+/// warning naming them: Gunicorn starts with such a list, and so must a drop-in. When
+/// no term names a suite rustls has, its own suites (all AEAD with forward secrecy,
+/// what such lists ask for) stay.
 fn restrict_ciphers(provider: &mut rustls::crypto::CryptoProvider, spec: &str) -> Result<(), TlsError> {
     let mut wanted = Vec::new();
-    for name in spec.split([':', ',']).map(str::trim).filter(|n| !n.is_empty()) {
+    let mut skipped = Vec::new();
+    for name in spec.split([':', ',', ' ']).map(str::trim).filter(|n| !n.is_empty()) {
         let rustls_name = OPENSSL_NAMES
             .iter()
             .find(|(o, _)| o.eq_ignore_ascii_case(name))
             .map(|(_, r)| *r)
             .unwrap_or(name);
-        let suite = provider
+        match provider
             .cipher_suites
             .iter()
             .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(rustls_name))
-            .ok_or_else(|| TlsError::Ciphers(name.to_string()))?;
-        wanted.push(*suite);
+        {
+            Some(suite) => wanted.push(*suite),
+            None => skipped.push(name),
+        }
+    }
+    if !skipped.is_empty() {
+        let what = if wanted.is_empty() {
+            "rustls' own TLS 1.2 suites are used"
+        } else {
+            "the suites named that rustls has are used"
+        };
+        ferricorn_core::warning!(
+            "ciphers: {} not applied ({}; rustls offers {}): {what}",
+            skipped.join(", "),
+            "OpenSSL keywords and suites rustls does not implement",
+            SUITE_NAMES
+        );
+    }
+    if wanted.is_empty() {
+        return Ok(());
     }
     provider
         .cipher_suites
