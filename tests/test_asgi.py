@@ -240,6 +240,28 @@ def test_scope_keys_and_types(start_server):
     assert sc["state"]["token"] == "from-lifespan"
 
 
+@pytest.mark.parametrize(
+    "allow, xff, client",
+    [
+        (None, "9.9.9.9", ["9.9.9.9", 0]),
+        (None, "1.2.3.4, 9.9.9.9, 127.0.0.1", ["9.9.9.9", 0]),
+        ("*", "1.2.3.4, 9.9.9.9", ["1.2.3.4", 0]),
+        ("10.0.0.1", "9.9.9.9", None),
+    ],
+    ids=["one", "right-most-untrusted", "all-trusted", "untrusted-peer"],
+)
+def test_x_forwarded_for_from_a_trusted_proxy_sets_the_client(start_server, allow, xff, client):
+    """uvicorn's proxy headers, which Gunicorn's UvicornWorker turns on with
+    forwarded_allow_ips (127.0.0.1 and ::1 by default)."""
+    args = ["--forwarded-allow-ips", allow] if allow else []
+    srv = start_server(RAW, *args)
+    with srv.connect() as s:
+        port = s.getsockname()[1]
+        s.sendall(f"GET /scope HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n".encode())
+        sc = json.loads(parse_response(recv_all(s, TIMEOUT)).body)
+    assert sc["client"] == (client or ["127.0.0.1", port]), sc["client"]
+
+
 def test_scope_http10_and_methods(start_server):
     srv = start_server(RAW)
     r = raw_request(srv, "GET", "/scope", version="HTTP/1.0")

@@ -47,6 +47,11 @@ impl AllowList {
     }
 
     /// `None` is a UNIX-socket peer, always trusted.
+    /// `*`: every peer is trusted.
+    pub fn allows_any(&self) -> bool {
+        self.any
+    }
+
     pub fn allows(&self, peer: Option<IpAddr>) -> bool {
         let Some(ip) = peer else { return true };
         let ip = match ip {

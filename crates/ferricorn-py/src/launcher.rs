@@ -1268,6 +1268,8 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                     .then(|| s.int("websocket_max_message_size") as usize),
                 request_hooks: asgi_request_hooks(py, &worker, hooks),
                 disconnect_grace: s.int("asgi_disconnect_grace_period") as f64,
+                forwarded_allow: ferricorn_core::proxy::AllowList::parse(s.str("forwarded_allow_ips").unwrap_or(""))
+                    .unwrap_or_default(),
             };
             match crate::asgi::start(py, app, cfg) {
                 Ok((bridge, runtime)) => {

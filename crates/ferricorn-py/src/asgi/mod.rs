@@ -135,6 +135,8 @@ pub struct AsgiConfig {
     pub request_hooks: Option<Py<PyAny>>,
     /// `--asgi-disconnect-grace-period`, seconds.
     pub disconnect_grace: f64,
+    /// `--forwarded-allow-ips`: the proxies whose `X-Forwarded-For` sets `client`.
+    pub forwarded_allow: ferricorn_core::proxy::AllowList,
 }
 
 /// What the loop thread needs to start a request.
@@ -159,6 +161,7 @@ pub(crate) struct LoopCtx {
     pub extensions_templates: [Py<PyDict>; 2],
     pub high_water: usize,
     pub websocket_max_message: Option<usize>,
+    pub forwarded_allow: ferricorn_core::proxy::AllowList,
     pub mailbox: Arc<Mailbox>,
     /// Where HTTP responses go back to the I/O thread.
     pub replies: Arc<crate::replies::Replies>,
@@ -419,6 +422,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         root_path: cfg.root_path.clone(),
         high_water: cfg.high_water,
         websocket_max_message: cfg.websocket_max_message,
+        forwarded_allow: cfg.forwarded_allow.clone(),
         mailbox: mailbox.clone(),
         replies: replies.clone(),
     };

@@ -148,13 +148,11 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
         }
     }
     scope.set_item(intern!(py, "headers"), headers)?;
-    // The connection's addresses as text are made once per connection (see ConnInfo).
-    match (req.client, req.conn.peer_text()) {
-        (Some(p), Some(t)) if Some(p) == req.conn.peer => {
-            scope.set_item(intern!(py, "client"), (CLIENT_IP.get(py, &t.ip), p.port()))?
-        }
-        (Some(p), _) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port()))?,
-        (None, _) => scope.set_item(intern!(py, "client"), py.None())?,
+    // A trusted proxy's `X-Forwarded-For` names the client, as uvicorn's proxy headers
+    // (which Gunicorn's UvicornWorker turns on with `forwarded_allow_ips`) do.
+    match forwarded_for(ctx, req) {
+        Some(host) => scope.set_item(intern!(py, "client"), (host, 0))?,
+        None => set_client(py, &scope, req)?,
     }
     match (req.conn.local, req.conn.local_text()) {
         (Some(l), Some(t)) => {
@@ -176,4 +174,35 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok(scope)
+}
+
+/// The TCP (or PROXY protocol) peer, or what a trusted `Forwarded` header said.
+fn set_client(py: Python<'_>, scope: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
+    // The connection's addresses as text are made once per connection (see ConnInfo).
+    match (req.client, req.conn.peer_text()) {
+        (Some(p), Some(t)) if Some(p) == req.conn.peer => {
+            scope.set_item(intern!(py, "client"), (CLIENT_IP.get(py, &t.ip), p.port()))
+        }
+        (Some(p), _) => scope.set_item(intern!(py, "client"), (p.ip().to_string(), p.port())),
+        (None, _) => scope.set_item(intern!(py, "client"), py.None()),
+    }
+}
+
+/// uvicorn's rule for `X-Forwarded-For` from a trusted peer: the right-most address that
+/// is not itself a trusted proxy (the left-most when all are, or when any peer is).
+fn forwarded_for(ctx: &LoopCtx, req: &Request) -> Option<String> {
+    if !req.trusted_proxy || req.client != req.conn.peer {
+        return None;
+    }
+    let value = req.head.headers.get("x-forwarded-for")?.to_str().ok()?;
+    let hosts: Vec<&str> = value.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+    let first = *hosts.first()?;
+    if ctx.forwarded_allow.allows_any() {
+        return Some(first.to_string());
+    }
+    let untrusted = hosts.iter().rev().find(|h| {
+        h.parse::<std::net::IpAddr>()
+            .map_or(true, |ip| !ctx.forwarded_allow.allows(Some(ip)))
+    });
+    Some(untrusted.copied().unwrap_or(first).to_string())
 }
