@@ -292,6 +292,30 @@ def test_a_cancelled_receive_loses_no_message(raw_srv):
         assert ws.recv(timeout=TIMEOUT) == "timeout m1"
 
 
+def test_send_waits_for_a_client_that_does_not_read(raw_srv):
+    """uvicorn's backpressure: past ~1 MiB queued, the app's send() waits for the client;
+    a subscriber that reads nothing cannot make the worker buffer 64 MiB."""
+    s = socket.create_connection(("127.0.0.1", raw_srv.port), timeout=TIMEOUT)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET /flood HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    try:
+        assert read_head(s)[0].startswith("HTTP/1.1 101")
+        time.sleep(2.0)
+        sent = record(raw_srv)["flood_sent"]
+        # 1 MiB queued plus what the kernel's socket buffers hold.
+        assert 0 < sent < 300, sent
+    finally:
+        s.close()
+    end = wait_until(lambda: record(raw_srv).get("flood_end"), 10)
+    assert end and end != "all sent", record(raw_srv)
+
+
 def test_many_round_trips(raw_srv):
     with connect(raw_srv, "/echo?key=many") as ws:
         for i in range(1000):

@@ -153,6 +153,19 @@ async def ws_app(scope, receive, send):
         await send({"type": "websocket.close", "code": int(q.get("code", "1000")), "reason": q.get("reason", "")})
         return
 
+    if path == "/flood":
+        # Sends 64 KiB frames as fast as send() lets it, to a client that reads nothing.
+        await send({"type": "websocket.accept"})
+        RECORD["flood_sent"] = 0
+        try:
+            for _ in range(1000):
+                await send({"type": "websocket.send", "bytes": b"f" * 65536})
+                RECORD["flood_sent"] += 1
+            RECORD["flood_end"] = "all sent"
+        except OSError as e:
+            RECORD["flood_end"] = f"OSError: {e}"
+        return
+
     if path == "/raise-after":
         await send({"type": "websocket.accept"})
         await receive()

@@ -23,6 +23,9 @@ pub enum WsIn {
     /// The session is over: the client's close code and reason, 1006 when the connection
     /// dropped, 1009 when a message was too big.
     Closed(u16, String),
+    /// An application message of this many bytes went out to the socket (the sender's
+    /// backpressure counts down with it).
+    Sent(usize),
 }
 
 /// What the application sends.
@@ -186,14 +189,18 @@ async fn session(
             }
             msg = out.recv() => match msg {
                 Some(WsOut::Text(t)) => {
+                    let n = t.len();
                     if ws.send(Message::text(t)).await.is_err() {
                         break (1006, String::new());
                     }
+                    on_in(WsIn::Sent(n));
                 }
                 Some(WsOut::Binary(b)) => {
+                    let n = b.len();
                     if ws.send(Message::binary(b)).await.is_err() {
                         break (1006, String::new());
                     }
+                    on_in(WsIn::Sent(n));
                 }
                 Some(WsOut::Close(code, reason)) => {
                     let _ = ws.close(Some(close_frame(code, &reason))).await;

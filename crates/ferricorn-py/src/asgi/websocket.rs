@@ -24,6 +24,10 @@ pub(crate) struct WsIo {
     /// `receive()` futures, oldest first; cancelled ones are skipped, never given a
     /// message (see `cycle::CycleIo::receive_waiters`).
     waiters: VecDeque<Py<PyAny>>,
+    /// Bytes the app sent that the session has not written to the socket yet.
+    queued: usize,
+    /// The app's `send()` waiting for `queued` to fall to the high-water mark.
+    send_waiter: Option<Py<PyAny>>,
 }
 
 pub(crate) struct WsShared {
@@ -180,14 +184,26 @@ impl WsCycle {
     }
 }
 
+/// Bytes of application messages queued for the socket before `send()` waits.
+const SEND_HIGH_WATER: usize = 1 << 20;
+
 fn push_incoming(shared: &Arc<WsShared>, mailbox: &Mailbox, msg: WsIn) {
     let wake = {
         let mut io = shared.lock();
         match msg {
-            WsIn::Closed(code, reason) => io.closed = Some((code, reason)),
-            other => io.incoming.push_back(other),
+            WsIn::Closed(code, reason) => {
+                io.closed = Some((code, reason));
+                !io.waiters.is_empty() || io.send_waiter.is_some()
+            }
+            WsIn::Sent(n) => {
+                io.queued = io.queued.saturating_sub(n);
+                io.send_waiter.is_some() && io.queued <= SEND_HIGH_WATER
+            }
+            other => {
+                io.incoming.push_back(other);
+                !io.waiters.is_empty()
+            }
         }
-        !io.waiters.is_empty()
     };
     if wake {
         mailbox.post(Event::WsWake(shared.clone()));
@@ -202,7 +218,7 @@ fn next_message(py: Python<'_>, io: &mut WsIo) -> PyResult<Option<Py<PyAny>>> {
         match msg {
             WsIn::Text(t) => d.set_item(intern!(py, "text"), t)?,
             WsIn::Binary(b) => d.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?,
-            WsIn::Closed(..) => {}
+            WsIn::Closed(..) | WsIn::Sent(_) => {}
         }
         return Ok(Some(d.into_any().unbind()));
     }
@@ -220,6 +236,11 @@ pub(crate) fn wake(py: Python<'_>, shared: &Arc<WsShared>) {
     let mut ready_now = Vec::new();
     {
         let mut io = shared.lock();
+        if io.queued <= SEND_HIGH_WATER || io.closed.is_some() {
+            if let Some(fut) = io.send_waiter.take() {
+                ready_now.push((fut, py.None()));
+            }
+        }
         while let Some(fut) = io.waiters.pop_front() {
             if is_done(py, &fut) {
                 continue;
@@ -284,8 +305,23 @@ impl WsCycle {
                 } else {
                     return Err(PyValueError::new_err("websocket.send needs text or bytes"));
                 };
+                let n = match &out {
+                    WsOut::Text(t) => t.len(),
+                    WsOut::Binary(b) => b.len(),
+                    WsOut::Close(..) => 0,
+                };
                 if self.out.as_ref().is_none_or(|tx| tx.send(out).is_err()) {
                     return Err(pyo3::exceptions::PyOSError::new_err("websocket closed"));
+                }
+                // Backpressure, as uvicorn's: past the high-water mark the app's send()
+                // waits until the client has taken enough (a subscriber that reads
+                // nothing cannot make the worker queue without bound).
+                let mut io = self.shared.lock();
+                io.queued += n;
+                if io.queued > SEND_HIGH_WATER && io.closed.is_none() {
+                    let fut = self.ctx.create_future.bind(py).call0()?.unbind();
+                    io.send_waiter = Some(fut.clone_ref(py));
+                    return Ok(fut);
                 }
             }
             ("websocket.close", State::Open) => {
