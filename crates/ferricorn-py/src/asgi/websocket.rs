@@ -310,6 +310,9 @@ impl WsCycle {
                     WsOut::Binary(b) => b.len(),
                     WsOut::Close(..) => 0,
                 };
+                // Counted before it is queued: the session counts it down once written,
+                // which may happen before this thread runs again.
+                self.shared.lock().queued += n;
                 if self.out.as_ref().is_none_or(|tx| tx.send(out).is_err()) {
                     return Err(pyo3::exceptions::PyOSError::new_err("websocket closed"));
                 }
@@ -317,7 +320,6 @@ impl WsCycle {
                 // waits until the client has taken enough (a subscriber that reads
                 // nothing cannot make the worker queue without bound).
                 let mut io = self.shared.lock();
-                io.queued += n;
                 if io.queued > SEND_HIGH_WATER && io.closed.is_none() {
                     let fut = self.ctx.create_future.bind(py).call0()?.unbind();
                     io.send_waiter = Some(fut.clone_ref(py));
