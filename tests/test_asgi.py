@@ -448,6 +448,18 @@ def test_an_upload_cut_off_mid_body_is_a_disconnect(start_server):
     assert sum(m[1] for m in msgs) == 200_000, msgs
 
 
+def test_an_exception_after_the_client_left_is_still_logged(start_server):
+    """uvicorn logs every exception of the app; only the server's own cancellation of a
+    task whose client left (after the grace period) is not the app's error."""
+    srv = start_server(RAW, "-w", "1")
+    s = srv.connect()
+    s.sendall(request_bytes("GET", "/raise-late", close=False))
+    time.sleep(0.3)
+    s.close()
+    assert srv.wait_for("late-boom-after-disconnect", timeout=5), srv.log()
+    assert "Exception in ASGI application" in srv.log(), srv.log()
+
+
 # --------------------------------------------------------------------------- 4. responses
 
 

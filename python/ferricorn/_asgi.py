@@ -64,7 +64,9 @@ async def run_http(app, scope, cycle):
     try:
         await app(scope, cycle.receive, cycle.send)
     except BaseException as exc:  # noqa: BLE001 - every failure must end the response
-        cycle.app_failed("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        # Cancelled: the server cancelled the task (its client left); not the app's error.
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        cycle.app_failed("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), cancelled)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
     else:

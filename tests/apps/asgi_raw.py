@@ -309,6 +309,12 @@ async def app(scope, receive, send):
         await asyncio.sleep(0.05)
         raise RuntimeError("boom-after-start")
 
+    if path == "/raise-late":
+        # Raises after its client has gone (but before the server's grace period ends).
+        await read_messages(receive)
+        await asyncio.sleep(1.0)
+        raise RuntimeError("late-boom-after-disconnect")
+
     if path == "/return-nothing":
         await read_messages(receive)
         return

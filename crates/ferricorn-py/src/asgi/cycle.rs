@@ -781,9 +781,12 @@ impl HttpCycle {
         done(py)
     }
 
-    /// The app raised: 500 if nothing was sent, else cut the response short.
-    fn app_failed(&mut self, traceback: &str) {
-        if self.shared.lock().disconnected {
+    /// The app raised: 500 if nothing was sent, else cut the response short. Only the
+    /// cancellation the server made after the client left is not the app's error to log
+    /// (uvicorn logs every exception; it never cancels).
+    #[pyo3(signature = (traceback, cancelled = false))]
+    fn app_failed(&mut self, traceback: &str, cancelled: bool) {
+        if cancelled && self.shared.lock().disconnected {
             ferricorn_core::debug!("ASGI application stopped after the client disconnected");
         } else {
             ferricorn_core::exception!("Exception in ASGI application\n{}", traceback.trim_end());

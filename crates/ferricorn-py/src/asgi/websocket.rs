@@ -352,7 +352,8 @@ impl WsCycle {
         done(py)
     }
 
-    fn app_failed(&mut self, traceback: &str) {
+    #[pyo3(signature = (traceback, _cancelled = false))]
+    fn app_failed(&mut self, traceback: &str, _cancelled: bool) {
         ferricorn_core::error!("Exception in ASGI application\n{}", traceback.trim_end());
         // Before the handshake was answered, the failure is the server's 500 (uvicorn's
         // and Gunicorn's answer), not a refusal.
