@@ -20,6 +20,18 @@ APPS = HERE / "apps"
 _HANDED_OUT = set()
 
 
+def can_bind_ipv6(host):
+    """Whether this machine has IPv6 and lets a socket bind `host` (`::1`, `::`)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
 def free_port():
     """A free loopback port, never one handed out before in this test run: the kernel may
     give a just-closed port again, and two servers of one test (started after both ports

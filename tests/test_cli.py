@@ -25,6 +25,7 @@ from conftest import (
     TcpServer,
     alive,
     base_env,
+    can_bind_ipv6,
     children,
     ferricorn_cmd,
     free_port,
@@ -479,18 +480,7 @@ def test_unix_bind_through_a_symlink_to_a_stale_socket(tmp_path):
         os.rmdir(d)
 
 
-def _ipv6_loopback():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not can_bind_ipv6("::1"), reason="no IPv6 loopback")
 def test_ipv6_bind(launch):
     with socket.socket(socket.AF_INET6) as s:
         s.bind(("::1", 0))

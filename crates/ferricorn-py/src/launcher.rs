@@ -1034,7 +1034,7 @@ fn server_config(
                 .unwrap_or(ferricorn_core::access_log::DEFAULT_FORMAT);
             std::sync::Arc::new(ferricorn_core::access_log::AccessFormat::compile(format))
         }),
-        script_name: crate::wsgi::script_name(py, s),
+        script_name: crate::wsgi::script_name(py),
         tls,
         proxy_protocol: ferricorn_core::proxy::ProxyMode::parse(s.str("proxy_protocol").unwrap_or("off")),
         proxy_allow: AllowList::parse(s.str("proxy_allow_ips").unwrap_or("")).unwrap_or_default(),

@@ -49,7 +49,7 @@ pub struct WsgiConfig {
 
 /// The mount prefix: the `SCRIPT_NAME` environment variable, as in Gunicorn.
 /// `--root-path` is ASGI's (Gunicorn 27 ignores it for WSGI apps).
-pub fn script_name(py: Python<'_>, _s: &Settings) -> String {
+pub fn script_name(py: Python<'_>) -> String {
     let script_name = crate::pyhelpers::get_environ(py, "SCRIPT_NAME").unwrap_or_default();
     script_name.trim_end_matches('/').to_string()
 }
@@ -57,7 +57,7 @@ pub fn script_name(py: Python<'_>, _s: &Settings) -> String {
 impl WsgiConfig {
     pub fn from_settings(py: Python<'_>, s: &Settings) -> Self {
         Self {
-            script_name: script_name(py, s),
+            script_name: script_name(py),
             multithread: s.int("threads") > 1,
             multiprocess: s.int("workers") > 1,
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
