@@ -402,6 +402,41 @@ def test_client_close_without_code_is_1005(raw_srv):
     assert msg["reason"] == "", msg
 
 
+def _raw_session(srv, key):
+    """A raw-socket WebSocket session on /echo?key=KEY: (socket, bytes read past the 101)."""
+    ws_key = base64.b64encode(os.urandom(16)).decode()
+    s = srv.connect(TIMEOUT)
+    s.sendall(
+        (
+            f"GET /echo?key={key} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {ws_key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    status, _, rest = read_head(s)
+    assert status.startswith("HTTP/1.1 101"), status
+    return s, rest
+
+
+@pytest.mark.parametrize(
+    "key, frame, code",
+    [
+        # A text message that is not UTF-8: 1007 (RFC 6455 §7.4.1), as uvicorn answers.
+        ("bad_utf8", client_frame(0x1, b"ok \xff\xfe"), 1007),
+        # A reserved opcode: a protocol error, 1002.
+        ("bad_opcode", client_frame(0x3, b"x"), 1002),
+    ],
+)
+def test_broken_message_gets_its_close_code(raw_srv, key, frame, code):
+    s, rest = _raw_session(raw_srv, key)
+    with s:
+        s.sendall(frame)
+        fin, opcode, masked, payload, rest = read_frame(s, rest)
+        assert opcode == 0x8 and not masked, (opcode, payload)
+        assert struct.unpack("!H", payload[:2])[0] == code, payload
+    msg = wait_until(lambda: record(raw_srv).get(key))
+    assert msg["type"] == "websocket.disconnect" and msg["code"] == code, msg
+
+
 def test_client_drops_connection_is_1006(raw_srv):
     with connect(raw_srv, "/echo?key=dropped") as ws:
         ws.send("x")

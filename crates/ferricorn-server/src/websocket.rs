@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -21,7 +22,8 @@ pub enum WsIn {
     Text(String),
     Binary(Bytes),
     /// The session is over: the client's close code and reason, 1006 when the connection
-    /// dropped, 1009 when a message was too big.
+    /// dropped, 1009 when a message was too big, 1007 for invalid UTF-8 and 1002 for a
+    /// protocol error.
     Closed(u16, String),
     /// An application message of this many bytes went out to the socket (the sender's
     /// backpressure counts down with it).
@@ -166,9 +168,12 @@ async fn session(
                     let _ = ws.flush().await;
                     break frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_owned()));
                 }
-                Some(Err(WsError::Capacity(_))) => {
-                    let _ = ws.close(Some(close_frame(1009, "message too big"))).await;
-                    break (1009, String::new());
+                // A broken message is answered with its close code (RFC 6455 §7.4.1), as
+                // uvicorn's `websockets` does, instead of a dropped connection.
+                Some(Err(WsError::Capacity(_))) => break refuse(&mut ws, 1009, "message too big").await,
+                Some(Err(WsError::Utf8(_))) => break refuse(&mut ws, 1007, "invalid UTF-8").await,
+                Some(Err(WsError::Protocol(p))) if !matches!(p, ProtocolError::ResetWithoutClosingHandshake) => {
+                    break refuse(&mut ws, 1002, "protocol error").await
                 }
                 Some(Err(_)) | None => break (1006, String::new()),
             },
@@ -224,6 +229,16 @@ async fn session(
         }
     };
     on_in(WsIn::Closed(code, reason));
+}
+
+/// Closes the session after a message the client broke: the close frame goes out (within
+/// a bound, the client may not be reading), and the app hears `code`.
+async fn refuse<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.close(Some(close_frame(code, reason)))).await;
+    (code, String::new())
 }
 
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
