@@ -705,6 +705,7 @@ def test_lifespan_off(start_server, tmp_path):
     assert requests.get(srv.url + "/", timeout=TIMEOUT).status_code == 200
     assert srv.stop() == 0
     assert not marker.exists(), marker.read_text()
+    assert "application startup" not in srv.log() and "lifespan" not in srv.log()
     srv = start_server(RAW, "--asgi-lifespan", "off")
     assert "token" not in get_json(srv, "/state")
 
@@ -717,6 +718,10 @@ def test_lifespan_startup_and_shutdown_on_sigterm(start_server, tmp_path):
     lines = marker.read_text().split()
     assert lines.count("lifespan.startup") == 2, lines
     assert lines.count("lifespan.shutdown") == 2, lines
+    log = srv.log()
+    for line in ["Waiting for application startup.", "Application startup complete.",
+                 "Waiting for application shutdown.", "Application shutdown complete."]:
+        assert log.count(f"[INFO] {line}") == 2, (line, log)
 
 
 def test_lifespan_shutdown_marker_raw_app(start_server, tmp_path):
@@ -748,7 +753,11 @@ def test_lifespan_unsupported_app_works_in_auto_mode(start_server):
     srv = start_server("asgi_lifespan:no_lifespan")
     r = requests.get(srv.url + "/", timeout=TIMEOUT)
     assert (r.status_code, r.text) == (200, "ok")
-    assert "Application startup failed" not in srv.log()
+    log = srv.log()
+    assert "Application startup failed" not in log
+    # uvicorn's words for it (UvicornWorker shows them in Gunicorn's log).
+    assert "[INFO] ASGI 'lifespan' protocol appears unsupported." in log, log
+    assert "Application startup complete." not in log, log
 
 
 # --------------------------------------------------------------------------- 6. FastAPI

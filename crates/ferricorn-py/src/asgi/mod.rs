@@ -336,17 +336,32 @@ pub struct AsgiRuntime {
 impl AsgiRuntime {
     /// Runs the lifespan shutdown, bounded by `timeout`.
     pub fn shutdown(&self, py: Python<'_>, timeout: std::time::Duration) {
-        let result = self.lifespan.bind(py).call_method0("shutdown").and_then(|coro| {
+        let lifespan = self.lifespan.bind(py);
+        let speaks = supports_lifespan(lifespan);
+        if speaks {
+            ferricorn_core::info!("Waiting for application shutdown.");
+        }
+        let result = lifespan.call_method0("shutdown").and_then(|coro| {
             self.loop_thread
                 .bind(py)
                 .call_method1("submit", (coro, timeout.as_secs_f64()))
         });
         match result {
             Ok(msg) if !msg.is_none() => ferricorn_core::error!("Application shutdown failed:\n{msg}"),
+            Ok(_) if speaks => ferricorn_core::info!("Application shutdown complete."),
             Ok(_) => {}
             Err(e) => ferricorn_core::error!("Application shutdown failed: {e}"),
         }
     }
+}
+
+/// Whether the app takes part in the lifespan protocol (not `off`, and in `auto` mode it
+/// did not fail on the lifespan scope).
+fn supports_lifespan(lifespan: &Bound<'_, PyAny>) -> bool {
+    lifespan
+        .getattr("supported")
+        .and_then(|v| v.is_truthy())
+        .unwrap_or(false)
 }
 
 pub struct AsgiBridge {
@@ -432,12 +447,24 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         .getattr("Lifespan")
         .and_then(|c| c.call1((app, cfg.lifespan.as_str(), state)))
         .map_err(err)?;
+    // uvicorn's lines (Gunicorn's UvicornWorker shows them in the error log).
+    let speaks_lifespan = cfg.lifespan != "off";
+    if speaks_lifespan {
+        ferricorn_core::info!("Waiting for application startup.");
+    }
     let failure = lifespan
         .call_method0("startup")
         .and_then(|coro| loop_thread.call_method1("submit", (coro,)))
         .map_err(err)?;
     if !failure.is_none() {
         return Err(failure.to_string());
+    }
+    if speaks_lifespan {
+        if supports_lifespan(&lifespan) {
+            ferricorn_core::info!("Application startup complete.");
+        } else {
+            ferricorn_core::info!("ASGI 'lifespan' protocol appears unsupported.");
+        }
     }
     Ok((
         AsgiBridge {
