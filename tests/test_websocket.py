@@ -437,6 +437,37 @@ def test_broken_message_gets_its_close_code(raw_srv, key, frame, code):
     assert msg["type"] == "websocket.disconnect" and msg["code"] == code, msg
 
 
+def test_keepalive_pings_and_their_timeout(start_server):
+    # uvicorn's keepalive: a ping after each interval, counted from the last pong; a ping
+    # left unanswered closes the session with 1011, and the app hears 1011.
+    srv = start_server(RAW, "-w", "1", "--websocket-ping-interval", "1", "--websocket-ping-timeout", "1")
+    s, rest = _raw_session(srv, "keepalive")
+    with s:
+        t0 = time.monotonic()
+        fin, opcode, masked, payload, rest = read_frame(s, rest)
+        assert opcode == 0x9, opcode
+        assert 0.5 < time.monotonic() - t0 < 3
+        s.sendall(client_frame(0xA, payload))
+        fin, opcode, masked, payload, rest = read_frame(s, rest)
+        assert opcode == 0x9, opcode
+        # No pong this time.
+        t1 = time.monotonic()
+        fin, opcode, masked, payload, rest = read_frame(s, rest)
+        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1011, (opcode, payload)
+        assert 0.5 < time.monotonic() - t1 < 3
+    msg = wait_until(lambda: record(srv).get("keepalive"))
+    assert msg["type"] == "websocket.disconnect" and msg["code"] == 1011, msg
+
+
+def test_keepalive_keeps_an_answering_client(start_server):
+    srv = start_server(RAW, "-w", "1", "--websocket-ping-interval", "1", "--websocket-ping-timeout", "1")
+    # The websockets client answers pings itself (its own pings off).
+    with connect(srv, "/echo?key=answering", ping_interval=None) as ws:
+        time.sleep(3.5)
+        ws.send("still here")
+        assert ws.recv(timeout=TIMEOUT) == "still here"
+
+
 def test_client_drops_connection_is_1006(raw_srv):
     with connect(raw_srv, "/echo?key=dropped") as ws:
         ws.send("x")

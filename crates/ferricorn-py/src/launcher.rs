@@ -1264,8 +1264,12 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
                 loop_kind: s.str("asgi_loop").unwrap_or("auto").to_string(),
                 lifespan: s.str("asgi_lifespan").unwrap_or("auto").to_string(),
                 high_water: 1 << 20,
-                websocket_max_message: (s.int("websocket_max_message_size") > 0)
-                    .then(|| s.int("websocket_max_message_size") as usize),
+                websocket: ferricorn_server::websocket::WsOptions {
+                    max_message_size: (s.int("websocket_max_message_size") > 0)
+                        .then(|| s.int("websocket_max_message_size") as usize),
+                    ping_interval: seconds(s.int("websocket_ping_interval")),
+                    ping_timeout: seconds(s.int("websocket_ping_timeout")),
+                },
                 request_hooks: asgi_request_hooks(py, &worker, hooks),
                 disconnect_grace: s.int("asgi_disconnect_grace_period") as f64,
                 forwarded_allow: ferricorn_core::proxy::AllowList::parse(s.str("forwarded_allow_ips").unwrap_or(""))
@@ -1381,4 +1385,12 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
 fn first_exit() -> bool {
     static EXITED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     !EXITED.swap(true, std::sync::atomic::Ordering::AcqRel)
+}
+
+/// A duration setting in whole seconds; 0 (or less) is "off".
+fn seconds(n: i64) -> Option<std::time::Duration> {
+    u64::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .map(std::time::Duration::from_secs)
 }

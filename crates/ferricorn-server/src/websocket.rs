@@ -2,15 +2,18 @@
 //! owns the upgraded connection. Framing, masking, ping/pong and close handshakes are
 //! tungstenite's; a bridge only sees whole messages in and out.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderValue, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -28,6 +31,20 @@ pub enum WsIn {
     /// An application message of this many bytes went out to the socket (the sender's
     /// backpressure counts down with it).
     Sent(usize),
+}
+
+/// A session's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WsOptions {
+    /// `--websocket-max-message-size` (None: no limit); larger messages close with 1009.
+    pub max_message_size: Option<usize>,
+    /// The server pings the client this long after the last pong (uvicorn's
+    /// `--ws-ping-interval`): an idle session keeps its proxies' idle timers from
+    /// cutting it, and a client that vanished without a FIN is noticed.
+    pub ping_interval: Option<Duration>,
+    /// A ping unanswered this long closes the session with 1011 (uvicorn's
+    /// `--ws-ping-timeout`); None: wait for ever.
+    pub ping_timeout: Option<Duration>,
 }
 
 /// What the application sends.
@@ -107,7 +124,7 @@ impl Handshake {
         self,
         subprotocol: Option<&str>,
         extra: Vec<(http::HeaderName, HeaderValue)>,
-        max_message_size: Option<usize>,
+        options: WsOptions,
         out: mpsc::UnboundedReceiver<WsOut>,
         on_in: impl Fn(WsIn) + Send + 'static,
         runtime: &tokio::runtime::Handle,
@@ -128,14 +145,14 @@ impl Handshake {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }
         let guard = self.guard.map(|f| crate::serve::SessionGuard::new(f.0));
-        runtime.spawn(session(self.upgrade, max_message_size, out, on_in, guard));
+        runtime.spawn(session(self.upgrade, options, out, on_in, guard));
         resp
     }
 }
 
 async fn session(
     upgrade: OnUpgrade,
-    max_message_size: Option<usize>,
+    options: WsOptions,
     mut out: mpsc::UnboundedReceiver<WsOut>,
     on_in: impl Fn(WsIn),
     guard: Option<crate::serve::SessionGuard>,
@@ -152,15 +169,25 @@ async fn session(
         return;
     };
     let mut config = WebSocketConfig::default();
-    config.max_message_size = max_message_size;
-    config.max_frame_size = max_message_size;
+    config.max_message_size = options.max_message_size;
+    config.max_frame_size = options.max_message_size;
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    // One timer for the keepalive, moved rather than made per message: the next ping
+    // while no pong is awaited, else the pong's deadline.
+    let mut keepalive = Keepalive::new(options);
+    let timer = tokio::time::sleep_until(keepalive.deadline.unwrap_or_else(Instant::now));
+    tokio::pin!(timer);
     let (code, reason) = loop {
         tokio::select! {
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Text(t))) => on_in(WsIn::Text(t.as_str().to_string())),
                 Some(Ok(Message::Binary(b))) => on_in(WsIn::Binary(b)),
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                Some(Ok(Message::Pong(_))) => {
+                    if keepalive.ponged() {
+                        timer.as_mut().reset(keepalive.deadline.unwrap_or_else(Instant::now));
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {
                     // tungstenite queued the pong; push it out.
                     let _ = ws.flush().await;
                 }
@@ -177,12 +204,25 @@ async fn session(
                 }
                 Some(Err(_)) | None => break (1006, String::new()),
             },
+            () = &mut timer, if keepalive.deadline.is_some() => {
+                if keepalive.awaiting_pong {
+                    break refuse(&mut ws, 1011, "keepalive ping timeout").await;
+                }
+                keepalive.pinged();
+                // Bounded: a client that reads nothing must not hold the session here.
+                let ping = ws.send(Message::Ping(Bytes::from_static(b"ferricorn")));
+                let limit = options.ping_timeout.unwrap_or(Duration::from_secs(3600));
+                if !matches!(tokio::time::timeout(limit, ping).await, Ok(Ok(()))) {
+                    break (1006, String::new());
+                }
+                timer.as_mut().reset(keepalive.deadline.unwrap_or_else(Instant::now));
+            }
             // The worker is stopping: "going away" (RFC 6455 §7.4.1), and the app hears
             // about it; the drain waits for this session (up to the graceful timeout).
             _ = &mut stopping => {
                 let _ = ws.close(Some(close_frame(1001, "server shutting down"))).await;
                 on_in(WsIn::Closed(1001, String::new()));
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
                     while let Some(Ok(m)) = ws.next().await {
                         if matches!(m, Message::Close(_)) {
                             break;
@@ -210,7 +250,7 @@ async fn session(
                 Some(WsOut::Close(code, reason)) => {
                     let _ = ws.close(Some(close_frame(code, &reason))).await;
                     // Wait briefly for the client's close frame, as RFC 6455 asks.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
                         while let Some(Ok(m)) = ws.next().await {
                             if matches!(m, Message::Close(_)) {
                                 break;
@@ -231,13 +271,49 @@ async fn session(
     on_in(WsIn::Closed(code, reason));
 }
 
+/// When the session pings next, or gives up on a pong.
+struct Keepalive {
+    options: WsOptions,
+    awaiting_pong: bool,
+    deadline: Option<Instant>,
+}
+
+impl Keepalive {
+    fn new(options: WsOptions) -> Self {
+        Self {
+            options,
+            awaiting_pong: false,
+            deadline: options.ping_interval.map(|d| Instant::now() + d),
+        }
+    }
+
+    /// A ping went out.
+    fn pinged(&mut self) {
+        self.awaiting_pong = self.options.ping_timeout.is_some();
+        self.deadline = match self.options.ping_timeout {
+            Some(t) => Some(Instant::now() + t),
+            None => self.options.ping_interval.map(|d| Instant::now() + d),
+        };
+    }
+
+    /// A pong came in; true if the deadline moved.
+    fn ponged(&mut self) -> bool {
+        if !self.awaiting_pong {
+            return false;
+        }
+        self.awaiting_pong = false;
+        self.deadline = self.options.ping_interval.map(|d| Instant::now() + d);
+        true
+    }
+}
+
 /// Closes the session after a message the client broke: the close frame goes out (within
 /// a bound, the client may not be reading), and the app hears `code`.
 async fn refuse<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str) -> (u16, String)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.close(Some(close_frame(code, reason)))).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(close_frame(code, reason)))).await;
     (code, String::new())
 }
 

@@ -216,6 +216,10 @@ pub static REGISTRY: &[Def] = defs![
     "asgi_lifespan", ["--asgi-lifespan"], "STRING", Kind::Choice(&["auto", "on", "off"]), "auto", "ASGI", "The lifespan protocol.";
     "asgi_disconnect_grace_period", ["--asgi-disconnect-grace-period"], "INT", POS, "3", "ASGI", "Seconds after a disconnect before the app task is cancelled.";
     "websocket_max_message_size", ["--websocket-max-message-size"], "INT", POS, "16777216", "ASGI", "Max WebSocket message size (0 = no limit).";
+    "websocket_ping_interval", ["--websocket-ping-interval"], "INT", POS, "20", "ASGI",
+        "ferricorn: seconds between the server's WebSocket pings, counted from the last pong (uvicorn's `--ws-ping-interval`). 0 = no pings.";
+    "websocket_ping_timeout", ["--websocket-ping-timeout"], "INT", POS, "20", "ASGI",
+        "ferricorn: seconds a WebSocket ping may wait for its pong before the session is closed with 1011 (uvicorn's `--ws-ping-timeout`). 0 = wait for ever.";
     "http_parser", ["--http-parser"], "STRING", Kind::Choice(&["auto", "fast", "python"]), "auto", "Worker Processes", "Accepted for compatibility: the parser is always hyper's.";
     "root_path", ["--root-path"], "STRING", Kind::Str, "", "Server Mechanics", "The ASGI mount prefix (`root_path`). WSGI apps ignore it, as in Gunicorn 27: their mount point is the `SCRIPT_NAME` environment variable.";
     "dirty_apps", ["--dirty-app"], "STRING", Kind::List, "", "Dirty Arbiters", "Dirty apps; repeatable.";

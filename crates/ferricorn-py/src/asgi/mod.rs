@@ -129,8 +129,8 @@ pub struct AsgiConfig {
     pub loop_kind: String,
     pub lifespan: String,
     pub high_water: usize,
-    /// `--websocket-max-message-size` (None = unlimited).
-    pub websocket_max_message: Option<usize>,
+    /// `--websocket-max-message-size`, `--websocket-ping-interval`/`-timeout`.
+    pub websocket: ferricorn_server::websocket::WsOptions,
     /// `(worker, pre_request, post_request)` when the config file defines either hook.
     pub request_hooks: Option<Py<PyAny>>,
     /// `--asgi-disconnect-grace-period`, seconds.
@@ -160,7 +160,7 @@ pub(crate) struct LoopCtx {
     pub scope_template: Py<PyDict>,
     pub extensions_templates: [Py<PyDict>; 2],
     pub high_water: usize,
-    pub websocket_max_message: Option<usize>,
+    pub websocket: ferricorn_server::websocket::WsOptions,
     pub forwarded_allow: ferricorn_core::proxy::AllowList,
     pub mailbox: Arc<Mailbox>,
     /// Where HTTP responses go back to the I/O thread.
@@ -436,7 +436,7 @@ pub fn start(py: Python<'_>, app: Py<PyAny>, cfg: AsgiConfig) -> Result<(AsgiBri
         state: state.clone().unbind(),
         root_path: cfg.root_path.clone(),
         high_water: cfg.high_water,
-        websocket_max_message: cfg.websocket_max_message,
+        websocket: cfg.websocket,
         forwarded_allow: cfg.forwarded_allow.clone(),
         mailbox: mailbox.clone(),
         replies: replies.clone(),

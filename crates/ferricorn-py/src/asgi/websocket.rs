@@ -168,11 +168,11 @@ impl WsCycle {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = self.shared.clone();
         let mailbox = self.ctx.mailbox.clone();
-        let max = self.ctx.websocket_max_message;
+        let options = self.ctx.websocket;
         let resp = handshake.accept(
             subprotocol.as_deref(),
             extra,
-            max,
+            options,
             rx,
             move |msg| push_incoming(&shared, &mailbox, msg),
             &self.runtime,
