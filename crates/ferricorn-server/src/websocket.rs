@@ -317,9 +317,31 @@ where
     (code, String::new())
 }
 
+/// A close frame; the reason is cut to the 123 bytes a control frame has room for after
+/// the code (RFC 6455 §5.5), at a character boundary, as Gunicorn cuts it. A longer one
+/// made a frame the client must fail with 1002.
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    const MAX_REASON: usize = 123;
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     CloseFrame {
         code: CloseCode::from(code),
-        reason: reason.to_string().into(),
+        reason: reason[..end].to_string().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_frame;
+
+    #[test]
+    fn close_reason_fits_a_control_frame() {
+        assert_eq!(close_frame(1000, &"r".repeat(200)).reason.len(), 123);
+        // 'é' is two bytes: 61 of them (122 bytes) fit, the 62nd would split at 123.
+        let cut = close_frame(1000, &"é".repeat(100));
+        assert_eq!(cut.reason.as_str(), "é".repeat(61));
+        assert_eq!(close_frame(4000, "bye").reason.as_str(), "bye");
     }
 }
