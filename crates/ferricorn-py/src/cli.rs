@@ -313,6 +313,14 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    // Gunicorn changes directory right after reading its configuration: relative log
+    // file paths (and everything after) are relative to `--chdir`.
+    if let Some(dir) = settings.str("chdir").map(str::to_string) {
+        chdir(py, &dir)?;
+    } else {
+        // The cwd is importable, as with `python -m` (Gunicorn prepends it too).
+        let _ = helpers(py).and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()));
+    }
     let level = settings.str("loglevel").and_then(Level::parse).unwrap_or(Level::Info);
     ferricorn_core::log::configure(level, settings.str("errorlog")).map_err(|e| {
         Fatal::usage(format!(
@@ -360,12 +368,6 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
     // The config file has run: loggers it changed take the master's lines too.
     crate::pylog::route_customised(py);
 
-    if let Some(dir) = settings.str("chdir").map(str::to_string) {
-        chdir(py, &dir)?;
-    } else {
-        // The cwd is importable, as with `python -m` (Gunicorn prepends it too).
-        let _ = helpers(py).and_then(|h| h.getattr("prepend_path")?.call1((".",)).map(|_| ()));
-    }
     // Each entry goes to the front in turn, as Gunicorn inserts them: the last one
     // listed is searched first.
     for p in settings.comma_list("pythonpath").iter() {

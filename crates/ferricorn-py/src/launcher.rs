@@ -133,25 +133,37 @@ const PARENT_MASTER_ENV: &str = "GUNICORN_PID";
 
 pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     let s = &boot.settings;
-    // Gunicorn's arbiter sets `num_workers` in its constructor: the hook sees None first.
-    let workers = s.int("workers").max(0);
-    let _ = boot.hooks.server(py).setattr("num_workers", workers);
-    boot.hooks
-        .call(py, "nworkers_changed", (boot.hooks.server(py), workers, py.None()));
-    boot.hooks
-        .call_strict(py, "on_starting", (boot.hooks.server(py),))
-        .map_err(|e| {
-            fatal(format!(
-                "Error in on_starting hook:\n{}",
-                crate::pyhelpers::format_exception(py, &e)
-            ))
-        })?;
+    // Gunicorn's order: daemonize; the arbiter's constructor (num_workers, the debug
+    // configuration dump, the preloaded app); then its start(): the "Starting" line, the
+    // pidfile, on_starting, the sockets. Every hook thus runs in the final master.
     let parent_master = std::env::var(PARENT_MASTER_ENV)
         .ok()
         .and_then(|p| p.parse::<i32>().ok());
     if s.bool("daemon") && parent_master.is_none() {
         daemonize(py, s.bool("enable_stdio_inheritance")).map_err(|e| fatal(format!("Error: can't daemonize: {e}")))?;
     }
+    // Gunicorn's arbiter sets `num_workers` in its constructor: the hook sees None first.
+    let workers = s.int("workers").max(0);
+    let _ = boot.hooks.server(py).setattr("num_workers", workers);
+    boot.hooks
+        .call(py, "nworkers_changed", (boot.hooks.server(py), workers, py.None()));
+    if ferricorn_core::log::enabled(ferricorn_core::log::Level::Debug) {
+        ferricorn_core::debug!("Current configuration:\n{}", s.render_current());
+    }
+    // A preloaded app that fails to load stops the start before anything is bound, with
+    // its error on stderr and exit code 1, as Gunicorn's uncaught exception does.
+    let preloaded = if s.bool("preload_app") {
+        match load_app(py, &boot.app_uri) {
+            Ok(app) => {
+                boot.hooks.set_server_app(py, &app);
+                Some(app)
+            }
+            Err(e) => return Err(fatal(e.message)),
+        }
+    } else {
+        None
+    };
+    ferricorn_core::info!("Starting ferricorn {}", ferricorn_core::VERSION);
     let identity = Identity::resolve(s.str("user"), s.str("group")).map_err(|e| fatal(format!("Error: {e}")))?;
     let pidfile = match s.str("pidfile").filter(|p| !p.is_empty()) {
         Some(p) => {
@@ -163,11 +175,15 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         }
         None => None,
     };
+    boot.hooks
+        .call_strict(py, "on_starting", (boot.hooks.server(py),))
+        .map_err(|e| {
+            fatal(format!(
+                "Error in on_starting hook:\n{}",
+                crate::pyhelpers::format_exception(py, &e)
+            ))
+        })?;
     let tls = tls_config(&boot)?;
-    if ferricorn_core::log::enabled(ferricorn_core::log::Level::Debug) {
-        ferricorn_core::debug!("Current configuration:\n{}", s.render_current());
-    }
-    ferricorn_core::info!("Starting ferricorn {}", ferricorn_core::VERSION);
     let mut listeners = inherited_listeners();
     let _ = py
         .import("os")
@@ -232,26 +248,6 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         let _ = server.setattr("proc_name", &proc_name);
     }
     set_proc_title(py, &format!("ferricorn: master [{proc_name}]"));
-
-    let preloaded = if s.bool("preload_app") {
-        match load_app(py, &boot.app_uri) {
-            Ok(app) => {
-                boot.hooks.set_server_app(py, &app);
-                Some(app)
-            }
-            Err(e) => {
-                ferricorn_core::error!("{}", e.message);
-                let addrs: Vec<_> = listeners.iter().map(|l| l.addr.clone()).collect();
-                ferricorn_arbiter::sockets::cleanup(&addrs);
-                return Err(Fatal {
-                    code: e.code,
-                    message: String::new(),
-                });
-            }
-        }
-    } else {
-        None
-    };
     let cfg = ArbiterConfig {
         workers: s.int("workers").max(0) as usize,
         graceful_timeout: Duration::from_secs(s.int("graceful_timeout").max(0) as u64),
@@ -290,7 +286,9 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
             })?;
     }
     ferricorn_arbiter::process::sd_notify("READY=1\nSTATUS=ferricorn arbiter booted");
-    let code = arbiter.run();
+    // The master's loop is Rust and takes the GIL only for hooks and forks: threads a
+    // hook started (on_starting, when_ready) run meanwhile, as in Gunicorn's master.
+    let code = py.detach(|| arbiter.run());
     ferricorn_arbiter::process::sd_notify("STOPPING=1");
     let shares_sockets = arbiter.has_reexec_child();
     let halt_reason = arbiter.halt_reason();
@@ -308,7 +306,19 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
         }
         None => ferricorn_core::info!("Shutting down: {name}"),
     }
-    l.boot.hooks.call(py, "on_exit", (l.boot.hooks.server(py),));
+    // Gunicorn removes the pidfile before on_exit, and an on_exit that raises makes
+    // the exit status 1.
+    drop(l.pidfile.take());
+    let mut code = code;
+    if let Err(e) = l.boot.hooks.call_strict(py, "on_exit", (l.boot.hooks.server(py),)) {
+        ferricorn_core::error!(
+            "Exception in on_exit hook:\n{}",
+            crate::pyhelpers::format_exception(py, &e)
+        );
+        if code == 0 {
+            code = 1;
+        }
+    }
     // A USR2 pair shares the socket files: only a master alone removes them.
     if !shares_sockets && l.parent_master.is_none() {
         ferricorn_arbiter::sockets::cleanup(&l.addrs);
@@ -1022,7 +1032,8 @@ fn server_config(
             Some("dangerous") => ferricorn_server::UnderscoreHeaders::Keep,
             _ => ferricorn_server::UnderscoreHeaders::Drop,
         },
-        max_requests: max_requests(s),
+        // Drawn once per worker, jitter included, by the worker boot.
+        max_requests: 0,
         forwarded_allow: AllowList::parse(s.str("forwarded_allow_ips").unwrap_or("")).unwrap_or_default(),
         secure_scheme_headers: secure_scheme_headers(py, hooks),
         access_log: ferricorn_core::log::access_enabled().then(|| {
@@ -1169,6 +1180,11 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
             return ferricorn_arbiter::WORKER_BOOT_ERROR;
         }
     };
+    // This worker's limit, jitter included, as Gunicorn's `worker.max_requests` shows it.
+    let max_requests = max_requests(&boot.settings);
+    if max_requests > 0 {
+        let _ = worker.setattr("max_requests", max_requests);
+    }
     // Gunicorn runs both hooks inside the worker's boot: an exception is a boot failure
     // (exit 3, and the master stops with "Worker failed to boot.").
     // Gunicorn's spawn_worker ends every boot, failed or not, in a `finally` that logs
@@ -1307,6 +1323,7 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
         }
     };
     let mut config = server_config(py, s, hooks, launcher.tls.clone(), static_files);
+    config.max_requests = max_requests;
     config.half_close = asgi_runtime.is_none();
     config.balance = Some(std::sync::Arc::new(PeerLoad { me: slot, peers }));
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
