@@ -158,3 +158,111 @@ def test_bodiless_responses_end_the_stream_on_http2(start_server):
         with pytest.raises(httpx.HTTPError):
             c.get(srv.url + "/body-shorter?mode=gen")
         assert c.get(srv.url + "/head").status_code == 200
+
+
+# --------------------------------------------------------------------------- RFC 9113 request rules
+
+
+def _h2_conn(srv):
+    """A raw HTTP/2 connection (prior knowledge) driven by the `h2` library."""
+    import socket
+
+    import h2.config
+    import h2.connection
+
+    sock = socket.create_connection((srv.host, srv.port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                                                validate_outbound_headers=False,
+                                                                normalize_outbound_headers=False))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def _h2_exchange(srv, headers, body=None, end_stream=True):
+    """One request: (status, body bytes)."""
+    import h2.events
+
+    sock, conn = _h2_conn(srv)
+    with sock:
+        conn.send_headers(1, headers, end_stream=body is None and end_stream)
+        if body is not None:
+            for i in range(0, len(body), 16384):
+                conn.send_data(1, body[i:i + 16384], end_stream=i + 16384 >= len(body))
+        sock.sendall(conn.data_to_send())
+        status, data = None, b""
+        while True:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, 1)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return status, data
+            sock.sendall(conn.data_to_send())
+
+
+def _req(path, *extra, method=b"GET"):
+    return [(b":method", method), (b":scheme", b"http"), (b":authority", b"127.0.0.1"), (b":path", path), *extra]
+
+
+@pytest.fixture
+def h2_srv(start_server):
+    return start_server("--http2-cleartext", "prior-knowledge", "--threads", "2", "testapp:app")
+
+
+def test_body_without_content_length_reaches_the_app(h2_srv):
+    # HTTP/2 needs no Content-Length (RFC 9113 §8.1): the stream's end frames the body.
+    body = b"0123456789" * 3000
+    status, data = _h2_exchange(h2_srv, _req(b"/echo", method=b"POST"), body=body)
+    assert (status, data) == (200, body)
+    # And a body-less request still gets the shared empty input.
+    status, data = _h2_exchange(h2_srv, _req(b"/environ"))
+    assert status == 200 and json.loads(data)["wsgi.input"] == "EmptyInput"
+
+
+def test_split_cookies_are_joined_with_semicolons(h2_srv):
+    crumbs = [(b"cookie", b"a=1"), (b"cookie", b"b=2"), (b"cookie", b"c=3")]
+    status, data = _h2_exchange(h2_srv, _req(b"/environ", *crumbs))
+    assert status == 200 and json.loads(data)["HTTP_COOKIE"] == "a=1; b=2; c=3"
+    # Many crumbs are one field for limit_request_fields (Gunicorn serves this).
+    status, data = _h2_exchange(h2_srv, _req(b"/environ", *[(b"cookie", b"c%d=v" % i) for i in range(300)]))
+    assert status == 200 and json.loads(data)["HTTP_COOKIE"].count("; ") == 299
+
+
+def test_host_must_match_authority(h2_srv):
+    status, data = _h2_exchange(h2_srv, _req(b"/environ", (b"host", b"other.example")))
+    assert status == 400 and b"does not match :authority" in data
+    status, data = _h2_exchange(h2_srv, _req(b"/environ", (b"host", b"127.0.0.1")))
+    assert status == 200
+
+
+def test_padded_header_value_is_malformed(h2_srv):
+    status, _ = _h2_exchange(h2_srv, _req(b"/environ", (b"x-pad", b" a")))
+    assert status == 400
+
+
+def test_reset_streams_do_not_run_the_app(start_server, tmp_path):
+    # Streams accepted, queued for the app threads, then reset by the client: the app
+    # must not run them all (the worker would be busy for 40 x 0.5 s).
+    import time
+
+    srv = start_server("--http2-cleartext", "prior-knowledge", "--threads", "1", "testapp:app")
+    sock, conn = _h2_conn(srv)
+    with sock:
+        ids = list(range(1, 81, 2))
+        for sid in ids:
+            conn.send_headers(sid, _req(b"/sleep?0.5"), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        time.sleep(0.2)
+        for sid in ids:
+            conn.reset_stream(sid)
+        sock.sendall(conn.data_to_send())
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    with httpx.Client(http1=False, http2=True, timeout=10) as c:
+        assert c.get(srv.url + "/environ").status_code == 200
+    assert time.monotonic() - t0 < 3, "the reset streams still ran"

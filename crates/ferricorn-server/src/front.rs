@@ -205,7 +205,12 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
     } else {
         &cfg.limits
     };
-    let accepted = match check_head(
+    if head.version == http::Version::HTTP_2 {
+        if let Err(detail) = h2_head(&mut head) {
+            return Started::Done(reject(&info, 400, detail));
+        }
+    }
+    let mut accepted = match check_head(
         &head.method,
         &head.uri,
         head.version,
@@ -216,6 +221,11 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
         Ok(a) => a,
         Err(rej) => return Started::Done(reject(&info, rej.status, &rej.detail)),
     };
+    // HTTP/2 frames bodies itself: one may come without Content-Length (RFC 9113
+    // §8.1), and only the stream's end says there is none.
+    if head.version == http::Version::HTTP_2 {
+        accepted.has_body = !hyper::body::Body::is_end_stream(&incoming);
+    }
     // hyper turns any 2xx answer to CONNECT into a tunnel and writes nothing, so the
     // app (which Gunicorn would call) could never answer it: refuse it plainly.
     if head.method == http::Method::CONNECT {
@@ -292,6 +302,43 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
             Started::Waiting(wait) => wait.await,
         }
     }))
+}
+
+/// What RFC 9113 asks of an HTTP/2 request head beyond what hyper checks: `Cookie`
+/// fields split into several are joined with "; " before the head reaches an
+/// application written for HTTP/1 (§8.2.3: cookie parsers read a "," join as one
+/// cookie); a `Host` that names another authority than `:authority` makes the request
+/// malformed (§8.3.1: which one a proxy routed on and which one the app sees must not
+/// differ); so do values with leading or trailing whitespace (§8.2.1).
+fn h2_head(head: &mut http::request::Parts) -> Result<(), &'static str> {
+    if let (Some(authority), Some(host)) = (head.uri.authority(), head.headers.get(header::HOST)) {
+        if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+            return Err("Host header does not match :authority");
+        }
+    }
+    let padded = |v: &http::HeaderValue| {
+        let b = v.as_bytes();
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    };
+    if head.headers.values().any(padded) {
+        return Err("Invalid header value: leading or trailing whitespace");
+    }
+    if let http::header::Entry::Occupied(mut cookies) = head.headers.entry(header::COOKIE) {
+        if cookies.iter().nth(1).is_some() {
+            let mut joined = Vec::new();
+            for (i, v) in cookies.iter().enumerate() {
+                if i > 0 {
+                    joined.extend_from_slice(b"; ");
+                }
+                joined.extend_from_slice(v.as_bytes());
+            }
+            // Each piece was a valid value: so is their join.
+            if let Ok(v) = http::HeaderValue::from_bytes(&joined) {
+                cookies.insert(v);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Bytes hyper decoded without complaint, but Gunicorn refuses (and a proxy in front

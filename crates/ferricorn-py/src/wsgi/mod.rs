@@ -226,6 +226,10 @@ impl WsgiBridge {
                             match work {
                                 Work::Request(job) => {
                                     let Job { mut req, reply } = *job;
+                                    if abandoned(&reply) {
+                                        clock.0[i].store(0, Ordering::Relaxed);
+                                        continue;
+                                    }
                                     let handover = Handover::Channel(reply, shared.replies.clone());
                                     call::run(py, &shared, &mut req, handover, false);
                                 }
@@ -335,6 +339,9 @@ impl InlineRunner {
     /// thread.
     fn run_one(&self, py: Python<'_>, job: Job) {
         let Job { mut req, reply } = job;
+        if abandoned(&reply) {
+            return;
+        }
         let io_index = self.clock.0.len() - 1;
         MY_CLOCK.with(|c| {
             if c.borrow().is_none() {
@@ -367,6 +374,18 @@ impl InlineRunner {
             }
         }
     }
+}
+
+/// The request's answer is no longer awaited: its client left (a connection closed, an
+/// HTTP/2 stream reset) while the request waited in the queue. Running the app for it
+/// would only delay everyone else; a burst of streams opened and reset at once (HTTP/2
+/// "rapid reset" past hyper's own guard) would otherwise hold every thread.
+fn abandoned(reply: &ReplyTx) -> bool {
+    if reply.is_closed() {
+        ferricorn_core::debug!("Skipped a queued request: its client is gone");
+        return true;
+    }
+    false
 }
 
 impl App for WsgiBridge {
