@@ -266,3 +266,24 @@ def test_reset_streams_do_not_run_the_app(start_server, tmp_path):
     with httpx.Client(http1=False, http2=True, timeout=10) as c:
         assert c.get(srv.url + "/environ").status_code == 200
     assert time.monotonic() - t0 < 3, "the reset streams still ran"
+
+
+def test_a_connection_that_reads_nothing_cannot_hold_every_thread(start_server):
+    # Streaming responses to an HTTP/2 client that never opens its flow-control window:
+    # one connection runs at most half the threads' requests, so others are served.
+    import h2.settings
+    import time
+
+    srv = start_server("--http2-cleartext", "prior-knowledge", "--threads", "4", "testapp:app")
+    sock, conn = _h2_conn(srv)
+    with sock:
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        for sid in range(1, 17, 2):
+            conn.send_headers(sid, _req(b"/stream?200000"), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        time.sleep(1)
+        t0 = time.monotonic()
+        with httpx.Client(timeout=10) as c:
+            for _ in range(3):
+                assert c.get(srv.url + "/environ").status_code == 200
+        assert time.monotonic() - t0 < 3

@@ -1064,6 +1064,7 @@ fn server_config(
         forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse(s.str("forwarder_headers").unwrap_or("")),
         max_queued: (s.int("max_queued") > 0).then(|| s.int("max_queued") as usize),
         app_threads: s.int("threads").max(1) as usize,
+        h2_calls_per_connection: None,
         request_deadline: (s.int("request_deadline") > 0)
             .then(|| Duration::from_secs(s.int("request_deadline") as u64)),
         // Gunicorn's default `pre_request` logs `METHOD path` at debug level.
@@ -1325,6 +1326,11 @@ fn run_worker(py: Python<'_>, launcher: &mut PyLauncher, age: u64, slot: &'stati
     let mut config = server_config(py, s, hooks, launcher.tls.clone(), static_files);
     config.max_requests = max_requests;
     config.half_close = asgi_runtime.is_none();
+    // WSGI: one HTTP/2 connection runs at most half the threads' requests at once (at
+    // least one), as HTTP/1.1 connections each hold one thread at most.
+    if asgi_runtime.is_none() {
+        config.h2_calls_per_connection = Some((threads / 2).max(1));
+    }
     config.balance = Some(std::sync::Arc::new(PeerLoad { me: slot, peers }));
     let abort_target = std::sync::Arc::new(std::sync::OnceLock::<ferricorn_server::StopSignal>::new());
     // Gunicorn's sync worker catches the abort's SystemExit in its request handler and

@@ -59,6 +59,9 @@ pub struct ConnState {
     /// A request with `Expect: 100-continue` whose body nobody has started to read: the
     /// client may be holding it back, so the connection cannot carry another request.
     continue_unread: AtomicBool,
+    /// An HTTP/2 connection's slots for application calls in progress (see
+    /// `ServerConfig::h2_calls_per_connection`).
+    call_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +181,18 @@ impl ClientGone {
 }
 
 impl ConnState {
+    /// The state of a connection whose requests run at most `calls` at a time.
+    pub fn with_call_limit(calls: Option<usize>) -> Self {
+        Self {
+            call_slots: calls.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn call_slots(&self) -> Option<&Arc<tokio::sync::Semaphore>> {
+        self.call_slots.as_ref()
+    }
+
     /// The raw-byte facts of the next request head (see `framing`).
     pub fn next_head(&self) -> Option<HeadFacts> {
         self.heads.lock().unwrap_or_else(|p| p.into_inner()).pop_front()

@@ -352,16 +352,49 @@ fn refuse_body(body: &mut RequestBody, info: &ConnInfo, state: &Arc<ConnState>) 
     None
 }
 
-/// Hands the request to the app.
+/// Hands the request to the app, once its HTTP/2 connection has a free call slot (see
+/// `ServerConfig::h2_calls_per_connection`).
 fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &Arc<ConnState>) -> Started {
+    let Some(slots) = state.call_slots() else {
+        return call_app_now(checked, body, shared, state, None);
+    };
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => call_app_now(checked, body, shared, state, Some(slot)),
+        Err(_) => {
+            let slots = slots.clone();
+            let (shared, state) = (shared.clone(), state.clone());
+            // A stream reset while it waits here drops this future: the app never runs.
+            Started::Waiting(Box::pin(async move {
+                let Ok(slot) = slots.acquire_owned().await else {
+                    return error_page::response(503, "The connection is closing", true);
+                };
+                match call_app_now(checked, body, &shared, &state, Some(slot)) {
+                    Started::Done(resp) => resp,
+                    Started::Waiting(wait) => wait.await,
+                }
+            }))
+        }
+    }
+}
+
+fn call_app_now(
+    checked: Checked,
+    body: RequestBody,
+    shared: &Arc<Shared>,
+    state: &Arc<ConnState>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Started {
     let cfg = &shared.config;
-    let admission = match cfg.max_queued {
+    let mut admission = match cfg.max_queued {
         Some(queued) => match shared.admissions.admit(cfg.app_threads + queued) {
-            Some(a) => Some(a),
+            Some(a) => a,
             None => return Started::Done(crate::overload::overloaded()),
         },
-        None => None,
+        None => Default::default(),
     };
+    if let Some(slot) = slot {
+        admission.hold_stream(slot);
+    }
     let Checked {
         mut head,
         info,
@@ -445,7 +478,7 @@ impl Answer {
 /// What is left to do once the app's response is there.
 struct Ending {
     hints_enabled: bool,
-    admission: Option<crate::overload::Admission>,
+    admission: crate::overload::Admission,
     force_close: bool,
     /// `Expect: 100-continue` on HTTP/1.1: if the app answers without reading the body,
     /// the client may never send it (or send it late), and hyper closes the connection
@@ -458,8 +491,8 @@ impl Ending {
         if self.hints_enabled {
             state.close_interim();
         }
-        if let Some(a) = self.admission.take() {
-            resp.body_mut().hold(a);
+        if !self.admission.is_empty() {
+            resp.body_mut().hold(std::mem::take(&mut self.admission));
         }
         if self.force_close || (self.expects_continue && state.continue_unread()) {
             resp.headers_mut()

@@ -58,6 +58,11 @@ pub struct ServerConfig {
     pub max_queued: Option<usize>,
     /// How many requests the application runs at once (`--threads`).
     pub app_threads: usize,
+    /// How many requests of one HTTP/2 connection run at once; its other streams wait
+    /// (`None`: no limit). For WSGI, where a request holds an app thread until its
+    /// response is written: a client that opens many streams and never opens their
+    /// flow-control windows would otherwise hold every thread from one connection.
+    pub h2_calls_per_connection: Option<usize>,
     /// `--request-deadline`: a response not started by then is answered 504.
     pub request_deadline: Option<Duration>,
     /// Serve a client that shut down its sending side after its request (as Gunicorn's
@@ -223,7 +228,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &shared.config;
-    let state = Arc::new(ConnState::default());
+    let state = Arc::new(ConnState::with_call_limit(cfg.h2_calls_per_connection));
     let info = Arc::new(info);
     let svc_shared = shared.clone();
     let service = service_fn(move |req| crate::front::handle(req, svc_shared.clone(), info.clone(), state.clone()));
@@ -273,6 +278,7 @@ impl Default for ServerConfig {
             log_requests: false,
             max_queued: None,
             app_threads: 1,
+            h2_calls_per_connection: None,
             request_deadline: None,
             forwarder_headers: ferricorn_core::proxy::ForwarderHeaders::parse("SCRIPT_NAME,PATH_INFO"),
             balance: None,
