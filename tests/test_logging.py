@@ -256,6 +256,22 @@ def test_access_log_matches_gunicorn(procs, tmp_path, fmt):
     compare_with_gunicorn(procs, tmp_path, fmt, REQUESTS)
 
 
+# Environ entries only the app's environ holds: set by the app (middleware), or the
+# server's own (SCRIPT_NAME empty, wsgi.version a tuple).
+ENVIRON_ATOMS = (
+    "%(t)s %({REMOTE_USER}e)s|%({myapp.user}e)s|%({SCRIPT_NAME}e)s|%({wsgi.version}e)s|"
+    "%({wsgi.multiprocess}e)s|%({PATH_INFO}e)s|%({HTTP_HOST}e)s|%({no.such.key}e)s"
+)
+
+
+def test_access_log_environ_atoms_match_gunicorn(procs, tmp_path):
+    requests = [
+        ("set-environ", b"GET /set-environ" + H11 + b"\r\n"),
+        ("root", b"GET /?a=1" + H11 + b"\r\n"),
+    ]
+    compare_with_gunicorn(procs, tmp_path, ENVIRON_ATOMS, requests)
+
+
 @pytest.mark.parametrize("fmt", [None, ALL_ATOMS], ids=["default", "all-atoms"])
 def test_access_log_error_responses_match_gunicorn(procs, tmp_path, fmt):
     """500 after an app error and 400 for a malformed chunked body: Gunicorn logs them

@@ -44,6 +44,12 @@ def app(environ, start_response):
         return []
     if path == "/error":
         raise RuntimeError("boom from the app")
+    if path == "/set-environ":
+        # What authentication middleware does; the access log's {var}e atoms show it.
+        environ["REMOTE_USER"] = "ruser"
+        environ["myapp.user"] = "alice"
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
     if path == "/sleep":
         time.sleep(float(environ.get("QUERY_STRING") or 1))
         return _json(start_response, {"slept": True, "thread": threading.get_ident(), "pid": os.getpid()})

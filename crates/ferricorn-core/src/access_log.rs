@@ -48,6 +48,10 @@ pub struct AccessRecord<'a> {
     /// Gunicorn's error handler logs from a minimal environ: `u`, `f`, `a` and most
     /// `{var}e` atoms are `-` (request headers for `{name}i` are still there).
     pub minimal_environ: bool,
+    /// Environ entries read from the application's environ for `{var}e` atoms the record
+    /// does not know itself (see [`AccessFormat::environ_keys`]): lower-case name, `str()`
+    /// of the value.
+    pub extra_environ: &'a [(String, String)],
 }
 
 impl AccessFormat {
@@ -102,6 +106,25 @@ impl AccessFormat {
             wants_headers,
             json: false,
         }
+    }
+
+    /// The `{var}e` names (lower case) this format shows that only the application's
+    /// environ holds (`REMOTE_USER`, `SCRIPT_NAME`, values set by middleware...): the
+    /// WSGI bridge reads them from the environ it passed to the app.
+    pub fn environ_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for s in &self.segments {
+            let Segment::Atom { key, .. } = s else { continue };
+            let lower = key.to_ascii_lowercase();
+            let Some(name) = lower.strip_prefix('{').and_then(|k| k.strip_suffix("}e")) else {
+                continue;
+            };
+            let native = name.starts_with("http_") || ENVIRON_VARS.iter().any(|v| v.eq_ignore_ascii_case(name));
+            if !native && !keys.iter().any(|k| k == name) {
+                keys.push(name.to_string());
+            }
+        }
+        keys
     }
 
     /// Headers are needed for this format's atoms, or for the whole atom dict a Python
@@ -251,6 +274,9 @@ pub fn atoms(rec: &AccessRecord<'_>) -> Vec<(String, AtomValue)> {
             out.push((format!("{{{}}}e", var.to_ascii_lowercase()), AtomValue::Str(v)));
         }
     }
+    for (name, v) in rec.extra_environ {
+        out.push((format!("{{{name}}}e"), AtomValue::Str(v.clone())));
+    }
     out
 }
 
@@ -303,6 +329,9 @@ fn atom(rec: &AccessRecord<'_>, key: &str) -> AtomValue {
             } else if let Some(name) = inner.strip_suffix("}o") {
                 last_header(rec.response_headers, name).map_or(Missing, Str)
             } else if let Some(name) = inner.strip_suffix("}e") {
+                if let Some((_, v)) = rec.extra_environ.iter().find(|(k, _)| k == name) {
+                    return Str(v.clone());
+                }
                 let var = if name.starts_with("wsgi.") {
                     name.to_string()
                 } else {
@@ -499,6 +528,7 @@ mod tests {
             server_port: "8000",
             pid: 42,
             minimal_environ: false,
+            extra_environ: &[],
         }
     }
 

@@ -28,7 +28,14 @@ pub(crate) struct Pending {
     /// A server-written error page: logged as Gunicorn's error handler logs it, from an
     /// empty environ and a fresh response (no request headers, 0 bytes, `U` = None).
     error_page: bool,
+    /// What a bridge read from the application's environ (see [`AccessEnviron`]).
+    extra_environ: Vec<(String, String)>,
 }
+
+/// Environ entries for `{var}e` atoms, which a bridge attaches to a response's
+/// extensions (see `AccessFormat::environ_keys`).
+#[derive(Debug, Clone, Default)]
+pub struct AccessEnviron(pub Vec<(String, String)>);
 
 /// The request headers the default atoms read (`u`, `f`, `a`).
 const DEFAULT_ATOM_HEADERS: [header::HeaderName; 3] = [header::AUTHORIZATION, header::REFERER, header::USER_AGENT];
@@ -71,6 +78,7 @@ impl Pending {
             response_headers: HeaderMap::new(),
             status: 0,
             error_page: false,
+            extra_environ: Vec::new(),
         })
     }
 
@@ -83,6 +91,9 @@ impl Pending {
         }
         if self.format.wants_headers() {
             self.response_headers = resp.headers().clone();
+        }
+        if let Some(extra) = resp.extensions().get::<AccessEnviron>() {
+            self.extra_environ = extra.0.clone();
         }
     }
 
@@ -105,6 +116,7 @@ impl Pending {
             server_port: &self.server_port,
             pid: std::process::id(),
             minimal_environ: self.error_page,
+            extra_environ: if self.error_page { &[] } else { &self.extra_environ },
         };
         ferricorn_core::log::write_access_record(&self.format, &rec);
     }
@@ -135,6 +147,7 @@ pub(crate) fn log_refused(format: &AccessFormat, request_line: &str, status: u16
         server_port: "",
         pid: std::process::id(),
         minimal_environ: true,
+        extra_environ: &[],
     };
     ferricorn_core::log::write_access_record(format, &rec);
 }

@@ -44,6 +44,7 @@ macro_rules! delegate_async_write {
 }
 
 mod access;
+pub use access::AccessEnviron;
 mod balance;
 pub mod body;
 mod conn;

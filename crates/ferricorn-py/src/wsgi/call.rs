@@ -119,6 +119,11 @@ fn serve(
             return Ok(None);
         }
     };
+    if !shared.cfg.access_environ.is_empty() {
+        responder
+            .borrow_mut()
+            .capture_environ(environ.clone().unbind(), shared.cfg.access_environ.clone());
+    }
     // As in Gunicorn, a `pre_request` that raises fails the request like the app would
     // (a 500), and `post_request` still runs.
     let (hook_req, pre_failed) = match &shared.cfg.hooks {

@@ -45,6 +45,9 @@ pub struct WsgiConfig {
     /// `--request-deadline` and `--max-queued`: the I/O thread must stay free to answer
     /// the deadline or shed the next requests.
     pub inline: bool,
+    /// The `{var}e` access-log atoms only the app's environ holds (lower case); empty
+    /// for most formats.
+    pub access_environ: Arc<[String]>,
 }
 
 /// The mount prefix: the `SCRIPT_NAME` environment variable, as in Gunicorn.
@@ -65,6 +68,16 @@ impl WsgiConfig {
             high_water: 1 << 20,
             hooks: None,
             inline: s.int("request_deadline") == 0 && s.int("max_queued") == 0,
+            access_environ: if ferricorn_core::log::access_enabled() && !s.bool("access_log_json") {
+                let format = s
+                    .str("access_log_format")
+                    .unwrap_or(ferricorn_core::access_log::DEFAULT_FORMAT);
+                ferricorn_core::access_log::AccessFormat::compile(format)
+                    .environ_keys()
+                    .into()
+            } else {
+                Arc::from([])
+            },
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::replies::{Replies, ReplyTx};
 use http::Response;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::sync::Arc;
 
 /// Where the final response goes when it is handed over.
@@ -43,6 +43,9 @@ pub struct StartResponse {
     /// hyper has what it will send it lets the body go, and a write after that must not
     /// look like a client that left.
     body_cap: Option<u64>,
+    /// The environ and the names the access log reads from it (`{var}e` atoms the
+    /// server does not know), read when the response is handed over.
+    access_environ: Option<(Py<PyDict>, Arc<[String]>)>,
 }
 
 impl StartResponse {
@@ -64,7 +67,13 @@ impl StartResponse {
             sent: 0,
             head_request,
             body_cap: None,
+            access_environ: None,
         }
+    }
+
+    /// Reads `keys` from `environ` for the access log when the response goes out.
+    pub(crate) fn capture_environ(&mut self, environ: Py<PyDict>, keys: Arc<[String]>) {
+        self.access_environ = Some((environ, keys));
     }
 
     pub fn headers_sent(&self) -> bool {
@@ -88,9 +97,13 @@ impl StartResponse {
     }
 
     /// The one way the final response leaves the app's thread: early hints close first.
-    fn hand_over(&mut self, resp: Response<ResponseBody>) {
+    fn hand_over(&mut self, mut resp: Response<ResponseBody>) {
         if let Some(h) = self.hints.take() {
             h.close();
+        }
+        if let Some((environ, keys)) = self.access_environ.take() {
+            let found = Python::attach(|py| access_environ(environ.bind(py), &keys));
+            resp.extensions_mut().insert(ferricorn_server::AccessEnviron(found));
         }
         match self.reply.take() {
             // The connection may be gone already; nothing else to do then.
@@ -370,4 +383,21 @@ fn write_callable<'py>(slf: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, P
     // SAFETY: both are live objects and the GIL is held; `PyMethod_New` returns a new
     // reference or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(py, PyMethod_New(func.as_ptr(), slf.as_ptr())) }
+}
+
+/// The environ entries named in `keys` (lower case, as Gunicorn's access atoms name
+/// them), each as `str()` of its value.
+fn access_environ(environ: &Bound<'_, PyDict>, keys: &[String]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (k, v) in environ.iter() {
+        let Ok(name) = k.str().map(|s| s.to_string_lossy().to_lowercase()) else {
+            continue;
+        };
+        if keys.contains(&name) {
+            if let Ok(text) = v.str() {
+                found.push((name, text.to_string_lossy().into_owned()));
+            }
+        }
+    }
+    found
 }
