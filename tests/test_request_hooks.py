@@ -199,3 +199,25 @@ def test_hook_cfg_has_gunicorns_computed_attributes(start_server, tmp_path):
         "software": event["software"],
     }, event
     assert event["software"].startswith("ferricorn/"), event
+
+
+def test_request_and_response_objects_have_gunicorns_fields(start_server, tmp_path):
+    """What post_request hooks read from Gunicorn's Request and Response besides the
+    basics: `resp.response_length` (the app's Content-Length, else None), `headers_sent`,
+    `chunked`, `req.should_close()`, `req.fragment`, `req.trailers`."""
+    log = tmp_path / "fields.json"
+    conf = tmp_path / "fields.conf.py"
+    conf.write_text(
+        "import json\n"
+        "def post_request(worker, req, environ, resp):\n"
+        f"    open({str(log)!r}, 'a').write(json.dumps({{'path': req.path, 'length': resp.response_length,"
+        " 'headers_sent': resp.headers_sent, 'chunked': resp.chunked, 'close': req.should_close(),"
+        " 'fragment': req.fragment, 'trailers': req.trailers}) + '\\n')\n"
+    )
+    srv = start_server("-c", str(conf), "testapp:app")
+    srv.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    srv.raw(b"GET /stream?2 HTTP/1.1\r\nHost: x\r\n\r\n", read_until_close=False)
+    events = read_events(log, 2)
+    assert events[0] == {"path": "/echo", "length": 3, "headers_sent": True, "chunked": False, "close": True,
+                         "fragment": "", "trailers": []}, events
+    assert events[1] == {**events[1], "path": "/stream", "length": None, "chunked": True, "close": False}, events

@@ -219,7 +219,7 @@ pub async fn answer(rx: tokio::sync::oneshot::Receiver<http::Response<ResponseBo
 }
 
 /// Whether a comma-separated header (`Connection`, `Upgrade`) lists `token`, in any case.
-pub(crate) fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+pub fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
             .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

@@ -78,6 +78,13 @@ impl RequestHooks {
                 // gives it: `(ip, port)`, or "" on a UNIX socket.
                 ("remote_addr", peer.clone()),
                 ("peer_addr", peer),
+                // The rest of Gunicorn's Request that hooks read: the fragment never
+                // reaches the server (clients do not send it), trailers come after the
+                // body the app has yet to read.
+                ("fragment", "".into_pyobject(py)?.into_any()),
+                ("trailers", PyList::empty(py).into_any()),
+                ("proxy_protocol_info", py.None().into_bound(py)),
+                ("should_close", constant_fn(py, request_closes(head))?),
             ],
         )
     }
@@ -115,7 +122,19 @@ impl RequestHooks {
             .as_ref()
             .map_or_else(|| PyList::empty(py).into_any(), |h| h.bind(py).clone());
         let sent = r.sent;
+        let headers_sent = r.headers_sent();
         drop(r);
+        // Gunicorn's `response_length`: the app's Content-Length, else None (and then
+        // the body is chunked on HTTP/1.1, except where it can have none).
+        let length: Option<u64> = headers.try_iter().ok().and_then(|items| {
+            items.flatten().find_map(|h| {
+                let (k, v): (String, String) = h.extract().ok()?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())
+                    .flatten()
+            })
+        });
+        let chunked = length.is_none() && !matches!(code, 204 | 304) && code >= 200;
         let resp_obj = new_namespace(
             py,
             &[
@@ -134,6 +153,48 @@ impl RequestHooks {
                 ),
                 ("headers", headers),
                 (
+                    "response_length",
+                    length
+                        .into_pyobject(py)
+                        .map(|v| v.into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
+                    "headers_sent",
+                    headers_sent
+                        .into_pyobject(py)
+                        .map(|v| v.to_owned().into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
+                    "chunked",
+                    chunked
+                        .into_pyobject(py)
+                        .map(|v| v.to_owned().into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
+                    "version",
+                    ferricorn_core::SERVER_SOFTWARE
+                        .into_pyobject(py)
+                        .map(|v| v.into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
+                    "upgrade",
+                    false
+                        .into_pyobject(py)
+                        .map(|v| v.to_owned().into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
+                    "must_close",
+                    false
+                        .into_pyobject(py)
+                        .map(|v| v.to_owned().into_any())
+                        .unwrap_or_else(|_| py.None().into_bound(py)),
+                ),
+                (
                     "sent",
                     sent.into_pyobject(py)
                         .map(|s| s.into_any())
@@ -151,4 +212,17 @@ impl RequestHooks {
             ferricorn_core::error!("Exception in post_request hook:\n{}", format_exception(py, &e));
         }
     }
+}
+
+/// Gunicorn's `Request.should_close()`: `Connection: close`, or HTTP/1.0 without
+/// `keep-alive`.
+fn request_closes(head: &http::request::Parts) -> bool {
+    let has = |token: &str| ferricorn_server::has_token(&head.headers, http::header::CONNECTION, token);
+    has("close") || (head.version == Version::HTTP_10 && !has("keep-alive"))
+}
+
+/// A callable that returns `value` (hook objects' methods such as `should_close()`).
+fn constant_fn(py: Python<'_>, value: bool) -> PyResult<Bound<'_, PyAny>> {
+    let f = if value { c"lambda: True" } else { c"lambda: False" };
+    py.eval(f, None, None)
 }
