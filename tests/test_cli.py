@@ -380,6 +380,14 @@ def test_check_config_bad_app(run_cli):
     res = run_cli("--check-config", "cli_apps:no_such_attr")
     assert res.returncode == 1, output(res)
     assert "no_such_attr" in output(res)
+    # Gunicorn's heading for it.
+    assert "\nError while loading the application:\n" in res.stderr, res.stderr
+
+
+def test_missing_config_file_in_gunicorns_words(run_cli):
+    res = run_cli("-c", "no_such.conf.py", "testapp:app")
+    assert res.returncode == 1, output(res)
+    assert "Error: 'no_such.conf.py' doesn't exist" in res.stderr, res.stderr
 
 
 def test_print_config(run_cli):

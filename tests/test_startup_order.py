@@ -161,3 +161,10 @@ def test_daemon_hooks_run_in_the_daemon(run_cli, tmp_path):
             pid = int(pidfile.read_text())
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=15)
+
+
+def test_failing_worker_exit_is_a_warning_as_in_gunicorn(start_server, tmp_path):
+    conf = _config(tmp_path, "def worker_exit(server, worker):\n    raise RuntimeError('exit bug')\n")
+    srv = start_server("-c", str(conf), "testapp:app")
+    assert srv.stop() == 0
+    assert "[WARNING] Exception during worker exit:" in srv.log() and "exit bug" in srv.log(), srv.log()

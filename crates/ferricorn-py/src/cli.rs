@@ -143,7 +143,8 @@ fn load_config_file(
 ) -> Result<(), Fatal> {
     let plain = path.strip_prefix("file:").unwrap_or(path);
     if !path.starts_with("python:") && !std::path::Path::new(plain).exists() {
-        return Err(Fatal::usage(format!("Error: config file {path:?} doesn't exist")));
+        // Gunicorn's words: `Error: 'PATH' doesn't exist` (the path's Python repr).
+        return Err(Fatal::usage(format!("Error: '{path}' doesn't exist")));
     }
     if path.starts_with("python:") {
         // Gunicorn has the working directory on sys.path before it imports the module.
@@ -413,7 +414,7 @@ fn run(py: Python<'_>, argv: Vec<String>) -> Result<i32, Fatal> {
         return match load_app(py, &uri) {
             Ok(_) => Ok(0),
             Err(e) => Err(Fatal::usage(format!(
-                "Failed to load the application {uri:?}:\n{}",
+                "\nError while loading the application:\n\n{}",
                 e.message
             ))),
         };

@@ -158,6 +158,11 @@ pub fn call_logged<'py, A: pyo3::call::PyCallArgs<'py>>(
     };
     match hook.bind(py).call1(args) {
         Ok(_) => true,
+        // Gunicorn's arbiter words a failing worker_exit its own way.
+        Err(e) if name == "worker_exit" => {
+            ferricorn_core::warning!("Exception during worker exit:\n{}", format_exception(py, &e));
+            false
+        }
         Err(e) => {
             ferricorn_core::error!("Exception in {name} hook:\n{}", format_exception(py, &e));
             false
