@@ -592,6 +592,12 @@ def test_invalid_setting_value(run_cli, args, names, value):
     )
 
 
+def test_wrong_type_on_the_command_line_in_argparses_words(run_cli):
+    res = run_cli("-b", f"127.0.0.1:{free_port()}", "-w", "abc", "testapp:app")
+    assert res.returncode == 2
+    assert res.stderr.strip() == "Error: argument -w/--workers: invalid int value: 'abc'", res.stderr
+
+
 @pytest.mark.parametrize(
     "args, code",
     [

@@ -411,7 +411,14 @@ impl Settings {
                         .unwrap_or_default(),
                 ),
                 _ => match matches.get_one::<String>(def.name) {
-                    Some(text) => def.parse(text)?,
+                    // argparse's words for an integer option given something else.
+                    Some(text) => def.parse(text).map_err(|e| match (e, def.kind) {
+                        (SettingError::Invalid { .. }, Kind::Int { .. }) => SettingError::Usage(format!(
+                            "argument {}: invalid int value: '{text}'",
+                            def.flags.join("/")
+                        )),
+                        (e, _) => e,
+                    })?,
                     None => continue,
                 },
             };
