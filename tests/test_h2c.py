@@ -287,3 +287,63 @@ def test_a_connection_that_reads_nothing_cannot_hold_every_thread(start_server):
             for _ in range(3):
                 assert c.get(srv.url + "/environ").status_code == 200
         assert time.monotonic() - t0 < 3
+
+
+def _h2_events_until(sock, conn, pred, timeout=5.0):
+    """Reads frames until `pred(events so far)` holds; returns the events."""
+    import time
+
+    events = []
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline and not pred(events):
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        events += conn.receive_data(chunk)
+        sock.sendall(conn.data_to_send())
+    return events
+
+
+def test_call_slots_are_freed_when_the_app_is_done_not_the_transfer(start_server):
+    # Two slots (--threads 4). Three small responses to a client whose windows stay
+    # closed: the app threads finish at once, so the third stream runs too and all three
+    # heads arrive (only the bodies wait for the window).
+    import h2.events
+    import h2.settings
+
+    srv = start_server("--http2-cleartext", "prior-knowledge", "--threads", "4", "testapp:app")
+    sock, conn = _h2_conn(srv)
+    with sock:
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        for sid in (1, 3, 5):
+            conn.send_headers(sid, _req(b"/environ"), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        heads = lambda evs: {e.stream_id for e in evs if isinstance(e, h2.events.ResponseReceived)}
+        events = _h2_events_until(sock, conn, lambda evs: heads(evs) == {1, 3, 5})
+        assert heads(events) == {1, 3, 5}, events
+
+
+def test_request_deadline_counts_the_wait_for_a_call_slot(start_server):
+    # One slot (--threads 2), taken by a 4 s call: the next stream of the connection gets
+    # --request-deadline's 504 after 2 s instead of waiting for the slot.
+    import time
+
+    import h2.events
+
+    srv = start_server("--http2-cleartext", "prior-knowledge", "--threads", "2", "--request-deadline", "2",
+                       "testapp:app")
+    sock, conn = _h2_conn(srv)
+    with sock:
+        conn.send_headers(1, _req(b"/sleep?4"), end_stream=True)
+        conn.send_headers(3, _req(b"/environ"), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        t0 = time.monotonic()
+        status = lambda evs: [dict(e.headers)[b":status"] for e in evs
+                              if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 3]
+        events = _h2_events_until(sock, conn, status, timeout=6)
+        assert status(events) == [b"504"], events
+        assert 1.5 < time.monotonic() - t0 < 3.5

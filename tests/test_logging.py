@@ -259,8 +259,9 @@ def test_access_log_matches_gunicorn(procs, tmp_path, fmt):
 # Environ entries only the app's environ holds: set by the app (middleware), or the
 # server's own (SCRIPT_NAME empty, wsgi.version a tuple).
 ENVIRON_ATOMS = (
-    "%(t)s %({REMOTE_USER}e)s|%({myapp.user}e)s|%({SCRIPT_NAME}e)s|%({wsgi.version}e)s|"
-    "%({wsgi.multiprocess}e)s|%({PATH_INFO}e)s|%({HTTP_HOST}e)s|%({no.such.key}e)s"
+    "%(h)s %(t)s %({REMOTE_USER}e)s|%({myapp.user}e)s|%({SCRIPT_NAME}e)s|%({wsgi.version}e)s|"
+    "%({wsgi.multiprocess}e)s|%({PATH_INFO}e)s|%({HTTP_HOST}e)s|%({no.such.key}e)s|"
+    "%({REMOTE_ADDR}e)s|%({HTTP_X_REQUEST_ID}e)s"
 )
 
 

@@ -38,7 +38,8 @@ def test_hook_order_pidfile_and_preload(start_server, tmp_path):
     log = tmp_path / "order.log"
     pidfile = tmp_path / "app.pid"
     (tmp_path / "orderapp.py").write_text(
-        "import os\n"
+        "import os, sys\n"
+        "print('ORDERAPP IMPORTED', file=sys.stderr, flush=True)\n"
         f"open({str(log)!r}, 'a').write('import %d\\n' % os.getpid())\n"
         "def app(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Length', '2')])\n"
@@ -73,8 +74,8 @@ def test_hook_order_pidfile_and_preload(start_server, tmp_path):
         "on_exit pidfile=False",
     ], lines
     text = srv.log()
-    # The "Starting" line comes before on_starting's work (the sockets) and after the import.
-    assert text.index("Starting ferricorn") < text.index("Listening at"), text
+    # The preloaded app is imported before the "Starting" line, which precedes the sockets.
+    assert text.index("ORDERAPP IMPORTED") < text.index("Starting ferricorn") < text.index("Listening at"), text
 
 
 def test_relative_log_files_follow_chdir(start_server, tmp_path):

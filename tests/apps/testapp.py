@@ -48,6 +48,9 @@ def app(environ, start_response):
         # What authentication middleware does; the access log's {var}e atoms show it.
         environ["REMOTE_USER"] = "ruser"
         environ["myapp.user"] = "alice"
+        # A proxy fix and a request-id middleware.
+        environ["REMOTE_ADDR"] = "203.0.113.9"
+        environ["HTTP_X_REQUEST_ID"] = "generated-123"
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
     if path == "/sleep":

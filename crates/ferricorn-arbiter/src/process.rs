@@ -86,13 +86,23 @@ pub fn systemd_listen_fds() -> Vec<OwnedFd> {
 }
 
 fn remove_env(key: &str) {
-    // SAFETY: only called from the master, which is single-threaded for its whole life.
+    // SAFETY: called by the master at start-up, before any hook or preloaded app could
+    // start a thread (see `launcher::start`).
     unsafe { std::env::remove_var(key) }
+}
+
+/// `NOTIFY_SOCKET`, read once: the master's loop runs beside threads that hooks may have
+/// started, and reading the environment while one of them writes it is a data race.
+static NOTIFY_SOCKET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Reads `NOTIFY_SOCKET` while the master is still alone (see [`sd_notify`]).
+pub fn sd_notify_init() {
+    NOTIFY_SOCKET.get_or_init(|| std::env::var("NOTIFY_SOCKET").ok());
 }
 
 /// `sd_notify(3)`: tells systemd about state changes when `NOTIFY_SOCKET` is set.
 pub fn sd_notify(state: &str) {
-    let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
+    let Some(path) = NOTIFY_SOCKET.get_or_init(|| std::env::var("NOTIFY_SOCKET").ok()) else {
         return;
     };
     let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
@@ -103,7 +113,7 @@ pub fn sd_notify(state: &str) {
         std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
             .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
     } else {
-        sock.send_to(state.as_bytes(), &path)
+        sock.send_to(state.as_bytes(), path)
     };
     if let Err(e) = res {
         ferricorn_core::debug!("sd_notify failed: {e}");

@@ -108,19 +108,24 @@ impl AccessFormat {
         }
     }
 
-    /// The `{var}e` names (lower case) this format shows that only the application's
-    /// environ holds (`REMOTE_USER`, `SCRIPT_NAME`, values set by middleware...): the
-    /// WSGI bridge reads them from the environ it passed to the app.
+    /// The `{var}e` names (lower case) this format shows: the WSGI bridge reads them
+    /// from the environ it passed to the app, as Gunicorn logs that dict after the app
+    /// ran (with what middleware set or changed: `REMOTE_USER`, a request id, the
+    /// `REMOTE_ADDR` of a proxy fix...). The record's own values stand in where there
+    /// is no environ (ASGI, the server's error pages).
     pub fn environ_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for s in &self.segments {
             let Segment::Atom { key, .. } = s else { continue };
+            if key == "h" && !keys.iter().any(|k| k == "remote_addr") {
+                keys.push("remote_addr".into());
+                continue;
+            }
             let lower = key.to_ascii_lowercase();
             let Some(name) = lower.strip_prefix('{').and_then(|k| k.strip_suffix("}e")) else {
                 continue;
             };
-            let native = name.starts_with("http_") || ENVIRON_VARS.iter().any(|v| v.eq_ignore_ascii_case(name));
-            if !native && !keys.iter().any(|k| k == name) {
+            if !keys.iter().any(|k| k == name) {
                 keys.push(name.to_string());
             }
         }
@@ -300,7 +305,12 @@ fn atom(rec: &AccessRecord<'_>, key: &str) -> AtomValue {
     let secs = rec.duration.as_secs();
     let micros = rec.duration.subsec_micros();
     match key {
-        "h" => rec.remote_addr.clone().map_or(Missing, Str),
+        // Gunicorn's `h` is the environ's REMOTE_ADDR, which a proxy-fix middleware may
+        // have rewritten.
+        "h" => match rec.extra_environ.iter().find(|(k, _)| k == "remote_addr") {
+            Some((_, v)) => Str(v.clone()),
+            None => rec.remote_addr.clone().map_or(Missing, Str),
+        },
         "l" => Str("-".into()),
         "u" | "f" | "a" if rec.minimal_environ => Str("-".into()),
         "u" => basic_auth_user(rec.request_headers).map_or(Str("-".into()), Str),

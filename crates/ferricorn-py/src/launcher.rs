@@ -142,6 +142,22 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     if s.bool("daemon") && parent_master.is_none() {
         daemonize(py, s.bool("enable_stdio_inheritance")).map_err(|e| fatal(format!("Error: can't daemonize: {e}")))?;
     }
+    // The environment is read and changed here, while the master is alone: hooks and a
+    // preloaded app may start threads, and libc's environment is not thread-safe.
+    ferricorn_arbiter::process::sd_notify_init();
+    let mut listeners = inherited_listeners();
+    let _ = py
+        .import("os")
+        .and_then(|os| os.getattr("environ")?.call_method1("pop", (INHERIT_FDS_ENV, py.None())));
+    // systemd's variables were for this process only (sd_listen_fds' unset_environment):
+    // once taken, the app's environment and its children must not see them.
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            let _ = py
+                .import("os")
+                .and_then(|os| os.getattr("environ")?.call_method1("pop", (key, py.None())));
+        }
+    }
     // Gunicorn's arbiter sets `num_workers` in its constructor: the hook sees None first.
     let workers = s.int("workers").max(0);
     let _ = boot.hooks.server(py).setattr("num_workers", workers);
@@ -158,7 +174,14 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
                 boot.hooks.set_server_app(py, &app);
                 Some(app)
             }
-            Err(e) => return Err(fatal(e.message)),
+            Err(e) => {
+                // On stderr, as Gunicorn's uncaught exception; and in a log file, where
+                // an operator looks (with -D stderr goes nowhere).
+                if s.str("errorlog").is_some_and(|f| f != "-") {
+                    ferricorn_core::error!("{}", e.message);
+                }
+                return Err(fatal(e.message));
+            }
         }
     } else {
         None
@@ -184,19 +207,6 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
             ))
         })?;
     let tls = tls_config(&boot)?;
-    let mut listeners = inherited_listeners();
-    let _ = py
-        .import("os")
-        .and_then(|os| os.getattr("environ")?.call_method1("pop", (INHERIT_FDS_ENV, py.None())));
-    // systemd's variables were for this process only (sd_listen_fds' unset_environment):
-    // once taken, the app's environment and its children must not see them.
-    if std::env::var_os("LISTEN_FDS").is_none() {
-        for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-            let _ = py
-                .import("os")
-                .and_then(|os| os.getattr("environ")?.call_method1("pop", (key, py.None())));
-        }
-    }
     if listeners.is_empty() {
         let addrs: Vec<BindAddr> = s.list("bind").iter().filter_map(|b| BindAddr::parse(b).ok()).collect();
         let opts = BindOptions {
@@ -379,8 +389,9 @@ impl Launcher for PyLauncher {
                     hooks.call(py, "pre_fork", (hooks.server(py), w));
                 }
             }
-            // SAFETY: called while attached, with no other thread in this process, as
-            // CPython's fork protocol requires.
+            // SAFETY: called while attached, as CPython's fork protocol requires: it takes
+            // the interpreter's locks so that threads a hook started (the master's only
+            // other threads) hold none of them across the fork.
             unsafe { pyo3::ffi::PyOS_BeforeFork() };
             let mask = ferricorn_arbiter::signals::block_for_fork();
             let pid = unsafe { libc::fork() };

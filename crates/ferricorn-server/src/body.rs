@@ -288,7 +288,7 @@ pub struct ResponseBody {
     access: Option<Box<Pending>>,
     meter: Option<Box<Meter>>,
     /// The request's place under `--max-queued`, freed when the response ends.
-    admission: Option<Box<crate::overload::Admission>>,
+    admission: Option<crate::overload::Admission>,
 }
 
 impl ResponseBody {
@@ -359,7 +359,7 @@ impl ResponseBody {
     }
 
     pub(crate) fn hold(&mut self, admission: crate::overload::Admission) {
-        self.admission = Some(Box::new(admission));
+        self.admission = Some(admission);
     }
 
     /// The body ends before the Content-Length the application declared.

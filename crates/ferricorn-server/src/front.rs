@@ -354,6 +354,10 @@ fn refuse_body(body: &mut RequestBody, info: &ConnInfo, state: &Arc<ConnState>) 
 
 /// Hands the request to the app, once its HTTP/2 connection has a free call slot (see
 /// `ServerConfig::h2_calls_per_connection`).
+// The request moves into this function once; `call_app_now` is inlined into it, so the
+// slot check costs a plain request no second move (callgrind: one `memcpy` of the
+// request's parts).
+#[inline(never)]
 fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &Arc<ConnState>) -> Started {
     let Some(slots) = state.call_slots() else {
         return call_app_now(checked, body, shared, state, None);
@@ -363,20 +367,38 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
         Err(_) => {
             let slots = slots.clone();
             let (shared, state) = (shared.clone(), state.clone());
+            let deadline = shared
+                .config
+                .request_deadline
+                .map(|d| (d, format!("{} {}", checked.head.method, checked.head.uri.path())));
             // A stream reset while it waits here drops this future: the app never runs.
             Started::Waiting(Box::pin(async move {
-                let Ok(slot) = slots.acquire_owned().await else {
-                    return error_page::response(503, "The connection is closing", true);
+                let work = async {
+                    let Ok(slot) = slots.acquire_owned().await else {
+                        return error_page::response(503, "The connection is closing", true);
+                    };
+                    match call_app_now(checked, body, &shared, &state, Some(slot)) {
+                        Started::Done(resp) => resp,
+                        Started::Waiting(wait) => wait.await,
+                    }
                 };
-                match call_app_now(checked, body, &shared, &state, Some(slot)) {
-                    Started::Done(resp) => resp,
-                    Started::Waiting(wait) => wait.await,
+                // `--request-deadline` counts the wait for a slot too.
+                let Some((limit, log_as)) = deadline else {
+                    return work.await;
+                };
+                match tokio::time::timeout(limit, work).await {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        ferricorn_core::warning!("Request deadline exceeded: {log_as}");
+                        error_page::response(504, "The application did not answer in time.", true)
+                    }
                 }
             }))
         }
     }
 }
 
+#[inline(always)]
 fn call_app_now(
     checked: Checked,
     body: RequestBody,
@@ -385,16 +407,13 @@ fn call_app_now(
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Started {
     let cfg = &shared.config;
-    let mut admission = match cfg.max_queued {
+    let admission = match cfg.max_queued {
         Some(queued) => match shared.admissions.admit(cfg.app_threads + queued) {
-            Some(a) => a,
+            Some(a) => Some(a),
             None => return Started::Done(crate::overload::overloaded()),
         },
-        None => Default::default(),
+        None => None,
     };
-    if let Some(slot) = slot {
-        admission.hold_stream(slot);
-    }
     let Checked {
         mut head,
         info,
@@ -437,6 +456,7 @@ fn call_app_now(
         trusted_proxy,
         client,
         early_hints,
+        call_slot: slot,
     };
     match shared.app.call(request) {
         Reply::Ready(resp) => Started::Done(ending.apply(resp, state)),
@@ -478,7 +498,7 @@ impl Answer {
 /// What is left to do once the app's response is there.
 struct Ending {
     hints_enabled: bool,
-    admission: crate::overload::Admission,
+    admission: Option<crate::overload::Admission>,
     force_close: bool,
     /// `Expect: 100-continue` on HTTP/1.1: if the app answers without reading the body,
     /// the client may never send it (or send it late), and hyper closes the connection
@@ -491,8 +511,8 @@ impl Ending {
         if self.hints_enabled {
             state.close_interim();
         }
-        if !self.admission.is_empty() {
-            resp.body_mut().hold(std::mem::take(&mut self.admission));
+        if let Some(a) = self.admission.take() {
+            resp.body_mut().hold(a);
         }
         if self.force_close || (self.expects_continue && state.continue_unread()) {
             resp.headers_mut()

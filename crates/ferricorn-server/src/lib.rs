@@ -193,6 +193,10 @@ pub struct Request {
     pub client: Option<SocketAddr>,
     /// Sends `103 Early Hints` before the response (HTTP/1.1 requests only).
     pub early_hints: Option<conn::EarlyHints>,
+    /// The request's place among its HTTP/2 connection's calls (see
+    /// `ServerConfig::h2_calls_per_connection`): a bridge keeps it while a thread works
+    /// for the request (a reset stream does not free a place its call still uses).
+    pub call_slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -19,31 +19,12 @@ pub(crate) struct Admissions {
     in_progress: Arc<AtomicUsize>,
 }
 
-/// The places a request holds while its response is unfinished; held by its response
-/// body, freed when the response ends.
-#[derive(Default)]
-pub(crate) struct Admission {
-    /// Its place under `--max-queued`.
-    queued: Option<Arc<AtomicUsize>>,
-    /// Its place among its HTTP/2 connection's calls (`h2_calls_per_connection`).
-    stream: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl Admission {
-    pub fn is_empty(&self) -> bool {
-        self.queued.is_none() && self.stream.is_none()
-    }
-
-    pub fn hold_stream(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
-        self.stream = Some(permit);
-    }
-}
+/// Held by a request's response body; frees the place when the response ends.
+pub(crate) struct Admission(Arc<AtomicUsize>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some(q) = &self.queued {
-            q.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -55,10 +36,7 @@ impl Admissions {
             self.in_progress.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Admission {
-            queued: Some(self.in_progress.clone()),
-            stream: None,
-        })
+        Some(Admission(self.in_progress.clone()))
     }
 }
 

@@ -23,6 +23,14 @@ pub(crate) struct Continuation {
     uri: http::Uri,
     /// For `post_request`: the hook's request object and the environ.
     hook_args: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// The request's HTTP/2 call slot, held until the app thread has finished it.
+    call_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Continuation {
+    pub(crate) fn keep_call_slot(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.call_slot = slot;
+    }
 }
 
 /// How Gunicorn 27 names a request in "Error handling request GET /path".
@@ -82,7 +90,10 @@ pub(crate) fn resume(py: Python<'_>, shared: &Shared, cont: Continuation) {
         method,
         uri,
         hook_args,
+        call_slot,
     } = cont;
+    // Freed when this function returns: the response is finished, or the client left.
+    let _call_slot = call_slot;
     let input = input.as_ref().map(|i| i.bind(py));
     let target = Target(&method, &uri);
     if let Err(e) = finish(py, shared, result.bind(py), responder.bind(py), input, &target) {
@@ -166,6 +177,7 @@ fn serve(
                     method: req.head.method.clone(),
                     uri: req.head.uri.clone(),
                     hook_args: hook_req.map(|r| (r.unbind(), environ.clone().into_any().unbind())),
+                    call_slot: None,
                 }))
             }
             Err(e) => {

@@ -15,6 +15,8 @@ pub struct RequestHooks {
     pub pre: Option<Py<PyAny>>,
     /// The hook and how many arguments it takes (Gunicorn accepts 2, 3 or 4).
     pub post: Option<(Py<PyAny>, usize)>,
+    /// `lambda: False` and `lambda: True`, made once, for `req.should_close`.
+    answers: [Py<PyAny>; 2],
 }
 
 impl RequestHooks {
@@ -34,10 +36,12 @@ impl RequestHooks {
                 .unwrap_or(4);
             (p.unbind(), arity.clamp(2, 4))
         });
+        let answer = |src: &std::ffi::CStr| py.eval(src, None, None).map(Bound::unbind).ok();
         Some(Self {
             worker: worker.clone().unbind(),
             pre: pre.map(Bound::unbind),
             post,
+            answers: [answer(c"lambda: False")?, answer(c"lambda: True")?],
         })
     }
 
@@ -84,7 +88,10 @@ impl RequestHooks {
                 ("fragment", "".into_pyobject(py)?.into_any()),
                 ("trailers", PyList::empty(py).into_any()),
                 ("proxy_protocol_info", py.None().into_bound(py)),
-                ("should_close", constant_fn(py, request_closes(head))?),
+                (
+                    "should_close",
+                    self.answers[usize::from(request_closes(head))].bind(py).clone(),
+                ),
             ],
         )
     }
@@ -134,7 +141,16 @@ impl RequestHooks {
                     .flatten()
             })
         });
-        let chunked = length.is_none() && !matches!(code, 204 | 304) && code >= 200;
+        // Gunicorn's is_chunked(): HTTP/1.1 or later, not HEAD, a status with a body.
+        let http11 = req
+            .getattr("version")
+            .and_then(|v| v.extract::<(u8, u8)>())
+            .is_ok_and(|v| v >= (1, 1));
+        let head = req
+            .getattr("method")
+            .and_then(|m| m.extract::<String>())
+            .is_ok_and(|m| m == "HEAD");
+        let chunked = length.is_none() && http11 && !head && !matches!(code, 204 | 304) && code >= 200;
         let resp_obj = new_namespace(
             py,
             &[
@@ -219,10 +235,4 @@ impl RequestHooks {
 fn request_closes(head: &http::request::Parts) -> bool {
     let has = |token: &str| ferricorn_server::has_token(&head.headers, http::header::CONNECTION, token);
     has("close") || (head.version == Version::HTTP_10 && !has("keep-alive"))
-}
-
-/// A callable that returns `value` (hook objects' methods such as `should_close()`).
-fn constant_fn(py: Python<'_>, value: bool) -> PyResult<Bound<'_, PyAny>> {
-    let f = if value { c"lambda: True" } else { c"lambda: False" };
-    py.eval(f, None, None)
 }

@@ -364,8 +364,12 @@ impl InlineRunner {
         self.clock.0[io_index].store(ferricorn_arbiter::heartbeat::now_ms(), Ordering::Relaxed);
         ON_IO_THREAD.with(|f| f.set(true));
         INLINE_CONN.store(req.conn.fd, Ordering::Release);
-        let (responder, cont) =
+        let (responder, mut cont) =
             ferricorn_server::in_call(|| call::run(py, &self.shared, &mut req, Handover::Keep, true));
+        // An app thread finishes this response: the request's call slot goes with it.
+        if let Some(cont) = cont.as_mut() {
+            cont.keep_call_slot(req.call_slot.take());
+        }
         // A sender dropped unanswered is answered `not_answered` by the front end.
         if let Some(responder) = responder {
             let mut responder = responder.borrow_mut();

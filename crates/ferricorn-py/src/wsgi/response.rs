@@ -31,7 +31,8 @@ pub struct StartResponse {
     /// The request's early-hints queue, closed when the response is handed over.
     hints: Option<ferricorn_server::EarlyHints>,
     pipe: Option<pipe::Sender>,
-    high_water: usize,
+    /// Bytes (at most 4 GiB: a u32 keeps the object small, see the size test).
+    high_water: u32,
     /// What `post_request` hooks see: the status line, the app's header list, bytes sent.
     pub status: Option<Py<PyString>>,
     pub headers: Option<Py<PyAny>>,
@@ -45,8 +46,13 @@ pub struct StartResponse {
     body_cap: Option<u64>,
     /// The environ and the names the access log reads from it (`{var}e` atoms the
     /// server does not know), read when the response is handed over.
-    access_environ: Option<(Py<PyDict>, Arc<[String]>)>,
+    /// Boxed: one pointer, so the object stays within pymalloc's 512-byte blocks (past
+    /// them every `StartResponse` came from `malloc`).
+    access_environ: Option<Box<AccessCapture>>,
 }
+
+/// The environ and the names the access log reads from it.
+type AccessCapture = (Py<PyDict>, Arc<[String]>);
 
 impl StartResponse {
     pub(crate) fn new(
@@ -61,7 +67,7 @@ impl StartResponse {
             kept: None,
             hints,
             pipe: None,
-            high_water,
+            high_water: u32::try_from(high_water).unwrap_or(u32::MAX),
             status: None,
             headers: None,
             sent: 0,
@@ -73,7 +79,7 @@ impl StartResponse {
 
     /// Reads `keys` from `environ` for the access log when the response goes out.
     pub(crate) fn capture_environ(&mut self, environ: Py<PyDict>, keys: Arc<[String]>) {
-        self.access_environ = Some((environ, keys));
+        self.access_environ = Some(Box::new((environ, keys)));
     }
 
     pub fn headers_sent(&self) -> bool {
@@ -101,7 +107,8 @@ impl StartResponse {
         if let Some(h) = self.hints.take() {
             h.close();
         }
-        if let Some((environ, keys)) = self.access_environ.take() {
+        if let Some(capture) = self.access_environ.take() {
+            let (environ, keys) = *capture;
             let found = Python::attach(|py| access_environ(environ.bind(py), &keys));
             resp.extensions_mut().insert(ferricorn_server::AccessEnviron(found));
         }
@@ -157,7 +164,7 @@ impl StartResponse {
             if !written {
                 return Ok(Ok(()));
             }
-            let (tx, rx) = pipe::channel(self.high_water);
+            let (tx, rx) = pipe::channel(self.high_water as usize);
             self.send(ResponseBody::stream(rx));
             self.pipe = Some(tx);
         }
@@ -389,15 +396,43 @@ fn write_callable<'py>(slf: &Bound<'py, StartResponse>) -> PyResult<Bound<'py, P
 /// them), each as `str()` of its value.
 fn access_environ(environ: &Bound<'_, PyDict>, keys: &[String]) -> Vec<(String, String)> {
     let mut found = Vec::new();
+    // CGI names are upper case, `wsgi.*` and most middleware keys lower case: look those
+    // up directly, and walk the dict only for a name found under neither.
+    let mut missing = false;
+    for key in keys {
+        let hit = [key.to_ascii_uppercase(), key.clone()]
+            .into_iter()
+            .find_map(|k| environ.get_item(k).ok().flatten());
+        match hit.map(|v| v.str().map(|s| s.to_string_lossy().into_owned())) {
+            Some(Ok(text)) => found.push((key.clone(), text)),
+            Some(Err(_)) => {}
+            None => missing = true,
+        }
+    }
+    if !missing {
+        return found;
+    }
     for (k, v) in environ.iter() {
         let Ok(name) = k.str().map(|s| s.to_string_lossy().to_lowercase()) else {
             continue;
         };
-        if keys.contains(&name) {
+        if keys.contains(&name) && !found.iter().any(|(f, _)| *f == name) {
             if let Ok(text) = v.str() {
                 found.push((name, text.to_string_lossy().into_owned()));
             }
         }
     }
     found
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn start_response_fits_a_pymalloc_block() {
+        // One per request. The Python object is this plus CPython's 16-byte header and
+        // pyo3's 24 bytes (borrow flag, thread checker); pymalloc serves up to 512 bytes,
+        // `malloc` the rest (~180 instructions more per request, measured).
+        let size = std::mem::size_of::<super::StartResponse>();
+        assert!(size + 16 + 24 <= 512, "StartResponse is {size} bytes");
+    }
 }
