@@ -310,6 +310,7 @@ fn start(req: hyper::Request<Incoming>, shared: &Arc<Shared>, info: Arc<ConnInfo
 /// cookie); a `Host` that names another authority than `:authority` makes the request
 /// malformed (§8.3.1: which one a proxy routed on and which one the app sees must not
 /// differ); so do values with leading or trailing whitespace (§8.2.1).
+#[inline(never)]
 fn h2_head(head: &mut http::request::Parts) -> Result<(), &'static str> {
     if let (Some(authority), Some(host)) = (head.uri.authority(), head.headers.get(header::HOST)) {
         if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
@@ -354,51 +355,55 @@ fn refuse_body(body: &mut RequestBody, info: &ConnInfo, state: &Arc<ConnState>) 
 
 /// Hands the request to the app, once its HTTP/2 connection has a free call slot (see
 /// `ServerConfig::h2_calls_per_connection`).
-// The request moves into this function once; `call_app_now` is inlined into it, so the
-// slot check costs a plain request no second move (callgrind: one `memcpy` of the
-// request's parts).
-#[inline(never)]
 fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &Arc<ConnState>) -> Started {
     let Some(slots) = state.call_slots() else {
         return call_app_now(checked, body, shared, state, None);
     };
     match slots.clone().try_acquire_owned() {
         Ok(slot) => call_app_now(checked, body, shared, state, Some(slot)),
-        Err(_) => {
-            let slots = slots.clone();
-            let (shared, state) = (shared.clone(), state.clone());
-            let deadline = shared
-                .config
-                .request_deadline
-                .map(|d| (d, format!("{} {}", checked.head.method, checked.head.uri.path())));
-            // A stream reset while it waits here drops this future: the app never runs.
-            Started::Waiting(Box::pin(async move {
-                let work = async {
-                    let Ok(slot) = slots.acquire_owned().await else {
-                        return error_page::response(503, "The connection is closing", true);
-                    };
-                    match call_app_now(checked, body, &shared, &state, Some(slot)) {
-                        Started::Done(resp) => resp,
-                        Started::Waiting(wait) => wait.await,
-                    }
-                };
-                // `--request-deadline` counts the wait for a slot too.
-                let Some((limit, log_as)) = deadline else {
-                    return work.await;
-                };
-                match tokio::time::timeout(limit, work).await {
-                    Ok(resp) => resp,
-                    Err(_) => {
-                        ferricorn_core::warning!("Request deadline exceeded: {log_as}");
-                        error_page::response(504, "The application did not answer in time.", true)
-                    }
-                }
-            }))
-        }
+        Err(_) => wait_for_slot(checked, body, shared, state),
     }
 }
 
-#[inline(always)]
+/// The connection's call slots are all taken: the request waits for one. Out of line, so
+/// that building this future costs the common path nothing (its captures were copied
+/// ahead of the branch).
+#[cold]
+#[inline(never)]
+fn wait_for_slot(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &Arc<ConnState>) -> Started {
+    let Some(slots) = state.call_slots().cloned() else {
+        return call_app_now(checked, body, shared, state, None);
+    };
+    let (shared, state) = (shared.clone(), state.clone());
+    let deadline = shared
+        .config
+        .request_deadline
+        .map(|d| (d, format!("{} {}", checked.head.method, checked.head.uri.path())));
+    // A stream reset while it waits here drops this future: the app never runs.
+    Started::Waiting(Box::pin(async move {
+        let work = async {
+            let Ok(slot) = slots.acquire_owned().await else {
+                return error_page::response(503, "The connection is closing", true);
+            };
+            match call_app_now(checked, body, &shared, &state, Some(slot)) {
+                Started::Done(resp) => resp,
+                Started::Waiting(wait) => wait.await,
+            }
+        };
+        // `--request-deadline` counts the wait for a slot too.
+        let Some((limit, log_as)) = deadline else {
+            return work.await;
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                ferricorn_core::warning!("Request deadline exceeded: {log_as}");
+                error_page::response(504, "The application did not answer in time.", true)
+            }
+        }
+    }))
+}
+
 fn call_app_now(
     checked: Checked,
     body: RequestBody,
@@ -450,13 +455,13 @@ fn call_app_now(
     let request = Request {
         head,
         client_gone: ClientGone(state.clone()),
-        scheme,
+        https: scheme == "https",
         body,
         conn: info,
         trusted_proxy,
         client,
         early_hints,
-        call_slot: slot,
+        call_slot: slot.map(Box::new),
     };
     match shared.app.call(request) {
         Reply::Ready(resp) => Started::Done(ending.apply(resp, state)),

@@ -182,8 +182,10 @@ pub struct Request {
     pub head: http::request::Parts,
     /// Resolves when the client disconnects.
     pub client_gone: conn::ClientGone,
-    /// `"http"` or `"https"`: the connection's, or what a trusted proxy asserted.
-    pub scheme: &'static str,
+    /// The scheme is https: the connection's, or what a trusted proxy asserted (a flag,
+    /// not the scheme's name: the request moves between threads by value, and its size
+    /// is paid in every move; see [`Request::scheme`]).
+    pub https: bool,
     pub body: RequestBody,
     pub conn: Arc<ConnInfo>,
     /// The peer is in `--forwarded-allow-ips`: its `forwarder_headers` may be used.
@@ -196,7 +198,18 @@ pub struct Request {
     /// The request's place among its HTTP/2 connection's calls (see
     /// `ServerConfig::h2_calls_per_connection`): a bridge keeps it while a thread works
     /// for the request (a reset stream does not free a place its call still uses).
-    pub call_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub call_slot: Option<Box<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Request {
+    /// `"http"` or `"https"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

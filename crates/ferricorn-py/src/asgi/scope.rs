@@ -18,7 +18,7 @@ pub fn websocket_scope<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = http_scope(py, ctx, req)?;
     scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
-    scope.set_item(intern!(py, "scheme"), if req.scheme == "https" { "wss" } else { "ws" })?;
+    scope.set_item(intern!(py, "scheme"), if req.https { "wss" } else { "ws" })?;
     scope.set_item(intern!(py, "subprotocols"), PyList::new(py, subprotocols)?)?;
     scope.del_item(intern!(py, "method"))?;
     let extensions = PyDict::new(py);
@@ -103,7 +103,7 @@ pub fn http_scope<'py>(py: Python<'py>, ctx: &LoopCtx, req: &Request) -> PyResul
         http::Method::POST => scope.set_item(intern!(py, "method"), intern!(py, "POST"))?,
         _ => scope.set_item(intern!(py, "method"), head.method.as_str())?,
     }
-    if req.scheme == "https" {
+    if req.https {
         scope.set_item(intern!(py, "scheme"), intern!(py, "https"))?;
     }
     let raw_path = head.uri.path();

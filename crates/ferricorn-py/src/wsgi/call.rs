@@ -24,11 +24,11 @@ pub(crate) struct Continuation {
     /// For `post_request`: the hook's request object and the environ.
     hook_args: Option<(Py<PyAny>, Py<PyAny>)>,
     /// The request's HTTP/2 call slot, held until the app thread has finished it.
-    call_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    call_slot: Option<Box<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Continuation {
-    pub(crate) fn keep_call_slot(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+    pub(crate) fn keep_call_slot(&mut self, slot: Option<Box<tokio::sync::OwnedSemaphorePermit>>) {
         self.call_slot = slot;
     }
 }

@@ -219,7 +219,7 @@ pub fn build<'py>(
                 .get(header::HOST)
                 .map(|h| latin1(h.as_bytes()))
                 .unwrap_or_default();
-            let default_port = if req.scheme == "https" { "443" } else { "80" };
+            let default_port = if req.https { "443" } else { "80" };
             let (name, port) = split_host(&host, default_port);
             env.set_item(intern!(py, "SERVER_NAME"), name)?;
             env.set_item(intern!(py, "SERVER_PORT"), port)?;
@@ -309,7 +309,7 @@ pub fn build<'py>(
         env.set_item(key.as_str(), value)?;
     }
 
-    if req.scheme == "https" {
+    if req.https {
         env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
     }
     // Without a body, the template's `EmptyInput` stays.

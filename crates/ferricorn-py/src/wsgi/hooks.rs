@@ -77,7 +77,7 @@ impl RequestHooks {
                 ("query", head.uri.query().unwrap_or("").into_pyobject(py)?.into_any()),
                 ("headers", headers.into_any()),
                 ("version", PyTuple::new(py, [version.0, version.1])?.into_any()),
-                ("scheme", req.scheme.into_pyobject(py)?.into_any()),
+                ("scheme", req.scheme().into_pyobject(py)?.into_any()),
                 // Gunicorn's `Request.remote_addr` is the peer's address as the socket
                 // gives it: `(ip, port)`, or "" on a UNIX socket.
                 ("remote_addr", peer.clone()),
