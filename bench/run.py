@@ -998,6 +998,12 @@ def setup(argv, dry_run):
     steps = []
     if not py.exists():
         steps.append(("create bench/.venv", [sys.executable, "-m", "venv", str(BENCH_VENV)], True))
+    # bjoern builds against libev: on Debian/Ubuntu as root, its headers are installed
+    # first (nothing is done elsewhere; bjoern is then skipped if it cannot build).
+    if not Path("/usr/include/ev.h").exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        apt = "apt-get install -y -q libev-dev"
+        steps.append(("libev headers for bjoern (optional)",
+                      ["sh", "-c", f"{apt} || (apt-get update -q && {apt})"], False))
     steps += [
         ("peers", pip + ["-r", str(ROOT / "bench" / "requirements.txt")], True),
         ("bjoern (optional: needs a C compiler and libev headers)", pip + ["bjoern"], False),
