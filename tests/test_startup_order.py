@@ -169,3 +169,29 @@ def test_failing_worker_exit_is_a_warning_as_in_gunicorn(start_server, tmp_path)
     srv = start_server("-c", str(conf), "testapp:app")
     assert srv.stop() == 0
     assert "[WARNING] Exception during worker exit:" in srv.log() and "exit bug" in srv.log(), srv.log()
+
+
+def test_server_methods_hooks_call(start_server, tmp_path):
+    """Gunicorn's Arbiter methods hooks use: kill_worker (a worker replaced), reload (a
+    HUP), and `server.pid` the master's pid."""
+    out = tmp_path / "methods.log"
+    conf = _config(
+        tmp_path,
+        "import os, signal, threading, time\n"
+        "def when_ready(server):\n"
+        "    def act():\n"
+        "        while not server.WORKERS:\n"
+        "            time.sleep(0.05)\n"
+        "        pid = next(iter(server.WORKERS))\n"
+        f"        open({str(out)!r}, 'a').write('%d %d %d\\n' % (server.pid, os.getpid(), pid))\n"
+        "        server.kill_worker(pid, signal.SIGTERM)\n"
+        "        time.sleep(1)\n"
+        "        server.reload()\n"
+        "    threading.Thread(target=act, daemon=True).start()\n",
+    )
+    srv = start_server("-c", str(conf), "testapp:app")
+    assert wait_until(lambda: "Handling signal: hup" in srv.log(), timeout=10), srv.log()
+    master, hook_pid, killed = map(int, out.read_text().split())
+    assert master == hook_pid == srv.pid
+    assert srv.log().count("Booting worker") >= 2 and f"Worker exiting (pid: {killed})" in srv.log(), srv.log()
+    assert srv.stop() == 0

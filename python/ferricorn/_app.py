@@ -190,3 +190,33 @@ def resolve_hook(name, value):
         want = " or ".join(str(a) for a in allowed)
         raise TypeError(f"must take {want} positional argument{'s' if allowed != (1,) else ''}, it takes {arity}")
     return value
+
+
+def add_server_methods(server):
+    """The methods of Gunicorn's Arbiter that hooks call, on the `server` object hooks get:
+    `kill_worker(pid, sig)` and `kill_workers(sig)` signal workers (a worker already gone
+    is dropped from `server.WORKERS`, as Gunicorn does), `reload()` asks the master for a
+    reload (SIGHUP: it re-reads the configuration and replaces the workers)."""
+    import errno
+    import signal
+
+    def kill_worker(pid, sig):
+        try:
+            os.kill(pid, sig)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                server.WORKERS.pop(pid, None)
+                return
+            raise
+
+    def kill_workers(sig):
+        for pid in list(server.WORKERS):
+            kill_worker(pid, sig)
+
+    def reload():
+        os.kill(server.pid, signal.SIGHUP)
+
+    server.kill_worker = kill_worker
+    server.kill_workers = kill_workers
+    server.reload = reload
+    server.address = server.cfg.address

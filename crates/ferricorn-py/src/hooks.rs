@@ -266,6 +266,7 @@ impl Hooks {
                 ("WORKERS", pyo3::types::PyDict::new(py).into_any()),
             ],
         )?;
+        crate::pyhelpers::helpers(py)?.call_method1("add_server_methods", (&server,))?;
         Ok(Self {
             objects,
             cfg: cfg.unbind(),

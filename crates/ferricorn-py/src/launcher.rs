@@ -142,6 +142,8 @@ pub fn start(py: Python<'_>, boot: Boot) -> Result<i32, Fatal> {
     if s.bool("daemon") && parent_master.is_none() {
         daemonize(py, s.bool("enable_stdio_inheritance")).map_err(|e| fatal(format!("Error: can't daemonize: {e}")))?;
     }
+    // Gunicorn's arbiter takes its pid after daemonizing.
+    let _ = boot.hooks.server(py).setattr("pid", std::process::id());
     // The environment is read and changed here, while the master is alone: hooks and a
     // preloaded app may start threads, and libc's environment is not thread-safe.
     ferricorn_arbiter::process::sd_notify_init();
