@@ -298,6 +298,16 @@ def test_http10_with_keepalive_stays_open(server):
             assert not c.is_closed(timeout=0.3)
 
 
+def test_http10_keepalive_and_close_says_close(server):
+    # `close` beside `keep-alive`: the connection closes, and the response says so
+    # (it promised keep-alive and then closed).
+    with Conn(server) as c:
+        c.send(b"GET / HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive, close\r\n\r\n")
+        r = c.response()
+        assert r.headers["connection"].lower() == "close"
+        assert c.is_closed()
+
+
 def test_keepalive_idle_timeout(start_server):
     srv = start_server("testapp:app", "--keep-alive", "1")
     with Conn(srv) as c:

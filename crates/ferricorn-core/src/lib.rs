@@ -32,3 +32,7 @@ pub fn certificate_pem(der: &[u8]) -> String {
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The product token used in `Server:` and `SERVER_SOFTWARE`.
 pub const SERVER_SOFTWARE: &str = concat!("ferricorn/", env!("CARGO_PKG_VERSION"));
+
+/// The `Server` response header: the product without its version, as Gunicorn sends
+/// `gunicorn` (a version there is what scanners flag); `SERVER_SOFTWARE` keeps it.
+pub const SERVER_HEADER: &str = "ferricorn";

@@ -36,8 +36,10 @@ pub(crate) fn handle(
     // HTTP/1.0 has no chunked encoding: see `http10_connection`.
     let http10 = (req.version() == http::Version::HTTP_10).then(|| Http10 {
         // `--keep-alive 0`: hyper closes every connection whatever the client asks.
+        // A `close` beside it wins, as hyper closes then.
         keep_alive: shared.config.keepalive.is_some()
-            && crate::has_token(req.headers(), header::CONNECTION, "keep-alive"),
+            && crate::has_token(req.headers(), header::CONNECTION, "keep-alive")
+            && !crate::has_token(req.headers(), header::CONNECTION, "close"),
         head: req.method() == http::Method::HEAD,
     });
     // hyper leaves HTTP/1's bodiless responses (HEAD, 204, 304) to its encoder, but its

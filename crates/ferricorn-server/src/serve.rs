@@ -418,7 +418,7 @@ pub fn serve(
     let shared = Arc::new(Shared {
         config,
         app,
-        server_header: HeaderValue::from_static(ferricorn_core::SERVER_SOFTWARE),
+        server_header: HeaderValue::from_static(ferricorn_core::SERVER_HEADER),
         stop: stop.clone(),
         stop_rx,
         requests: AtomicU64::new(0),
