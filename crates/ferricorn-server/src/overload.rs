@@ -80,7 +80,7 @@ pub(crate) async fn refuse_connection<S: AsyncRead + AsyncWrite + Unpin>(mut str
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await;
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\nServer: {}\r\nContent-Type: text/html\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{BODY}",
-        ferricorn_core::SERVER_SOFTWARE,
+        ferricorn_core::SERVER_HEADER,
         BODY.len()
     );
     if stream.write_all(head.as_bytes()).await.is_err() {
