@@ -6,6 +6,7 @@ use ferricorn_server::Request;
 use http::Version;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
+use pyo3::IntoPyObjectExt;
 
 use super::response::StartResponse;
 use crate::pyhelpers::{format_exception, new_namespace};
@@ -110,9 +111,9 @@ impl RequestHooks {
         Ok(())
     }
 
-    pub fn post_request(
+    pub fn post_request<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         req: &Bound<'_, PyAny>,
         environ: &Bound<'_, PyAny>,
         resp: &Bound<'_, StartResponse>,
@@ -151,71 +152,21 @@ impl RequestHooks {
             .and_then(|m| m.extract::<String>())
             .is_ok_and(|m| m == "HEAD");
         let chunked = length.is_none() && http11 && !head && !matches!(code, 204 | 304) && code >= 200;
+        // A value that cannot become a Python object (it always can) is None.
+        let any = |v: PyResult<Bound<'py, PyAny>>| v.unwrap_or_else(|_| py.None().into_bound(py));
         let resp_obj = new_namespace(
             py,
             &[
-                (
-                    "status",
-                    status
-                        .into_pyobject(py)
-                        .map(|s| s.into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "status_code",
-                    code.into_pyobject(py)
-                        .map(|c| c.into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
+                ("status", any(status.into_bound_py_any(py))),
+                ("status_code", any(code.into_bound_py_any(py))),
                 ("headers", headers),
-                (
-                    "response_length",
-                    length
-                        .into_pyobject(py)
-                        .map(|v| v.into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "headers_sent",
-                    headers_sent
-                        .into_pyobject(py)
-                        .map(|v| v.to_owned().into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "chunked",
-                    chunked
-                        .into_pyobject(py)
-                        .map(|v| v.to_owned().into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "version",
-                    ferricorn_core::SERVER_SOFTWARE
-                        .into_pyobject(py)
-                        .map(|v| v.into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "upgrade",
-                    false
-                        .into_pyobject(py)
-                        .map(|v| v.to_owned().into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "must_close",
-                    false
-                        .into_pyobject(py)
-                        .map(|v| v.to_owned().into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
-                (
-                    "sent",
-                    sent.into_pyobject(py)
-                        .map(|s| s.into_any())
-                        .unwrap_or_else(|_| py.None().into_bound(py)),
-                ),
+                ("response_length", any(length.into_bound_py_any(py))),
+                ("headers_sent", any(headers_sent.into_bound_py_any(py))),
+                ("chunked", any(chunked.into_bound_py_any(py))),
+                ("version", any(ferricorn_core::SERVER_SOFTWARE.into_bound_py_any(py))),
+                ("upgrade", any(false.into_bound_py_any(py))),
+                ("must_close", any(false.into_bound_py_any(py))),
+                ("sent", any(sent.into_bound_py_any(py))),
             ],
         );
         let worker = self.worker.bind(py);
