@@ -363,7 +363,7 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
     };
     match slots.clone().try_acquire_owned() {
         Ok(slot) => call_app_now(checked, body, shared, state, Some(slot)),
-        Err(_) => wait_for_slot(checked, body, shared, state),
+        Err(_) => wait_for_slot(checked, body, shared, state, slots.clone()),
     }
 }
 
@@ -372,15 +372,18 @@ fn call_app(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &A
 /// ahead of the branch).
 #[cold]
 #[inline(never)]
-fn wait_for_slot(checked: Checked, body: RequestBody, shared: &Arc<Shared>, state: &Arc<ConnState>) -> Started {
-    let Some(slots) = state.call_slots().cloned() else {
-        return call_app_now(checked, body, shared, state, None);
-    };
+fn wait_for_slot(
+    checked: Checked,
+    body: RequestBody,
+    shared: &Arc<Shared>,
+    state: &Arc<ConnState>,
+    slots: Arc<tokio::sync::Semaphore>,
+) -> Started {
     let (shared, state) = (shared.clone(), state.clone());
     let deadline = shared
         .config
         .request_deadline
-        .map(|d| (d, format!("{} {}", checked.head.method, checked.head.uri.path())));
+        .map(|d| (d, deadline_label(&checked.head)));
     // A stream reset while it waits here drops this future: the app never runs.
     Started::Waiting(Box::pin(async move {
         let work = async {
@@ -398,12 +401,21 @@ fn wait_for_slot(checked: Checked, body: RequestBody, shared: &Arc<Shared>, stat
         };
         match tokio::time::timeout(limit, work).await {
             Ok(resp) => resp,
-            Err(_) => {
-                ferricorn_core::warning!("Request deadline exceeded: {log_as}");
-                error_page::response(504, "The application did not answer in time.", true)
-            }
+            Err(_) => deadline_exceeded(&log_as),
         }
     }))
+}
+
+/// How a request is named in the `--request-deadline` warning.
+fn deadline_label(head: &http::request::Parts) -> String {
+    format!("{} {}", head.method, head.uri.path())
+}
+
+/// `--request-deadline` passed before the app answered: 504, and a warning naming the
+/// request (the call goes on; its answer is dropped).
+fn deadline_exceeded(log_as: &str) -> Response<ResponseBody> {
+    ferricorn_core::warning!("Request deadline exceeded: {log_as}");
+    error_page::response(504, "The application did not answer in time.", true)
 }
 
 fn call_app_now(
@@ -437,7 +449,7 @@ fn call_app_now(
             .insert(crate::serve::SessionGuardFactory(shared.clone()));
     }
     let log_as = if cfg.request_deadline.is_some() {
-        format!("{} {}", head.method, head.uri.path())
+        deadline_label(&head)
     } else {
         String::new()
     };
@@ -560,12 +572,7 @@ impl WaitForApp {
             // The call goes on (its answer is dropped); `--timeout` still recycles a
             // worker whose call never returns.
             if sleep.as_mut().poll(cx).is_ready() {
-                ferricorn_core::warning!("Request deadline exceeded: {log_as}");
-                return Poll::Ready(error_page::response(
-                    504,
-                    "The application did not answer in time.",
-                    true,
-                ));
+                return Poll::Ready(deadline_exceeded(log_as));
             }
         }
         Poll::Pending

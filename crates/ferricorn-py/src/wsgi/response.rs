@@ -44,10 +44,10 @@ pub struct StartResponse {
     /// hyper has what it will send it lets the body go, and a write after that must not
     /// look like a client that left.
     body_cap: Option<u64>,
-    /// The environ and the names the access log reads from it (`{var}e` atoms the
-    /// server does not know), read when the response is handed over.
-    /// Boxed: one pointer, so the object stays within pymalloc's 512-byte blocks (past
-    /// them every `StartResponse` came from `malloc`).
+    /// The environ and the names the access log reads from it (`{var}e` atoms, and
+    /// REMOTE_ADDR for `h`), read when the response is handed over. Boxed: one pointer,
+    /// so the object stays within pymalloc's 512-byte blocks (past them every
+    /// `StartResponse` came from `malloc`).
     access_environ: Option<Box<AccessCapture>>,
 }
 
