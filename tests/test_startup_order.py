@@ -145,7 +145,7 @@ def test_daemon_hooks_run_in_the_daemon(run_cli, tmp_path):
         "def on_starting(server):\n"
         f"    open({str(log)!r}, 'a').write('on_starting %d\\n' % os.getpid())\n"
         "def when_ready(server):\n"
-        f"    open({str(log)!r}, 'a').write('when_ready %d\\n' % os.getpid())\n",
+        f"    open({str(log)!r}, 'a').write('when_ready %d\\n' % server.pid)\n",
     )
     port = free_port()
     res = run_cli("-D", "-c", str(conf), "-p", str(pidfile), "-b", f"127.0.0.1:{port}", "testapp:app")
